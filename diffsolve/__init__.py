@@ -1,0 +1,34 @@
+"""diffsolve: score-based diffusion models as differential equations.
+
+A score $s(x, t) \\approx \\nabla_x \\log p_t(x)$ becomes drift functions for torchsde (the reverse-time
+SDE) and torchdiffeq (the probability-flow ODE), so one score can be sampled with any solver and
+every number checked against the closed-form Gaussian-mixture marginals.
+"""
+
+from .adapters import ProbabilityFlowODE, ReverseSDE
+from .analytic import AnalyticScore, GaussianMixture
+from .errors import NonFiniteError
+from .samplers import SolverInfo, solvers
+from .sampling import SampleResult, sample
+from .scores import Score, ScoreModel
+from .sde import SDE, VESDE, VPSDE, SubVPSDE
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "SDE",
+    "VPSDE",
+    "SubVPSDE",
+    "VESDE",
+    "GaussianMixture",
+    "AnalyticScore",
+    "Score",
+    "ScoreModel",
+    "ReverseSDE",
+    "ProbabilityFlowODE",
+    "sample",
+    "SampleResult",
+    "solvers",
+    "SolverInfo",
+    "NonFiniteError",
+]

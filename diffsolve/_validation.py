@@ -1,0 +1,87 @@
+"""Input checks shared by the public entry points.
+
+Every check raises `ValueError`/`TypeError` naming the argument, what was given and what was
+expected, so a user's mistake is reported at the boundary rather than deep inside a solver.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import torch
+from torch import Tensor
+
+
+def describe(value: object) -> str:
+    """A short description of `value` for error messages."""
+    if isinstance(value, Tensor):
+        return f"Tensor(shape={tuple(value.shape)}, dtype={value.dtype}, device={value.device})"
+    return repr(value)
+
+
+def check_tensor(value: object, name: str) -> Tensor:
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if not value.is_floating_point():
+        raise TypeError(f"{name} must have a floating-point dtype, got {value.dtype}")
+    return value
+
+
+def check_batched(x: object, name: str, *, min_dim: int = 2) -> Tensor:
+    """`x` must be a floating tensor shaped `(batch, *event)` with at least `min_dim` dims."""
+    x = check_tensor(x, name)
+    if x.dim() < min_dim:
+        raise ValueError(
+            f"{name} must be shaped (batch, *event) with at least {min_dim} dimensions, got shape {tuple(x.shape)}"
+        )
+    return x
+
+
+def check_positive(value: object, name: str, *, integer: bool = False, allow_zero: bool = False) -> None:
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral if integer else numbers.Real):
+        raise TypeError(f"{name} must be {kind}, got {value!r}")
+    if not (value >= 0 if allow_zero else value > 0) or value != value:  # `value != value` catches NaN
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be {bound}, got {value!r}")
+
+
+def as_time(t: float | Tensor, *, like: Tensor | None, T: float, name: str = "t") -> Tensor:
+    """Turn a float, 0-d or `(B,)` time into a tensor and check that it lies in [0, T].
+
+    A Python float becomes a tensor of `like`'s dtype and device (the default dtype on the CPU when
+    `like` is None); a tensor keeps its own dtype and device.
+    """
+    if isinstance(t, Tensor):
+        if not t.is_floating_point():
+            raise TypeError(f"{name} must be a float or a floating-point tensor, got dtype {t.dtype}")
+        if t.dim() > 1:
+            raise ValueError(f"{name} must be a float, a 0-d tensor or a (batch,) tensor, got shape {tuple(t.shape)}")
+    elif isinstance(t, numbers.Real) and not isinstance(t, bool):
+        if like is None:
+            t = torch.tensor(float(t), dtype=torch.get_default_dtype())
+        else:
+            t = torch.tensor(float(t), dtype=like.dtype, device=like.device)
+    else:
+        raise TypeError(f"{name} must be a float or a tensor, got {type(t).__name__}")
+    outside = (t < 0) | (t > T) | torch.isnan(t)
+    if bool(outside.any()):
+        bad = t[outside].flatten()[0].item() if t.dim() else t.item()
+        raise ValueError(f"{name} must lie in [0, T] = [0, {T}], got {bad!r}")
+    return t
+
+
+def append_dims(v: Tensor, ndim: int) -> Tensor:
+    """Append trailing singleton dims so a `(B,)` (or 0-d) tensor broadcasts against an `ndim`-d one."""
+    if v.dim() > ndim:
+        raise ValueError(f"cannot broadcast a tensor of shape {tuple(v.shape)} against {ndim} dimensions")
+    return v.reshape(*v.shape, *([1] * (ndim - v.dim()))) if v.dim() else v
+
+
+def batch_time(t: Tensor, x: Tensor, name: str = "t") -> Tensor:
+    """Broadcast a 0-d or `(B,)` time against a batch `x` of shape `(B, *event)`: returns `(B,)`."""
+    if t.dim() == 0:
+        return t.expand(x.shape[0])
+    if t.shape[0] != x.shape[0]:
+        raise ValueError(f"{name} has shape {tuple(t.shape)}; expected a scalar or ({x.shape[0]},) to match x")
+    return t

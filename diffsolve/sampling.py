@@ -1,0 +1,228 @@
+"""`sample()`: one entry point for every sampler, with one NFE and time ledger."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ._validation import append_dims, check_batched, check_positive, describe
+from .errors import NonFiniteError
+from .samplers.generic import solve_pf_ode, solve_reverse_sde
+from .samplers.pc import pc_sampler
+from .samplers.registry import get_solver
+from .scores import Score, evaluate_score
+from .sde import SDE
+
+__all__ = ["SampleResult", "sample"]
+
+_DEFAULT_STEPS = {"sde": 1000, "ode": 100, "diffusion": 1000}
+_DEFAULT_TOL = 1e-5
+
+
+@dataclass
+class SampleResult:
+    """What `sample` returns.
+
+    Attributes:
+        samples: The state at `eps` (denoised when `denoise=True`), shape `(n, *event)`, no autograd graph.
+        nfe: Score evaluations it really cost (one call on a batch is one), including denoising.
+        seconds: Wall-clock time of the solve.
+        settings: Solver, steps or tolerances, eps, seed, dtype, device and the sampler's own options.
+        x_T: The prior draw the solve started from.
+        trajectory: States at `times`, shape `(len(times), n, *event)`, when asked for.
+        times: Forward times of `trajectory`, from T down to eps.
+    """
+
+    samples: Tensor
+    nfe: int
+    seconds: float
+    settings: dict[str, Any]
+    x_T: Tensor
+    trajectory: Tensor | None = None
+    times: Tensor | None = field(default=None)
+
+    def __repr__(self) -> str:
+        return (
+            f"SampleResult(samples={describe(self.samples)}, nfe={self.nfe}, seconds={self.seconds:.3g}, "
+            f"settings={self.settings})"
+        )
+
+
+def _seeds(seed: int) -> tuple[int, int]:
+    """Independent 31-bit seeds for the prior draw and the Langevin corrector, derived from `seed`."""
+    prior, corrector = np.random.SeedSequence(seed).generate_state(2)
+    return int(prior) & 0x7FFFFFFF, int(corrector) & 0x7FFFFFFF
+
+
+def sample(
+    score: Score,
+    sde: SDE,
+    n: int | None = None,
+    *,
+    x_T: Tensor | None = None,
+    solver: str = "sde:euler",
+    steps: int | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    eps: float = 1e-3,
+    seed: int | None = None,
+    event_shape: tuple[int, ...] | None = None,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    denoise: bool = False,
+    return_trajectory: bool = False,
+    snr: float = 0.16,
+    corrector_steps: int = 1,
+) -> SampleResult:
+    r"""Draw samples by integrating from the prior at T down to `eps` with any registered solver.
+
+    Fixed-step solvers take `steps` (default 1000 for `sde:`/`pc`, 100 for `ode:`) and refuse
+    `rtol`/`atol`; adaptive ones take `rtol`/`atol` (default 1e-5) and refuse `steps`. Stochastic
+    solvers are driven by the Brownian path `ReverseSDE.brownian_motion(..., seed)`, the same path at
+    every step count. See `solvers()` for the names.
+
+    Args:
+        score: A `Score`, `score(x, t)` with `t` of shape `(B,)`.
+        sde: The forward SDE the score belongs to.
+        n: Number of samples drawn from the prior (needs `event_shape`, or a score that has one).
+        x_T: Start from these prior draws instead, shape `(n, *event)`; dtype and device follow it.
+        solver: A name from `solvers()`, e.g. `"sde:euler"`, `"ode:dopri5"`, `"pc"`.
+        steps: Number of solver steps (never NFE) for fixed-step solvers.
+        rtol: Relative tolerance of adaptive solvers.
+        atol: Absolute tolerance of adaptive solvers.
+        eps: Final forward time in (0, T); samples are the state there.
+        seed: Seeds the prior draw, the Brownian path and the corrector; None picks one (in `settings`).
+        event_shape: Shape of one sample, when drawing `n` from the prior.
+        dtype: dtype of the prior draw (default: torch's default dtype); ignored with `x_T`.
+        device: Device of the prior draw; ignored with `x_T`.
+        denoise: Add Tweedie's one-step denoising $\hat x_0 = (x + \sigma^2 s)/\alpha$ at eps (+1 NFE).
+        return_trajectory: Also return states along the way (every step for fixed-step solvers,
+            101 equally spaced times for adaptive ones).
+        snr: Signal-to-noise ratio of the `pc` corrector.
+        corrector_steps: Langevin steps per `pc` step.
+
+    Returns:
+        A `SampleResult`.
+
+    Raises:
+        ValueError, TypeError: On bad arguments, naming the argument, what was given and what was expected.
+        NonFiniteError: If the score or the state becomes NaN/Inf; names t and the solver.
+    """
+    info = get_solver(solver)
+    if not isinstance(sde, SDE):
+        raise TypeError(f"sde must be a diffsolve SDE (VPSDE, SubVPSDE, VESDE), got {describe(sde)}")
+    if not callable(score):
+        raise TypeError(f"score must be callable as score(x, t), got {describe(score)}")
+    check_positive(eps, "eps")
+    if not eps < sde.T:
+        raise ValueError(f"eps must lie in (0, T) = (0, {sde.T}), got {eps!r}")
+
+    if info.adaptive:
+        if steps is not None:
+            raise ValueError(f"steps is for fixed-step solvers; {solver!r} is adaptive: give rtol/atol instead")
+        rtol = _DEFAULT_TOL if rtol is None else rtol
+        atol = _DEFAULT_TOL if atol is None else atol
+        check_positive(rtol, "rtol")
+        check_positive(atol, "atol")
+    else:
+        if rtol is not None or atol is not None:
+            raise ValueError(f"rtol/atol are for adaptive solvers; {solver!r} is fixed-step: give steps instead")
+        steps = _DEFAULT_STEPS[info.family] if steps is None else steps
+        check_positive(steps, "steps", integer=True)
+    if info.name == "pc":
+        check_positive(snr, "snr")
+        check_positive(corrector_steps, "corrector_steps", integer=True, allow_zero=True)
+
+    if seed is None:
+        seed = int(np.random.SeedSequence().generate_state(1)[0]) & 0x7FFFFFFF
+    elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
+    seed = int(seed)
+    prior_seed, corrector_seed = _seeds(seed)
+
+    if x_T is not None:
+        x_T = check_batched(x_T, "x_T")
+        if n is not None and n != x_T.shape[0]:
+            raise ValueError(f"n={n!r} disagrees with x_T's batch size {x_T.shape[0]}; give one or the other")
+        if event_shape is not None and tuple(event_shape) != tuple(x_T.shape[1:]):
+            raise ValueError(f"event_shape={tuple(event_shape)} disagrees with x_T's shape {tuple(x_T.shape)}")
+    else:
+        if n is None:
+            raise ValueError("give n (the number of samples) or x_T (the prior draws to start from)")
+        check_positive(n, "n", integer=True)
+        if event_shape is None:
+            event_shape = getattr(score, "event_shape", None)
+        if event_shape is None:
+            raise ValueError("event_shape is needed to draw n samples from the prior: this score does not say")
+        gen = torch.Generator().manual_seed(prior_seed)
+        x_T = sde.prior_sample((n, *event_shape), dtype=dtype, generator=gen).to(device or "cpu")
+
+    settings: dict[str, Any] = {
+        "solver": info.name,
+        "family": info.family,
+        "steps": steps,
+        "rtol": rtol,
+        "atol": atol,
+        "eps": eps,
+        "seed": seed,
+        "dtype": str(x_T.dtype).removeprefix("torch."),
+        "device": str(x_T.device),
+        "denoise": denoise,
+        "sde": repr(sde),
+    }
+    if info.name == "pc":
+        settings.update(snr=snr, corrector_steps=corrector_steps)
+
+    _sync(x_T.device)
+    start = time.perf_counter()
+    try:
+        with torch.no_grad():
+            if info.family == "sde":
+                out = solve_reverse_sde(
+                    score, sde, x_T, method=info.name.removeprefix("sde:"), steps=steps, eps=eps, seed=seed,
+                    return_trajectory=return_trajectory,
+                )
+            elif info.family == "ode":
+                out = solve_pf_ode(
+                    score, sde, x_T, method=info.name.removeprefix("ode:"), adaptive=info.adaptive, steps=steps,
+                    rtol=rtol, atol=atol, eps=eps, return_trajectory=return_trajectory,
+                )
+            else:
+                out = pc_sampler(
+                    score, sde, x_T, steps=steps, eps=eps, seed=seed, corrector_seed=corrector_seed, snr=snr,
+                    corrector_steps=corrector_steps, return_trajectory=return_trajectory,
+                )
+            samples, nfe = out.samples, out.nfe
+            if denoise:
+                samples = _tweedie(score, sde, samples, eps)
+                nfe += 1
+    except NonFiniteError as err:
+        raise err.with_solver(info.name) from None
+    _sync(x_T.device)
+    seconds = time.perf_counter() - start
+    return SampleResult(
+        samples=samples.detach(),
+        nfe=nfe,
+        seconds=seconds,
+        settings=settings,
+        x_T=x_T,
+        trajectory=None if out.trajectory is None else out.trajectory.detach(),
+        times=out.times,
+    )
+
+
+def _tweedie(score: Score, sde: SDE, x: Tensor, eps: float) -> Tensor:
+    t = torch.full((x.shape[0],), eps, dtype=x.dtype, device=x.device)
+    alpha, sigma = sde.marginal(t)
+    s = evaluate_score(score, x, t)
+    return (x + append_dims(sigma**2, x.dim()) * s) / append_dims(alpha, x.dim())
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

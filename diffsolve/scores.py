@@ -1,0 +1,96 @@
+r"""Scores: anything that maps `(x, t)` to an estimate of $\nabla_x \log p_t(x)$.
+
+A score is any callable `score(x, t) -> Tensor` with `x` of shape `(B, *event)`, `t` of shape `(B,)`
+in `x`'s dtype and device, and an output shaped, typed and placed like `x`. `ScoreModel` turns a
+network with one of the three usual outputs into such a callable, using the SDE's marginal
+$x_t = \alpha_t x_0 + \sigma_t \epsilon$:
+
+| parameterization | network predicts | score |
+| --- | --- | --- |
+| `"eps"` | $\hat\epsilon$ | $-\hat\epsilon / \sigma_t$ |
+| `"x0"` | $\hat x_0$ | $(\alpha_t \hat x_0 - x)/\sigma_t^2$ |
+| `"score"` | $\hat s$ | $\hat s$ |
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+from ._validation import append_dims, describe
+from .errors import NonFiniteError
+from .sde import SDE
+
+__all__ = ["Score", "ScoreModel", "evaluate_score"]
+
+Parameterization = Literal["eps", "score", "x0"]
+
+
+@runtime_checkable
+class Score(Protocol):
+    """The score protocol: `score(x, t)` with `t` of shape `(B,)`, returning a tensor shaped like `x`."""
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor: ...
+
+
+class ScoreModel(nn.Module):
+    """Wrap a network `net(x, t)` as a score, whatever it was trained to predict.
+
+    Args:
+        net: A module called as `net(x, t)` with `t` of shape `(B,)`; output shaped like `x`.
+        sde: The forward SDE the network was trained with (gives $\\alpha_t$, $\\sigma_t$).
+        parameterization: What `net` predicts: `"eps"` (the noise), `"x0"` (the clean data) or `"score"`.
+
+    Raises:
+        ValueError: On an unknown parameterization.
+        TypeError: If `net` is not callable or `sde` is not a diffsolve SDE.
+    """
+
+    def __init__(self, net: nn.Module, sde: SDE, parameterization: Parameterization = "eps") -> None:
+        super().__init__()
+        if not callable(net):
+            raise TypeError(f"net must be callable as net(x, t), got {describe(net)}")
+        if not isinstance(sde, SDE):
+            raise TypeError(f"sde must be a diffsolve SDE (VPSDE, SubVPSDE, VESDE), got {describe(sde)}")
+        if parameterization not in ("eps", "score", "x0"):
+            raise ValueError(f"parameterization must be one of 'eps', 'score', 'x0', got {parameterization!r}")
+        self.net = net
+        self.sde = sde
+        self.parameterization = parameterization
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        out = self.net(x, t)
+        if self.parameterization == "score":
+            return out
+        alpha, sigma = self.sde.marginal(t)
+        alpha = append_dims(alpha.to(x.dtype), x.dim())
+        sigma = append_dims(sigma.to(x.dtype), x.dim())
+        if self.parameterization == "eps":
+            return -out / sigma
+        return (alpha * out - x) / sigma**2
+
+
+def evaluate_score(score: Score, x: Tensor, t: Tensor) -> Tensor:
+    """Call `score(x, t)` and refuse an output of the wrong shape, dtype or device, or a non-finite one.
+
+    `t` must already be a `(B,)` tensor of `x`'s dtype and device.
+
+    Raises:
+        TypeError: If the score returns something other than a tensor of `x`'s dtype.
+        ValueError: If the output's shape or device differs from `x`'s.
+        NonFiniteError: If the output holds NaN or Inf.
+    """
+    out = score(x, t)
+    if not isinstance(out, Tensor):
+        raise TypeError(f"the score must return a torch.Tensor, got {type(out).__name__}")
+    if out.shape != x.shape:
+        raise ValueError(f"the score returned shape {tuple(out.shape)}; expected x's shape {tuple(x.shape)}")
+    if out.dtype != x.dtype:
+        raise TypeError(f"the score returned dtype {out.dtype}; expected x's dtype {x.dtype} (cast inside the score)")
+    if out.device != x.device:
+        raise ValueError(f"the score returned a tensor on {out.device}; expected x's device {x.device}")
+    if not bool(torch.isfinite(out).all()):
+        raise NonFiniteError("the score", float(t.reshape(-1)[0]))
+    return out

@@ -1,0 +1,250 @@
+r"""Forward SDEs with linear drift, and the drifts of their reverse-time SDE and probability-flow ODE.
+
+Every SDE here has the form $dx = f(t)\,x\,dt + g(t)\,dW$ on $t \in [0, T]$, so its transition from
+data is Gaussian: $x_t = \alpha_t x_0 + \sigma_t z$ with $z \sim N(0, I)$, where
+
+$$\alpha_t = \exp\Big(\int_0^t f\Big), \qquad \sigma_t^2 = \alpha_t^2 \int_0^t \frac{g(s)^2}{\alpha_s^2}\,ds.$$
+
+Given a score $s(x, t) \approx \nabla_x \log p_t(x)$ (Anderson 1982; Song et al. 2021), the reverse-time
+SDE has drift $f(t)x - g(t)^2 s(x, t)$ and the probability-flow ODE has drift $f(t)x - \tfrac12 g(t)^2 s(x, t)$,
+both in forward time $t$. The change of variable to solver time lives in `diffsolve.adapters`.
+
+Parameters are Python floats; tensors' dtype and device follow the inputs. Closed forms avoid the
+cancellation in $1 - \alpha_t^2$ by writing it as `-expm1(2 log alpha)`.
+
+References:
+    Song, Sohl-Dickstein, Kingma, Kumar, Ermon, Poole. "Score-Based Generative Modeling through
+    Stochastic Differential Equations", ICLR 2021.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+
+import torch
+from torch import Tensor
+
+from ._validation import append_dims, as_time, batch_time, check_batched, check_positive, check_tensor
+
+__all__ = ["SDE", "VPSDE", "SubVPSDE", "VESDE"]
+
+
+class SDE(abc.ABC):
+    """A forward SDE $dx = f(t)\\,x\\,dt + g(t)\\,dW$ with a Gaussian transition and a Gaussian prior.
+
+    Subclasses give $f(t)$, $g(t)^2$ and $(\\log\\alpha_t, \\sigma_t)$ in closed form; everything else
+    (drifts, perturbation, prior) is shared.
+    """
+
+    T: float = 1.0
+
+    # --- closed forms supplied by each SDE (t is a tensor already checked to lie in [0, T]) ---
+
+    @abc.abstractmethod
+    def _f(self, t: Tensor) -> Tensor:
+        """The linear drift coefficient f(t)."""
+
+    @abc.abstractmethod
+    def _g2(self, t: Tensor) -> Tensor:
+        """The squared diffusion g(t)^2."""
+
+    @abc.abstractmethod
+    def _log_alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """log alpha_t and sigma_t."""
+
+    @property
+    @abc.abstractmethod
+    def prior_std(self) -> float:
+        """Standard deviation of the Gaussian prior N(0, prior_std^2 I) at t = T."""
+
+    @abc.abstractmethod
+    def params(self) -> dict[str, float]:
+        """The constructor arguments, so that `type(sde)(**sde.params())` rebuilds it."""
+
+    # --- public maths ---
+
+    def drift(self, x: Tensor, t: float | Tensor) -> Tensor:
+        """The forward drift $f(t)\\,x$; `t` is a float, a 0-d or a `(B,)` tensor."""
+        x = check_batched(x, "x", min_dim=1)
+        t = batch_time(as_time(t, like=x, T=self.T), x)
+        return append_dims(self._f(t).to(x.dtype), x.dim()) * x
+
+    def diffusion(self, t: float | Tensor) -> Tensor:
+        """The diffusion coefficient $g(t)$, shaped like `t`."""
+        return self._g2(as_time(t, like=None, T=self.T)).sqrt()
+
+    def marginal(self, t: float | Tensor) -> tuple[Tensor, Tensor]:
+        """The scale and standard deviation $(\\alpha_t, \\sigma_t)$ of $x_t \\mid x_0$, shaped like `t`."""
+        log_alpha, sigma = self._log_alpha_sigma(as_time(t, like=None, T=self.T))
+        return log_alpha.exp(), sigma
+
+    def perturb(
+        self, x0: Tensor, t: float | Tensor, noise: Tensor | None = None, *, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Draw $x_t = \\alpha_t x_0 + \\sigma_t z$; `noise` is $z$ (drawn from `generator` when omitted)."""
+        x0 = check_batched(x0, "x0", min_dim=1)
+        if noise is None:
+            noise = torch.randn(x0.shape, dtype=x0.dtype, device=x0.device, generator=generator)
+        elif check_tensor(noise, "noise").shape != x0.shape:
+            raise ValueError(f"noise has shape {tuple(noise.shape)}; expected x0's shape {tuple(x0.shape)}")
+        t = batch_time(as_time(t, like=x0, T=self.T), x0)
+        alpha, sigma = self.marginal(t)
+        return append_dims(alpha.to(x0.dtype), x0.dim()) * x0 + append_dims(sigma.to(x0.dtype), x0.dim()) * noise
+
+    def prior_sample(
+        self,
+        shape: tuple[int, ...] | torch.Size,
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Draw from the prior $N(0, \\text{prior\\_std}^2 I)$ with `shape = (batch, *event)`."""
+        if not isinstance(shape, (tuple, list, torch.Size)) or not all(
+            isinstance(s, int) and s >= 1 for s in shape
+        ) or len(shape) < 2:
+            raise ValueError(f"shape must be (batch, *event) of positive integers, got {shape!r}")
+        z = torch.randn(tuple(shape), dtype=dtype, device=device, generator=generator)
+        return self.prior_std * z
+
+    def prior_log_prob(self, z: Tensor) -> Tensor:
+        """Log-density of the prior at `z` (shape `(B, *event)`), in nats, summed over the event: `(B,)`."""
+        z = check_batched(z, "z")
+        d = z[0].numel()
+        s = self.prior_std
+        sq = z.flatten(1).square().sum(1)
+        return -0.5 * sq / s**2 - d * (math.log(s) + 0.5 * math.log(2 * math.pi))
+
+    def reverse_drift(self, x: Tensor, t: Tensor, score: Tensor) -> Tensor:
+        """Drift of the reverse-time SDE in forward time: $f(t)x - g(t)^2 s$, for `t` of shape `(B,)`."""
+        g2 = append_dims(self._g2(t).to(x.dtype), x.dim())
+        return append_dims(self._f(t).to(x.dtype), x.dim()) * x - g2 * score
+
+    def pf_drift(self, x: Tensor, t: Tensor, score: Tensor) -> Tensor:
+        """Drift of the probability-flow ODE in forward time: $f(t)x - \\tfrac12 g(t)^2 s$."""
+        g2 = append_dims(self._g2(t).to(x.dtype), x.dim())
+        return append_dims(self._f(t).to(x.dtype), x.dim()) * x - 0.5 * g2 * score
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
+        return f"{type(self).__name__}({args})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self.params() == other.params()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, tuple(sorted(self.params().items()))))
+
+
+class _LinearBetaSDE(SDE):
+    r"""Shared maths of VP and sub-VP: $\beta(t) = \beta_{min} + t(\beta_{max} - \beta_{min})$, $f = -\beta/2$."""
+
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0) -> None:
+        check_positive(beta_min, "beta_min")
+        check_positive(beta_max, "beta_max")
+        if beta_max < beta_min:
+            raise ValueError(f"beta_max must be >= beta_min, got beta_min={beta_min!r}, beta_max={beta_max!r}")
+        self.beta_min = float(beta_min)
+        self.beta_max = float(beta_max)
+
+    def params(self) -> dict[str, float]:
+        return {"beta_min": self.beta_min, "beta_max": self.beta_max}
+
+    def beta(self, t: Tensor) -> Tensor:
+        return self.beta_min + t * (self.beta_max - self.beta_min)
+
+    def _int_beta(self, t: Tensor) -> Tensor:
+        return self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2
+
+    def _f(self, t: Tensor) -> Tensor:
+        return -0.5 * self.beta(t)
+
+    @property
+    def prior_std(self) -> float:
+        return 1.0
+
+
+class VPSDE(_LinearBetaSDE):
+    r"""Variance-preserving SDE (the continuous DDPM): $dx = -\tfrac12\beta(t)x\,dt + \sqrt{\beta(t)}\,dW$.
+
+    $\alpha_t = e^{-B(t)/2}$ and $\sigma_t^2 = 1 - e^{-B(t)}$ with $B(t) = \int_0^t \beta$. Prior $N(0, I)$.
+
+    Args:
+        beta_min: $\beta(0)$.
+        beta_max: $\beta(T)$, with $T = 1$.
+
+    References:
+        Song et al., "Score-Based Generative Modeling through SDEs", ICLR 2021, eq. (11).
+    """
+
+    def _g2(self, t: Tensor) -> Tensor:
+        return self.beta(t)
+
+    def _log_alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        b = self._int_beta(t)
+        return -0.5 * b, (-torch.expm1(-b)).sqrt()
+
+
+class SubVPSDE(_LinearBetaSDE):
+    r"""Sub-VP SDE: $dx = -\tfrac12\beta(t)x\,dt + \sqrt{\beta(t)(1 - e^{-2B(t)})}\,dW$.
+
+    Same $\alpha_t$ as VP, $\sigma_t = 1 - e^{-B(t)}$ (below VP's at every t). Prior $N(0, I)$, as in Song et al.
+
+    Args:
+        beta_min: $\beta(0)$.
+        beta_max: $\beta(T)$, with $T = 1$.
+
+    References:
+        Song et al., "Score-Based Generative Modeling through SDEs", ICLR 2021, eq. (12).
+    """
+
+    def _g2(self, t: Tensor) -> Tensor:
+        return self.beta(t) * -torch.expm1(-2.0 * self._int_beta(t))
+
+    def _log_alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        b = self._int_beta(t)
+        return -0.5 * b, -torch.expm1(-b)
+
+
+class VESDE(SDE):
+    r"""Variance-exploding SDE: $dx = \sqrt{d[\sigma^2(t)]/dt}\,dW$ with $\sigma(t) = \sigma_{min}(\sigma_{max}/\sigma_{min})^t$.
+
+    $\alpha_t = 1$. This SDE's own transition from $x_0$ has variance
+    $\int_0^t g^2 = \sigma(t)^2 - \sigma_{min}^2$, and that is what `marginal` returns: the marginal is
+    exact for this SDE. (Song et al.'s code reports $\sigma(t)$, which is exact only for data already
+    blurred by $N(0, \sigma_{min}^2)$.) Prior $N(0, \sigma_{max}^2 I)$.
+
+    Args:
+        sigma_min: $\sigma(0)$ of the geometric schedule.
+        sigma_max: $\sigma(T)$, with $T = 1$.
+
+    References:
+        Song et al., "Score-Based Generative Modeling through SDEs", ICLR 2021, eq. (9).
+    """
+
+    def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0) -> None:
+        check_positive(sigma_min, "sigma_min")
+        check_positive(sigma_max, "sigma_max")
+        if sigma_max <= sigma_min:
+            raise ValueError(f"sigma_max must be > sigma_min, got sigma_min={sigma_min!r}, sigma_max={sigma_max!r}")
+        self.sigma_min = float(sigma_min)
+        self.sigma_max = float(sigma_max)
+        self._log_ratio = math.log(self.sigma_max / self.sigma_min)
+
+    def params(self) -> dict[str, float]:
+        return {"sigma_min": self.sigma_min, "sigma_max": self.sigma_max}
+
+    def _f(self, t: Tensor) -> Tensor:
+        return torch.zeros_like(t)
+
+    def _g2(self, t: Tensor) -> Tensor:
+        return 2.0 * self._log_ratio * self.sigma_min**2 * torch.exp(2.0 * self._log_ratio * t)
+
+    def _log_alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        var = self.sigma_min**2 * torch.expm1(2.0 * self._log_ratio * t)
+        return torch.zeros_like(t), var.sqrt()
+
+    @property
+    def prior_std(self) -> float:
+        return self.sigma_max
