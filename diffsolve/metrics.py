@@ -4,7 +4,7 @@ A distance between two finite sample sets is a random number, so every figure he
 scale of Monte-Carlo noise: a standard error, or the distribution of the same statistic between
 independent exact sets (`null_distribution`).
 
-- `path_rms`: paired, noise-free error against a reference solve from the same start.
+- `path_error`: paired, noise-free error against a reference solve from the same start.
 - `sliced_wasserstein`: two-sample distance with seeded projections.
 - `log_prob_gap`: mean $\log p_\epsilon(X)$ of a sample minus its exact expectation, with its SE.
 - `weight_tv`: total variation between a sample's component weights and the true weights, with its SE.
@@ -24,7 +24,7 @@ from .sde import SDE
 
 __all__ = [
     "Estimate",
-    "path_rms",
+    "path_error",
     "sliced_wasserstein",
     "log_prob_gap",
     "component_weights",
@@ -44,14 +44,22 @@ class Estimate:
         return f"{self.value:.4g} ± {self.se:.2g}"
 
 
-def path_rms(x: Tensor, reference: Tensor) -> float:
-    """Root-mean-square Euclidean distance between paired samples: $\\sqrt{\\mathrm{mean}_i \\|x_i - r_i\\|^2}$."""
+def path_error(x: Tensor, reference: Tensor, *, p: float = 2.0) -> float:
+    r"""Paired path error $\big(\mathrm{mean}_i \|x_i - r_i\|^p\big)^{1/p}$: RMS for p = 2, mean distance for p = 1.
+
+    On a multimodal target a coarse reverse-SDE solve sends a fraction $\propto h$ of paths to
+    another mode, an O(1) error each: they make the RMS error shrink like $h^{1/2}$ while the mean
+    distance (p = 1, Kloeden and Platen's strong error $\mathbb{E}|X - X_h|$) shows the order 1 of
+    Euler–Maruyama. Measured on ring2d, 2000 paths: 157, 92, 43, 22 mode changes at 32..256 steps.
+    """
+    if not p >= 1:
+        raise ValueError(f"p must be >= 1, got {p!r}")
     x = check_batched(x, "x", min_dim=1)
     reference = check_batched(reference, "reference", min_dim=1)
     if x.shape != reference.shape:
         raise ValueError(f"x has shape {tuple(x.shape)} but reference has {tuple(reference.shape)}; pair them")
-    diff = (x.to(torch.float64) - reference.to(torch.float64)).flatten(1)
-    return float(diff.square().sum(1).mean().sqrt())
+    dist = (x.to(torch.float64) - reference.to(torch.float64)).flatten(1).norm(dim=1)
+    return float(dist.pow(p).mean().pow(1.0 / p))
 
 
 def sliced_wasserstein(
