@@ -90,26 +90,27 @@ def sliced_wasserstein(
     gen = torch.Generator().manual_seed(seed)
     theta = torch.randn(x.shape[1], projections, generator=gen, dtype=torch.float64).to(x.device)
     theta = theta / theta.norm(dim=0, keepdim=True)
-    px, py = (x @ theta).sort(0).values, (y @ theta).sort(0).values
-    if px.shape[0] != py.shape[0]:
-        m = max(px.shape[0], py.shape[0])
+    # (projections, n), contiguous along the sorted axis: sorting columns of (n, projections) is ~10x slower.
+    px, py = (theta.T @ x.T).sort(1).values, (theta.T @ y.T).sort(1).values
+    if px.shape[1] != py.shape[1]:
+        m = max(px.shape[1], py.shape[1])
         levels = (torch.arange(m, dtype=torch.float64, device=x.device) + 0.5) / m
         px, py = _quantiles(px, levels), _quantiles(py, levels)
     return float((px - py).abs().pow(p).mean().pow(1.0 / p))
 
 
 def _quantiles(sorted_vals: Tensor, levels: Tensor) -> Tensor:
-    """Linear-interpolated quantiles of each column of `sorted_vals` at `levels`."""
-    n = sorted_vals.shape[0]
+    """Linear-interpolated quantiles of each row of `sorted_vals` at `levels`."""
+    n = sorted_vals.shape[1]
     pos = (levels * n - 0.5).clamp(0, n - 1)
     lo = pos.floor().long()
     hi = (lo + 1).clamp(max=n - 1)
-    w = (pos - lo)[:, None]
-    return sorted_vals[lo] * (1 - w) + sorted_vals[hi] * w
+    w = pos - lo
+    return sorted_vals[:, lo] * (1 - w) + sorted_vals[:, hi] * w
 
 
 def log_prob_gap(
-    x: Tensor, mixture: GaussianMixture, t: float, sde: SDE, *, reference_n: int = 1_000_000, seed: int = 0
+    x: Tensor, mixture: GaussianMixture, t: float, sde: SDE, *, reference_n: int = 200_000, seed: int = 0
 ) -> Estimate:
     r"""Mean $\log p_t(X)$ of the sample minus its exact expectation $\mathbb{E}_{p_t}[\log p_t]$, in nats.
 

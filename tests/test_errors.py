@@ -1,0 +1,110 @@
+"""Bad input gets a clear error naming the argument, what was given and what was expected."""
+
+import pytest
+import torch
+
+import diffsolve as ds
+
+
+@pytest.fixture(scope="module")
+def setup():
+    gm, sde = ds.GaussianMixture.ring2d(), ds.VPSDE()
+    return gm, sde, gm.score_fn(sde)
+
+
+def test_unknown_solver_lists_valid_ones(setup):
+    _, sde, score = setup
+    with pytest.raises(ValueError, match=r"solver must be one of .*sde:euler.*ode:dopri5.*; got 'rk45'"):
+        ds.sample(score, sde, 4, solver="rk45")
+
+
+@pytest.mark.parametrize("steps", [0, -3])
+def test_steps_below_one(setup, steps):
+    _, sde, score = setup
+    with pytest.raises(ValueError, match=f"steps must be > 0, got {steps}"):
+        ds.sample(score, sde, 4, solver="sde:euler", steps=steps)
+
+
+def test_steps_must_be_an_integer(setup):
+    _, sde, score = setup
+    with pytest.raises(TypeError, match="steps must be an integer, got 10.5"):
+        ds.sample(score, sde, 4, solver="ode:rk4", steps=10.5)
+
+
+@pytest.mark.parametrize("kw", [{"rtol": 0.0}, {"atol": -1e-5}, {"rtol": float("nan")}])
+def test_tolerances_must_be_positive(setup, kw):
+    _, sde, score = setup
+    name = next(iter(kw))
+    with pytest.raises(ValueError, match=f"{name} must be > 0"):
+        ds.sample(score, sde, 4, solver="ode:dopri5", **kw)
+
+
+def test_steps_and_tolerances_go_to_the_right_solvers(setup):
+    _, sde, score = setup
+    with pytest.raises(ValueError, match="'ode:dopri5' is adaptive: give rtol/atol"):
+        ds.sample(score, sde, 4, solver="ode:dopri5", steps=10)
+    with pytest.raises(ValueError, match="'sde:euler' is fixed-step: give steps"):
+        ds.sample(score, sde, 4, solver="sde:euler", rtol=1e-3)
+
+
+@pytest.mark.parametrize("eps", [0.0, -1e-3, 1.0, 2.0])
+def test_eps_outside_range(setup, eps):
+    _, sde, score = setup
+    with pytest.raises(ValueError, match="eps must"):
+        ds.sample(score, sde, 4, solver="sde:euler", eps=eps)
+
+
+def test_n_and_x_T(setup):
+    _, sde, score = setup
+    with pytest.raises(ValueError, match="give n .* or x_T"):
+        ds.sample(score, sde)
+    with pytest.raises(ValueError, match="n=3 disagrees with x_T's batch size 4"):
+        ds.sample(score, sde, 3, x_T=torch.zeros(4, 2))
+    with pytest.raises(ValueError, match=r"x_T must be shaped \(batch, \*event\)"):
+        ds.sample(score, sde, x_T=torch.zeros(4))
+    with pytest.raises(TypeError, match="x_T must be a torch.Tensor, got list"):
+        ds.sample(score, sde, x_T=[[0.0, 0.0]])
+    with pytest.raises(ValueError, match="n must be > 0"):
+        ds.sample(score, sde, 0)
+    # Giving both is fine when they agree.
+    assert ds.sample(score, sde, 4, x_T=torch.zeros(4, 2), steps=2, seed=0).samples.shape == (4, 2)
+
+
+def test_wrong_event_size_for_the_score(setup):
+    _, sde, score = setup
+    with pytest.raises(ValueError, match="x must have 2 values per sample, got shape"):
+        ds.sample(score, sde, x_T=torch.zeros(4, 3), steps=2, seed=0)
+
+
+def test_score_output_is_checked(setup):
+    _, sde, _ = setup
+    x_T = torch.zeros(4, 2)
+    with pytest.raises(ValueError, match=r"score returned shape \(4, 1\); expected x's shape \(4, 2\)"):
+        ds.sample(lambda x, t: x[:, :1], sde, x_T=x_T, solver="ode:euler", steps=2)
+    with pytest.raises(TypeError, match="score returned dtype torch.float64; expected x's dtype torch.float32"):
+        ds.sample(lambda x, t: x.double(), sde, x_T=x_T, solver="sde:euler", steps=2, seed=0)
+    with pytest.raises(TypeError, match="score must return a torch.Tensor, got ndarray"):
+        ds.sample(lambda x, t: x.numpy(), sde, x_T=x_T, solver="pc", steps=2, seed=0)
+
+
+@pytest.mark.parametrize("solver", ["sde:euler", "sde:srk", "ode:dopri5", "ode:rk4", "pc"])
+def test_non_finite_score_names_t_and_solver(setup, solver):
+    _, sde, _ = setup
+
+    def bad(x, t):
+        return torch.where(t[:, None] < 0.5, torch.full_like(x, float("nan")), -x)
+
+    kwargs = {} if solver == "ode:dopri5" else {"steps": 10}
+    with pytest.raises(ds.NonFiniteError, match=rf"at t = 0\.\d+ \(solver '{solver}'\)") as info:
+        ds.sample(bad, sde, x_T=torch.randn(4, 2), solver=solver, seed=0, **kwargs)
+    assert info.value.solver == solver and info.value.t < 0.5
+
+
+def test_score_model_and_sde_type_checks(setup):
+    _, sde, score = setup
+    with pytest.raises(ValueError, match="parameterization must be one of 'eps', 'score', 'x0', got 'v'"):
+        ds.ScoreModel(torch.nn.Identity(), sde, parameterization="v")
+    with pytest.raises(TypeError, match="sde must be a diffsolve SDE"):
+        ds.sample(score, "vp", 4)
+    with pytest.raises(ValueError, match="seed must be a non-negative integer"):
+        ds.sample(score, sde, 4, seed=-1)
