@@ -145,22 +145,34 @@ class GaussianMixture:
         x = (mu[comp] + s[comp] * z).to(dtype=dtype or self.dtype, device=device)
         return (x, comp.to(device)) if return_components else x
 
-    def _component_log_probs(self, x: Tensor, alpha: Tensor | None, sigma: Tensor | None) -> Tensor:
-        """log w_k + log N_k(x) for every component: (B, K). x is (B, D) in the mixture's dtype."""
-        w, mu, s = self._params(x.device)
+    def _moments(self, x: Tensor, alpha: Tensor | None, sigma: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Component means and precisions of p_t: `(K, D)` when t is shared by the batch, else `(B, K, D)`."""
+        _, mu, s = self._params(x.device)
         if alpha is None:
-            mean, var = mu[None], (s**2)[None]
+            return mu, 1.0 / s**2
+        if alpha.dim() == 0 or bool((alpha == alpha[0]).all()):
+            # One time for the whole batch (the usual case in a solve): no (B, K, D) moments.
+            a, sg = alpha.reshape(-1)[0], sigma.reshape(-1)[0]
+            return a * mu, 1.0 / (a**2 * s**2 + sg**2)
+        a, sg = alpha[:, None, None], sigma[:, None, None]
+        return a * mu[None], 1.0 / (a**2 * (s**2)[None] + sg**2)
+
+    def _component_log_probs(self, x: Tensor, mean: Tensor, prec: Tensor) -> Tensor:
+        """log w_k + log N_k(x) for every component: (B, K). x is (B, D) in the mixture's dtype."""
+        w = self._params(x.device)[0]
+        if prec.dim() == 2:
+            # Expanded as matrix products (4x faster than the (B, K, D) difference); in float64 the
+            # cancellation costs ~1e-16 * |x|^2 / var, negligible next to the terms that matter.
+            quad = (x**2) @ prec.T - 2 * x @ (prec * mean).T + (prec * mean**2).sum(-1)
         else:
-            mean = alpha[:, None, None] * mu[None]
-            var = alpha[:, None, None] ** 2 * (s**2)[None] + sigma[:, None, None] ** 2
-        diff = x[:, None, :] - mean
-        logn = -0.5 * (diff**2 / var + torch.log(2 * math.pi * var)).sum(-1)
-        return torch.log(w)[None] + logn
+            quad = ((x[:, None, :] - mean) ** 2 * prec).sum(-1)
+        log_norm = 0.5 * (torch.log(prec) - math.log(2 * math.pi)).sum(-1)
+        return torch.log(w) + log_norm - 0.5 * quad
 
     def log_prob(self, x: Tensor) -> Tensor:
         """Exact $\\log p_0(x)$ in nats, shape `(B,)`, in `x`'s dtype."""
-        xf = self._flat(x)
-        out = torch.logsumexp(self._component_log_probs(xf.to(self.dtype), None, None), dim=1)
+        x64 = self._flat(x).to(self.dtype)
+        out = torch.logsumexp(self._component_log_probs(x64, *self._moments(x64, None, None)), dim=1)
         return out.to(x.dtype)
 
     # --- the marginal p_t under an SDE ---
@@ -172,34 +184,41 @@ class GaussianMixture:
     def log_prob_t(self, x: Tensor, t: float | Tensor, sde: SDE) -> Tensor:
         """Exact $\\log p_t(x)$ under `sde`, in nats, shape `(B,)`; `t` a float, 0-d or `(B,)` tensor."""
         x64 = self._flat(x).to(self.dtype)
-        alpha, sigma = self._alpha_sigma(x64, t, sde)
-        return torch.logsumexp(self._component_log_probs(x64, alpha, sigma), dim=1).to(x.dtype)
+        mean, prec = self._moments(x64, *self._alpha_sigma(x64, t, sde))
+        return torch.logsumexp(self._component_log_probs(x64, mean, prec), dim=1).to(x.dtype)
 
     def score_t(self, x: Tensor, t: float | Tensor, sde: SDE) -> Tensor:
         """Exact score $\\nabla_x \\log p_t(x)$ under `sde`, shaped and typed like `x`."""
         x64 = self._flat(x).to(self.dtype)
-        alpha, sigma = self._alpha_sigma(x64, t, sde)
-        _, mu, s = self._params(x.device)
-        resp = torch.softmax(self._component_log_probs(x64, alpha, sigma), dim=1)  # (B, K)
-        var = alpha[:, None, None] ** 2 * (s**2)[None] + sigma[:, None, None] ** 2
-        comp_scores = -(x64[:, None, :] - alpha[:, None, None] * mu[None]) / var
-        return (resp[..., None] * comp_scores).sum(1).reshape(x.shape).to(x.dtype)
+        mean, prec = self._moments(x64, *self._alpha_sigma(x64, t, sde))
+        resp = _softmax(self._component_log_probs(x64, mean, prec))  # (B, K)
+        # sum_k r_k P_k (m_k - x), written as two contractions over k.
+        if prec.dim() == 2:
+            out = resp @ (prec * mean) - x64 * (resp @ prec)
+        else:
+            out = torch.einsum("bk,bkd->bd", resp, prec * mean) - x64 * torch.einsum("bk,bkd->bd", resp, prec)
+        return out.reshape(x.shape).to(x.dtype)
 
     def responsibilities(self, x: Tensor, t: float | Tensor | None = None, sde: SDE | None = None) -> Tensor:
         """Posterior component probabilities under $p_t$ (under $p_0$ when `t` is None), shape `(B, K)`."""
         x64 = self._flat(x).to(self.dtype)
         if t is None:
-            return torch.softmax(self._component_log_probs(x64, None, None), dim=1)
+            return _softmax(self._component_log_probs(x64, *self._moments(x64, None, None)))
         if sde is None:
             raise ValueError("sde must be given together with t")
-        alpha, sigma = self._alpha_sigma(x64, t, sde)
-        return torch.softmax(self._component_log_probs(x64, alpha, sigma), dim=1)
+        mean, prec = self._moments(x64, *self._alpha_sigma(x64, t, sde))
+        return _softmax(self._component_log_probs(x64, mean, prec))
 
     def score_fn(self, sde: SDE) -> AnalyticScore:
         """The exact score of $p_t$ under `sde`, as a `Score` callable `score(x, t)`."""
         if not isinstance(sde, SDE):
             raise TypeError(f"sde must be a diffsolve SDE, got {describe(sde)}")
         return AnalyticScore(self, sde)
+
+
+def _softmax(logits: Tensor) -> Tensor:
+    """Softmax over dim 1 via logsumexp: on CPU it is ~4x faster than torch.softmax for (B, K) with small K."""
+    return torch.exp(logits - torch.logsumexp(logits, dim=1, keepdim=True))
 
 
 class AnalyticScore:

@@ -78,6 +78,7 @@ def sample(
     return_trajectory: bool = False,
     snr: float = 0.16,
     corrector_steps: int = 1,
+    progress: bool = False,
 ) -> SampleResult:
     r"""Draw samples by integrating from the prior at T down to `eps` with any registered solver.
 
@@ -105,6 +106,7 @@ def sample(
             101 equally spaced times for adaptive ones).
         snr: Signal-to-noise ratio of the `pc` corrector.
         corrector_steps: Langevin steps per `pc` step.
+        progress: Show a progress bar over forward time (T down to eps) with the running NFE.
 
     Returns:
         A `SampleResult`.
@@ -178,6 +180,7 @@ def sample(
     if info.name == "pc":
         settings.update(snr=snr, corrector_steps=corrector_steps)
 
+    bar = _Progress(sde.T, eps, info.name) if progress else None
     _sync(x_T.device)
     start = time.perf_counter()
     try:
@@ -185,17 +188,17 @@ def sample(
             if info.family == "sde":
                 out = solve_reverse_sde(
                     score, sde, x_T, method=info.name.removeprefix("sde:"), steps=steps, eps=eps, seed=seed,
-                    return_trajectory=return_trajectory,
+                    return_trajectory=return_trajectory, callback=bar,
                 )
             elif info.family == "ode":
                 out = solve_pf_ode(
                     score, sde, x_T, method=info.name.removeprefix("ode:"), adaptive=info.adaptive, steps=steps,
-                    rtol=rtol, atol=atol, eps=eps, return_trajectory=return_trajectory,
+                    rtol=rtol, atol=atol, eps=eps, return_trajectory=return_trajectory, callback=bar,
                 )
             else:
                 out = pc_sampler(
                     score, sde, x_T, steps=steps, eps=eps, seed=seed, corrector_seed=corrector_seed, snr=snr,
-                    corrector_steps=corrector_steps, return_trajectory=return_trajectory,
+                    corrector_steps=corrector_steps, return_trajectory=return_trajectory, callback=bar,
                 )
             samples, nfe = out.samples, out.nfe
             if denoise:
@@ -203,6 +206,9 @@ def sample(
                 nfe += 1
     except NonFiniteError as err:
         raise err.with_solver(info.name) from None
+    finally:
+        if bar is not None:
+            bar.close()
     _sync(x_T.device)
     seconds = time.perf_counter() - start
     return SampleResult(
@@ -226,3 +232,29 @@ def _tweedie(score: Score, sde: SDE, x: Tensor, eps: float) -> Tensor:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+class _Progress:
+    """A tqdm bar over forward time, fed by the adapters' callback after every score evaluation."""
+
+    def __init__(self, T: float, eps: float, name: str) -> None:
+        from tqdm.auto import tqdm
+
+        self.T, self.eps = T, eps
+        self.nfe = 0
+        self.done = 0.0
+        self.bar = tqdm(
+            total=1000, desc=name, leave=False, dynamic_ncols=True,
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}",
+        )
+
+    def __call__(self, t: Tensor) -> None:
+        self.nfe += 1
+        # Adaptive solvers probe back and forth: show the furthest point reached.
+        frac = min(max((self.T - float(t)) / (self.T - self.eps), self.done), 1.0)
+        self.bar.update(round(1000 * frac) - round(1000 * self.done))
+        self.done = frac
+        self.bar.set_postfix_str(f"t={float(t):.4f} nfe={self.nfe}", refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()

@@ -16,6 +16,8 @@ do the same when calling `odeint` yourself (`options=pf.odeint_options()`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -37,6 +39,7 @@ class ProbabilityFlowODE(nn.Module):
 
     Attributes:
         nfe: Score evaluations so far (one call on a batch is one). Reset with `reset()`.
+        callback: If set, called with the forward time `t` (0-d tensor) after each score evaluation.
     """
 
     def __init__(self, score: Score, sde: SDE, eps: float = 1e-3) -> None:
@@ -52,6 +55,7 @@ class ProbabilityFlowODE(nn.Module):
         self.sde = sde
         self.eps = float(eps)
         self.nfe = 0
+        self.callback: Callable[[Tensor], None] | None = None
 
     def reset(self) -> None:
         """Zero the NFE counter."""
@@ -68,4 +72,6 @@ class ProbabilityFlowODE(nn.Module):
         tb = t.expand(x.shape[0])
         score = evaluate_score(self.score, x, tb)
         self.nfe += 1
+        if self.callback is not None:
+            self.callback(t)
         return self.sde.pf_drift(x, tb, score)

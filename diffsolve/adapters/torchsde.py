@@ -12,6 +12,8 @@ coincide and torchsde may use its additive-noise schemes (SRA1 for `srk`: 2 drif
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torchsde
 from torch import Tensor, nn
@@ -46,6 +48,7 @@ class ReverseSDE(nn.Module):
 
     Attributes:
         nfe: Score evaluations so far (one call on a batch is one). Reset with `reset()`.
+        callback: If set, called with the forward time `t` (0-d tensor) after each score evaluation.
     """
 
     def __init__(
@@ -77,6 +80,7 @@ class ReverseSDE(nn.Module):
         self.noise_type = noise_type
         self.sde_type = sde_type
         self.nfe = 0
+        self.callback: Callable[[Tensor], None] | None = None
         self._cache: tuple[Tensor, int, Tensor, Tensor] | None = None
 
     @property
@@ -112,6 +116,8 @@ class ReverseSDE(nn.Module):
         tb = t.expand(y.shape[0])
         score = evaluate_score(self.score, x, tb)
         self.nfe += 1
+        if self.callback is not None:
+            self.callback(t)
         out = (-self.sde.reverse_drift(x, tb, score)).reshape(y.shape)
         self._cache = (y, y._version, s.detach().clone() if isinstance(s, Tensor) else torch.tensor(s), out)
         return out

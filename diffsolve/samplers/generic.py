@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torchdiffeq
@@ -37,6 +38,7 @@ def solve_reverse_sde(
     eps: float,
     seed: int,
     return_trajectory: bool,
+    callback: Callable[[Tensor], None] | None = None,
 ) -> SolveOutput:
     """Integrate the reverse SDE from T to eps with a fixed-step torchsde method on one Brownian path."""
     strat = method in _STRATONOVICH
@@ -48,6 +50,7 @@ def solve_reverse_sde(
         noise_type="diagonal" if strat else "additive",
         sde_type="stratonovich" if strat else "ito",
     )
+    rsde.callback = callback
     y0 = x_T.reshape(x_T.shape[0], -1)
     bm = rsde.brownian_motion(y0, seed, levy_area_approximation="space-time" if method == "srk" else "none")
     s_grid = uniform_grid(0.0, rsde.s_end, steps, device=x_T.device)
@@ -78,9 +81,11 @@ def solve_pf_ode(
     eps: float,
     return_trajectory: bool,
     trajectory_points: int = 101,
+    callback: Callable[[Tensor], None] | None = None,
 ) -> SolveOutput:
     """Integrate the probability-flow ODE from T down to eps with a torchdiffeq method."""
     ode = ProbabilityFlowODE(score, sde, eps)
+    ode.callback = callback
     if adaptive:
         n_out = trajectory_points if return_trajectory else 2
         t = uniform_grid(sde.T, eps, n_out - 1, device=x_T.device)

@@ -20,6 +20,8 @@ References:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -45,6 +47,7 @@ def pc_sampler(
     snr: float,
     corrector_steps: int,
     return_trajectory: bool,
+    callback: Callable[[Tensor], None] | None = None,
 ) -> SolveOutput:
     """Run the predictor-corrector sampler from `x_T` at T down to eps in `steps` predictor steps."""
     b = x_T.shape[0]
@@ -60,8 +63,11 @@ def pc_sampler(
         nonlocal nfe
         if not bool(torch.isfinite(x).all()):
             raise NonFiniteError("the state", t)
-        out = evaluate_score(score, x, torch.full((b,), t, dtype=x.dtype, device=x.device))
+        tb = torch.full((b,), t, dtype=x.dtype, device=x.device)
+        out = evaluate_score(score, x, tb)
         nfe += 1
+        if callback is not None:
+            callback(tb[0])
         return out
 
     for i in range(steps):

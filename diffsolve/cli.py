@@ -1,0 +1,133 @@
+"""The `diffsolve` command.
+
+    diffsolve demo       sample ring2d with two solvers; NFE, seconds and distances to exact samples
+    diffsolve solvers    list every solver with its family, order, adaptivity and cost per step
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="diffsolve",
+        description="Score-based diffusion models as differential equations: sample, compare and check "
+        "solvers against closed-form Gaussian-mixture marginals.",
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"diffsolve {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = sub.add_parser(
+        "demo",
+        help="sample ring2d (8 Gaussians on a circle, VP SDE, exact score) with Euler–Maruyama and dopri5",
+        description="Sample the ring2d mixture under the VP SDE with its exact score, once with "
+        "Euler–Maruyama on the reverse SDE and once with dopri5 on the probability-flow ODE, from the "
+        "same prior draws. Prints, per solver: NFE, seconds, the sliced-W2 distance to an independent "
+        "exact sample (with the exact-vs-exact spread over 10 pairs, and the z-score against it), the "
+        "mean log p_eps gap in nats with its standard error, and the component-weight total variation.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    demo.add_argument("--n", type=_positive_int, default=20_000, help="number of samples per solver")
+    demo.add_argument("--steps", type=_positive_int, default=1000, help="Euler–Maruyama steps")
+    demo.add_argument("--tol", type=_positive_float, default=1e-5, help="dopri5 rtol and atol")
+    demo.add_argument("--eps", type=_positive_float, default=1e-3, help="final time of the reverse solve")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the prior draws and the Brownian path")
+    demo.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+    sub.add_parser(
+        "solvers",
+        help="list every solver name with its family, order, adaptivity and NFE per step",
+        description="List every solver that `sample` and the other commands accept.",
+    )
+    return parser
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import torch
+
+    from . import GaussianMixture, VPSDE, metrics, sample
+
+    gm, sde = GaussianMixture.ring2d(), VPSDE()
+    if not 0 < args.eps < sde.T:
+        print(f"diffsolve demo: error: --eps must lie in (0, {sde.T}), got {args.eps}", file=sys.stderr)
+        return 2
+    score = gm.score_fn(sde)
+    exact = gm.marginal(args.eps, sde)
+    x_T = sde.prior_sample((args.n, 2), generator=torch.Generator().manual_seed(args.seed))
+    print(f"ring2d (8 Gaussians, radius 4, std 0.3), VPSDE, exact score, n = {args.n}, eps = {args.eps:g}")
+    null = metrics.null_distribution(
+        lambda a, b: metrics.sliced_wasserstein(a, b), lambda s: exact.sample(args.n, seed=10_000 + s), pairs=10
+    )
+    reference = exact.sample(args.n, seed=args.seed + 1)
+    runs = [("sde:euler", {"steps": args.steps}), ("ode:dopri5", {"rtol": args.tol, "atol": args.tol})]
+    header = f"{'solver':<11} {'setting':<14} {'NFE':>6} {'seconds':>8} {'sliced W2':>10} {'z':>6} " \
+             f"{'log p gap (nats)':>18} {'weight TV':>16}"
+    rows = []
+    for solver, kwargs in runs:
+        res = sample(score, sde, x_T=x_T, solver=solver, eps=args.eps, seed=args.seed,
+                     progress=not args.no_progress, **kwargs)
+        sw = metrics.sliced_wasserstein(res.samples, reference)
+        gap = metrics.log_prob_gap(res.samples, gm, args.eps, sde)
+        tv = metrics.weight_tv(res.samples, gm, args.eps, sde)
+        setting = f"steps={args.steps}" if "steps" in kwargs else f"tol={args.tol:g}"
+        rows.append(f"{solver:<11} {setting:<14} {res.nfe:>6} {res.seconds:>8.2f} {sw:>10.4f} "
+                    f"{(sw - null.value) / null.se:>6.1f} {gap.value:>+9.4f} ± {gap.se:.4f} "
+                    f"{tv.value:>7.4f} ± {tv.se:.4f}")
+    print(header)
+    print("\n".join(rows))
+    print(f"exact vs exact sliced W2 over 10 pairs: {null.value:.4f} ± {null.se:.4f} (z counts these stds)")
+    return 0
+
+
+def _solvers() -> int:
+    from .samplers import solvers
+
+    print(f"{'name':<20} {'family':<10} {'order':>5} {'adaptive':>8}  {'NFE per step':<26} description")
+    for s in solvers():
+        order = "var" if s.order is None else f"{s.order:g}"
+        print(f"{s.name:<20} {s.family:<10} {order:>5} {'yes' if s.adaptive else 'no':>8}  "
+              f"{s.nfe_per_step:<26} {s.description}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `diffsolve` console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        return _demo(args)
+    if args.command == "solvers":
+        return _solvers()
+    parser.print_help()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
