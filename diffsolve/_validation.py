@@ -56,7 +56,9 @@ def as_time(t: float | Tensor, *, like: Tensor | None, T: float, name: str = "t"
         if not t.is_floating_point():
             raise TypeError(f"{name} must be a float or a floating-point tensor, got dtype {t.dtype}")
         if t.dim() > 1:
-            raise ValueError(f"{name} must be a float, a 0-d tensor or a (batch,) tensor, got shape {tuple(t.shape)}")
+            raise ValueError(
+                f"{name} must be a float, a 0-d tensor or a (batch,) tensor, got shape {tuple(t.shape)}"
+            )
     elif isinstance(t, numbers.Real) and not isinstance(t, bool):
         if like is None:
             t = torch.tensor(float(t), dtype=torch.get_default_dtype())
@@ -83,5 +85,7 @@ def batch_time(t: Tensor, x: Tensor, name: str = "t") -> Tensor:
     if t.dim() == 0:
         return t.expand(x.shape[0])
     if t.shape[0] != x.shape[0]:
-        raise ValueError(f"{name} has shape {tuple(t.shape)}; expected a scalar or ({x.shape[0]},) to match x")
+        raise ValueError(
+            f"{name} has shape {tuple(t.shape)}; expected a scalar or ({x.shape[0]},) to match x"
+        )
     return t

@@ -45,7 +45,9 @@ class GaussianMixture:
     def __init__(
         self, weights: _ArrayLike, means: _ArrayLike, stds: _ArrayLike, *, dtype: torch.dtype = torch.float64
     ) -> None:
-        w = torch.as_tensor(np.asarray(weights, dtype=np.float64) if not isinstance(weights, Tensor) else weights)
+        w = torch.as_tensor(
+            np.asarray(weights, dtype=np.float64) if not isinstance(weights, Tensor) else weights
+        )
         mu = torch.as_tensor(np.asarray(means, dtype=np.float64) if not isinstance(means, Tensor) else means)
         s = torch.as_tensor(np.asarray(stds, dtype=np.float64) if not isinstance(stds, Tensor) else stds)
         w, mu, s = (v.detach().to(dtype=dtype, device="cpu") for v in (w, mu, s))
@@ -88,7 +90,9 @@ class GaussianMixture:
         check_positive(dim, "dim", integer=True)
         check_positive(k, "k", integer=True)
         rng = np.random.default_rng(seed)
-        return cls(rng.dirichlet(np.full(k, 2.0)), rng.normal(0.0, 3.0, (k, dim)), rng.uniform(0.3, 1.0, (k, dim)))
+        return cls(
+            rng.dirichlet(np.full(k, 2.0)), rng.normal(0.0, 3.0, (k, dim)), rng.uniform(0.3, 1.0, (k, dim))
+        )
 
     # --- basic properties ---
 

@@ -1,7 +1,7 @@
 """The `diffsolve` command.
 
-    diffsolve demo       sample ring2d with two solvers; NFE, seconds and distances to exact samples
-    diffsolve solvers    list every solver with its family, order, adaptivity and cost per step
+diffsolve demo       sample ring2d with two solvers; NFE, seconds and distances to exact samples
+diffsolve solvers    list every solver with its family, order, adaptivity and cost per step
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
 def _demo(args: argparse.Namespace) -> int:
     import torch
 
-    from . import GaussianMixture, VPSDE, metrics, sample
+    from . import VPSDE, GaussianMixture, metrics, sample
 
     gm, sde = GaussianMixture.ring2d(), VPSDE()
     if not 0 < args.eps < sde.T:
@@ -83,23 +83,37 @@ def _demo(args: argparse.Namespace) -> int:
     x_T = sde.prior_sample((args.n, 2), generator=torch.Generator().manual_seed(args.seed))
     print(f"ring2d (8 Gaussians, radius 4, std 0.3), VPSDE, exact score, n = {args.n}, eps = {args.eps:g}")
     null = metrics.null_distribution(
-        lambda a, b: metrics.sliced_wasserstein(a, b), lambda s: exact.sample(args.n, seed=10_000 + s), pairs=10
+        lambda a, b: metrics.sliced_wasserstein(a, b),
+        lambda s: exact.sample(args.n, seed=10_000 + s),
+        pairs=10,
     )
     reference = exact.sample(args.n, seed=args.seed + 1)
     runs = [("sde:euler", {"steps": args.steps}), ("ode:dopri5", {"rtol": args.tol, "atol": args.tol})]
-    header = f"{'solver':<11} {'setting':<14} {'NFE':>6} {'seconds':>8} {'sliced W2':>10} {'z':>6} " \
-             f"{'log p gap (nats)':>18} {'weight TV':>16}"
+    header = (
+        f"{'solver':<11} {'setting':<14} {'NFE':>6} {'seconds':>8} {'sliced W2':>10} {'z':>6} "
+        f"{'log p gap (nats)':>18} {'weight TV':>16}"
+    )
     rows = []
     for solver, kwargs in runs:
-        res = sample(score, sde, x_T=x_T, solver=solver, eps=args.eps, seed=args.seed,
-                     progress=not args.no_progress, **kwargs)
+        res = sample(
+            score,
+            sde,
+            x_T=x_T,
+            solver=solver,
+            eps=args.eps,
+            seed=args.seed,
+            progress=not args.no_progress,
+            **kwargs,
+        )
         sw = metrics.sliced_wasserstein(res.samples, reference)
         gap = metrics.log_prob_gap(res.samples, gm, args.eps, sde)
         tv = metrics.weight_tv(res.samples, gm, args.eps, sde)
         setting = f"steps={args.steps}" if "steps" in kwargs else f"tol={args.tol:g}"
-        rows.append(f"{solver:<11} {setting:<14} {res.nfe:>6} {res.seconds:>8.2f} {sw:>10.4f} "
-                    f"{(sw - null.value) / null.se:>6.1f} {gap.value:>+9.4f} ± {gap.se:.4f} "
-                    f"{tv.value:>7.4f} ± {tv.se:.4f}")
+        rows.append(
+            f"{solver:<11} {setting:<14} {res.nfe:>6} {res.seconds:>8.2f} {sw:>10.4f} "
+            f"{(sw - null.value) / null.se:>6.1f} {gap.value:>+9.4f} ± {gap.se:.4f} "
+            f"{tv.value:>7.4f} ± {tv.se:.4f}"
+        )
     print(header)
     print("\n".join(rows))
     print(f"exact vs exact sliced W2 over 10 pairs: {null.value:.4f} ± {null.se:.4f} (z counts these stds)")
@@ -112,8 +126,10 @@ def _solvers() -> int:
     print(f"{'name':<20} {'family':<10} {'order':>5} {'adaptive':>8}  {'NFE per step':<26} description")
     for s in solvers():
         order = "var" if s.order is None else f"{s.order:g}"
-        print(f"{s.name:<20} {s.family:<10} {order:>5} {'yes' if s.adaptive else 'no':>8}  "
-              f"{s.nfe_per_step:<26} {s.description}")
+        print(
+            f"{s.name:<20} {s.family:<10} {order:>5} {'yes' if s.adaptive else 'no':>8}  "
+            f"{s.nfe_per_step:<26} {s.description}"
+        )
     return 0
 
 

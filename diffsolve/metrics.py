@@ -57,7 +57,9 @@ def path_error(x: Tensor, reference: Tensor, *, p: float = 2.0) -> float:
     x = check_batched(x, "x", min_dim=1)
     reference = check_batched(reference, "reference", min_dim=1)
     if x.shape != reference.shape:
-        raise ValueError(f"x has shape {tuple(x.shape)} but reference has {tuple(reference.shape)}; pair them")
+        raise ValueError(
+            f"x has shape {tuple(x.shape)} but reference has {tuple(reference.shape)}; pair them"
+        )
     dist = (x.to(torch.float64) - reference.to(torch.float64)).flatten(1).norm(dim=1)
     return float(dist.pow(p).mean().pow(1.0 / p))
 

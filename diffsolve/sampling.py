@@ -126,14 +126,18 @@ def sample(
 
     if info.adaptive:
         if steps is not None:
-            raise ValueError(f"steps is for fixed-step solvers; {solver!r} is adaptive: give rtol/atol instead")
+            raise ValueError(
+                f"steps is for fixed-step solvers; {solver!r} is adaptive: give rtol/atol instead"
+            )
         rtol = _DEFAULT_TOL if rtol is None else rtol
         atol = _DEFAULT_TOL if atol is None else atol
         check_positive(rtol, "rtol")
         check_positive(atol, "atol")
     else:
         if rtol is not None or atol is not None:
-            raise ValueError(f"rtol/atol are for adaptive solvers; {solver!r} is fixed-step: give steps instead")
+            raise ValueError(
+                f"rtol/atol are for adaptive solvers; {solver!r} is fixed-step: give steps instead"
+            )
         steps = _DEFAULT_STEPS[info.family] if steps is None else steps
         check_positive(steps, "steps", integer=True)
     if info.name == "pc":
@@ -141,18 +145,22 @@ def sample(
         check_positive(corrector_steps, "corrector_steps", integer=True, allow_zero=True)
 
     if seed is None:
-        seed = int(np.random.SeedSequence().generate_state(1)[0]) & 0x7FFFFFFF
+        if info.stochastic or x_T is None:
+            # Drawn here and echoed in `settings`, so that the run can be repeated.
+            seed = int(np.random.SeedSequence().generate_state(1)[0]) & 0x7FFFFFFF
     elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
-    seed = int(seed)
-    prior_seed, corrector_seed = _seeds(seed)
+    seed = None if seed is None else int(seed)
+    prior_seed, corrector_seed = _seeds(seed) if seed is not None else (0, 0)
 
     if x_T is not None:
         x_T = check_batched(x_T, "x_T")
         if n is not None and n != x_T.shape[0]:
             raise ValueError(f"n={n!r} disagrees with x_T's batch size {x_T.shape[0]}; give one or the other")
         if event_shape is not None and tuple(event_shape) != tuple(x_T.shape[1:]):
-            raise ValueError(f"event_shape={tuple(event_shape)} disagrees with x_T's shape {tuple(x_T.shape)}")
+            raise ValueError(
+                f"event_shape={tuple(event_shape)} disagrees with x_T's shape {tuple(x_T.shape)}"
+            )
     else:
         if n is None:
             raise ValueError("give n (the number of samples) or x_T (the prior draws to start from)")
@@ -160,7 +168,9 @@ def sample(
         if event_shape is None:
             event_shape = getattr(score, "event_shape", None)
         if event_shape is None:
-            raise ValueError("event_shape is needed to draw n samples from the prior: this score does not say")
+            raise ValueError(
+                "event_shape is needed to draw n samples from the prior: this score does not say"
+            )
         gen = torch.Generator().manual_seed(prior_seed)
         x_T = sde.prior_sample((n, *event_shape), dtype=dtype, generator=gen).to(device or "cpu")
 
@@ -187,18 +197,43 @@ def sample(
         with torch.no_grad():
             if info.family == "sde":
                 out = solve_reverse_sde(
-                    score, sde, x_T, method=info.name.removeprefix("sde:"), steps=steps, eps=eps, seed=seed,
-                    return_trajectory=return_trajectory, callback=bar,
+                    score,
+                    sde,
+                    x_T,
+                    method=info.name.removeprefix("sde:"),
+                    steps=steps,
+                    eps=eps,
+                    seed=seed,
+                    return_trajectory=return_trajectory,
+                    callback=bar,
                 )
             elif info.family == "ode":
                 out = solve_pf_ode(
-                    score, sde, x_T, method=info.name.removeprefix("ode:"), adaptive=info.adaptive, steps=steps,
-                    rtol=rtol, atol=atol, eps=eps, return_trajectory=return_trajectory, callback=bar,
+                    score,
+                    sde,
+                    x_T,
+                    method=info.name.removeprefix("ode:"),
+                    adaptive=info.adaptive,
+                    steps=steps,
+                    rtol=rtol,
+                    atol=atol,
+                    eps=eps,
+                    return_trajectory=return_trajectory,
+                    callback=bar,
                 )
             else:
                 out = pc_sampler(
-                    score, sde, x_T, steps=steps, eps=eps, seed=seed, corrector_seed=corrector_seed, snr=snr,
-                    corrector_steps=corrector_steps, return_trajectory=return_trajectory, callback=bar,
+                    score,
+                    sde,
+                    x_T,
+                    steps=steps,
+                    eps=eps,
+                    seed=seed,
+                    corrector_seed=corrector_seed,
+                    snr=snr,
+                    corrector_steps=corrector_steps,
+                    return_trajectory=return_trajectory,
+                    callback=bar,
                 )
             samples, nfe = out.samples, out.nfe
             if denoise:
@@ -244,7 +279,11 @@ class _Progress:
         self.nfe = 0
         self.done = 0.0
         self.bar = tqdm(
-            total=1000, desc=name, leave=False, dynamic_ncols=True,
+            total=1000,
+            desc=name,
+            leave=False,
+            dynamic_ncols=True,
+            disable=None,  # no bar when stderr is not a terminal (CI logs)
             bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}",
         )
 

@@ -55,7 +55,9 @@ class ScoreModel(nn.Module):
         if not isinstance(sde, SDE):
             raise TypeError(f"sde must be a diffsolve SDE (VPSDE, SubVPSDE, VESDE), got {describe(sde)}")
         if parameterization not in ("eps", "score", "x0"):
-            raise ValueError(f"parameterization must be one of 'eps', 'score', 'x0', got {parameterization!r}")
+            raise ValueError(
+                f"parameterization must be one of 'eps', 'score', 'x0', got {parameterization!r}"
+            )
         self.net = net
         self.sde = sde
         self.parameterization = parameterization
@@ -88,7 +90,9 @@ def evaluate_score(score: Score, x: Tensor, t: Tensor) -> Tensor:
     if out.shape != x.shape:
         raise ValueError(f"the score returned shape {tuple(out.shape)}; expected x's shape {tuple(x.shape)}")
     if out.dtype != x.dtype:
-        raise TypeError(f"the score returned dtype {out.dtype}; expected x's dtype {x.dtype} (cast inside the score)")
+        raise TypeError(
+            f"the score returned dtype {out.dtype}; expected x's dtype {x.dtype} (cast inside the score)"
+        )
     if out.device != x.device:
         raise ValueError(f"the score returned a tensor on {out.device}; expected x's device {x.device}")
     if not bool(torch.isfinite(out).all()):

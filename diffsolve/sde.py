@@ -80,7 +80,12 @@ class SDE(abc.ABC):
         return log_alpha.exp(), sigma
 
     def perturb(
-        self, x0: Tensor, t: float | Tensor, noise: Tensor | None = None, *, generator: torch.Generator | None = None
+        self,
+        x0: Tensor,
+        t: float | Tensor,
+        noise: Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
     ) -> Tensor:
         """Draw $x_t = \\alpha_t x_0 + \\sigma_t z$; `noise` is $z$ (drawn from `generator` when omitted)."""
         x0 = check_batched(x0, "x0", min_dim=1)
@@ -90,7 +95,9 @@ class SDE(abc.ABC):
             raise ValueError(f"noise has shape {tuple(noise.shape)}; expected x0's shape {tuple(x0.shape)}")
         t = batch_time(as_time(t, like=x0, T=self.T), x0)
         alpha, sigma = self.marginal(t)
-        return append_dims(alpha.to(x0.dtype), x0.dim()) * x0 + append_dims(sigma.to(x0.dtype), x0.dim()) * noise
+        return (
+            append_dims(alpha.to(x0.dtype), x0.dim()) * x0 + append_dims(sigma.to(x0.dtype), x0.dim()) * noise
+        )
 
     def prior_sample(
         self,
@@ -101,9 +108,11 @@ class SDE(abc.ABC):
         generator: torch.Generator | None = None,
     ) -> Tensor:
         """Draw from the prior $N(0, \\text{prior\\_std}^2 I)$ with `shape = (batch, *event)`."""
-        if not isinstance(shape, (tuple, list, torch.Size)) or not all(
-            isinstance(s, int) and s >= 1 for s in shape
-        ) or len(shape) < 2:
+        if (
+            not isinstance(shape, (tuple, list, torch.Size))
+            or not all(isinstance(s, int) and s >= 1 for s in shape)
+            or len(shape) < 2
+        ):
             raise ValueError(f"shape must be (batch, *event) of positive integers, got {shape!r}")
         z = torch.randn(tuple(shape), dtype=dtype, device=device, generator=generator)
         return self.prior_std * z
@@ -144,7 +153,9 @@ class _LinearBetaSDE(SDE):
         check_positive(beta_min, "beta_min")
         check_positive(beta_max, "beta_max")
         if beta_max < beta_min:
-            raise ValueError(f"beta_max must be >= beta_min, got beta_min={beta_min!r}, beta_max={beta_max!r}")
+            raise ValueError(
+                f"beta_max must be >= beta_min, got beta_min={beta_min!r}, beta_max={beta_max!r}"
+            )
         self.beta_min = float(beta_min)
         self.beta_max = float(beta_max)
 
@@ -227,7 +238,9 @@ class VESDE(SDE):
         check_positive(sigma_min, "sigma_min")
         check_positive(sigma_max, "sigma_max")
         if sigma_max <= sigma_min:
-            raise ValueError(f"sigma_max must be > sigma_min, got sigma_min={sigma_min!r}, sigma_max={sigma_max!r}")
+            raise ValueError(
+                f"sigma_max must be > sigma_min, got sigma_min={sigma_min!r}, sigma_max={sigma_max!r}"
+            )
         self.sigma_min = float(sigma_min)
         self.sigma_max = float(sigma_max)
         self._log_ratio = math.log(self.sigma_max / self.sigma_min)

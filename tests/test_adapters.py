@@ -61,8 +61,14 @@ def test_sdeint_directly_equals_sample(ring, vp):
     res = ds.sample(score, vp, x_T=x_T, solver="sde:euler", steps=50, seed=7)
     rsde = ReverseSDE(score, vp, eps=1e-3)
     bm = rsde.brownian_motion(x_T, seed=7)
-    ys = torchsde.sdeint(rsde, x_T, torch.tensor([0.0, rsde.s_end], dtype=torch.float64), bm=bm,
-                         method="euler", dt=rsde.s_end / 50 * (1 + 1e-12))
+    ys = torchsde.sdeint(
+        rsde,
+        x_T,
+        torch.tensor([0.0, rsde.s_end], dtype=torch.float64),
+        bm=bm,
+        method="euler",
+        dt=rsde.s_end / 50 * (1 + 1e-12),
+    )
     assert torch.equal(ys[-1], res.samples)
     assert rsde.nfe == res.nfe == 50
 
@@ -74,8 +80,14 @@ def test_srk_uses_the_additive_scheme(ring, vp):
     rsde = ReverseSDE(score, vp, eps=1e-3)
     x_T = torch.randn(32, 2)
     bm = rsde.brownian_motion(x_T, seed=0, levy_area_approximation="space-time")
-    torchsde.sdeint(rsde, x_T, torch.tensor([0.0, rsde.s_end], dtype=torch.float64), bm=bm, method="srk",
-                    dt=rsde.s_end / 20 * (1 + 1e-12))
+    torchsde.sdeint(
+        rsde,
+        x_T,
+        torch.tensor([0.0, rsde.s_end], dtype=torch.float64),
+        bm=bm,
+        method="srk",
+        dt=rsde.s_end / 20 * (1 + 1e-12),
+    )
     assert rsde.nfe == 2 * 20
     assert ds.sample(score, vp, 32, solver="sde:srk", steps=20, seed=0).nfe == 40
 
@@ -123,8 +135,15 @@ def test_direct_odeint_with_options_matches_sample(ring, vp):
     score = ring.score_fn(vp)
     x_T = torch.randn(300, 2, dtype=torch.float64)
     ode = ProbabilityFlowODE(score, vp, eps=1e-3)
-    direct = torchdiffeq.odeint(ode, x_T, torch.tensor([1.0, 1e-3], dtype=torch.float64), method="dopri5",
-                                rtol=1e-6, atol=1e-6, options=ode.odeint_options())[-1]
+    direct = torchdiffeq.odeint(
+        ode,
+        x_T,
+        torch.tensor([1.0, 1e-3], dtype=torch.float64),
+        method="dopri5",
+        rtol=1e-6,
+        atol=1e-6,
+        options=ode.odeint_options(),
+    )[-1]
     res = ds.sample(score, vp, x_T=x_T, solver="ode:dopri5", rtol=1e-6, atol=1e-6)
     assert torch.equal(direct, res.samples)
     assert ode.nfe == res.nfe

@@ -81,7 +81,9 @@ def test_score_output_is_checked(setup):
     x_T = torch.zeros(4, 2)
     with pytest.raises(ValueError, match=r"score returned shape \(4, 1\); expected x's shape \(4, 2\)"):
         ds.sample(lambda x, t: x[:, :1], sde, x_T=x_T, solver="ode:euler", steps=2)
-    with pytest.raises(TypeError, match="score returned dtype torch.float64; expected x's dtype torch.float32"):
+    with pytest.raises(
+        TypeError, match="score returned dtype torch.float64; expected x's dtype torch.float32"
+    ):
         ds.sample(lambda x, t: x.double(), sde, x_T=x_T, solver="sde:euler", steps=2, seed=0)
     with pytest.raises(TypeError, match="score must return a torch.Tensor, got ndarray"):
         ds.sample(lambda x, t: x.numpy(), sde, x_T=x_T, solver="pc", steps=2, seed=0)

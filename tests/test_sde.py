@@ -20,8 +20,15 @@ def test_marginal_matches_moment_odes(any_sde):
         return torch.stack([f * y[0], 2 * f * y[1] + g2])
 
     # step_t makes steps land on the output times: dopri8's dense output is less accurate than its steps.
-    sol = torchdiffeq.odeint(rhs, torch.tensor([1.0, 0.0], dtype=torch.float64), t_eval, rtol=1e-11, atol=1e-13,
-                             method="dopri8", options={"step_t": t_eval})
+    sol = torchdiffeq.odeint(
+        rhs,
+        torch.tensor([1.0, 0.0], dtype=torch.float64),
+        t_eval,
+        rtol=1e-11,
+        atol=1e-13,
+        method="dopri8",
+        options={"step_t": t_eval},
+    )
     alpha, sigma = sde.marginal(t_eval)
     # rtol 1e-11 on the moment ODEs: 1e-8 leaves three orders of margin.
     torch.testing.assert_close(alpha, sol[:, 0], rtol=1e-8, atol=1e-12)
@@ -40,8 +47,11 @@ def test_marginal_matches_monte_carlo_simulation(any_sde):
     dt = 1.0 / steps
     for k in range(steps):
         t = torch.tensor(k * dt, dtype=torch.float64)
-        x = x + sde.drift(x, t) * dt + sde.diffusion(t) * math.sqrt(dt) * torch.randn(x.shape, generator=gen,
-                                                                                          dtype=x.dtype)
+        x = (
+            x
+            + sde.drift(x, t) * dt
+            + sde.diffusion(t) * math.sqrt(dt) * torch.randn(x.shape, generator=gen, dtype=x.dtype)
+        )
         if k + 1 in checkpoints:
             t_k = torch.tensor(checkpoints[k + 1], dtype=torch.float64)
             alpha, sigma = (v.item() for v in sde.marginal(t_k))

@@ -69,9 +69,19 @@ SOLVERS: dict[str, SolverInfo] = {
             "shrinks, even on y' = -3y + sin 5t (0.05 at 10 steps, 1e15 at 160); use implicit_adams",
         ),
         _ode(
-            "implicit_adams", 4, False, "1 + corrector iterations", "Adams–Bashforth–Moulton predictor-corrector"
+            "implicit_adams",
+            4,
+            False,
+            "1 + corrector iterations",
+            "Adams–Bashforth–Moulton predictor-corrector",
         ),
-        _ode("scipy_solver", None, True, "variable", "scipy.integrate.solve_ivp (LSODA by default; needs scipy)"),
+        _ode(
+            "scipy_solver",
+            None,
+            True,
+            "variable",
+            "scipy.integrate.solve_ivp (LSODA by default; needs scipy)",
+        ),
         SolverInfo(
             "pc",
             "diffusion",

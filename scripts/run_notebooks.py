@@ -1,0 +1,44 @@
+"""Execute the notebooks in place at full budget, so the committed outputs show full-size results.
+
+    python scripts/run_notebooks.py [notebooks/NAME.ipynb ...]
+
+CI runs them at a small budget instead (tests/test_notebooks.py, with DIFFSOLVE_SMALL=1) and does
+not write them back.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(path: Path) -> None:
+    nb = nbformat.read(path, as_version=4)
+    env_small = os.environ.pop("DIFFSOLVE_SMALL", None)
+    try:
+        NotebookClient(
+            nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+        ).execute()
+    finally:
+        if env_small is not None:
+            os.environ["DIFFSOLVE_SMALL"] = env_small
+    # Atomic write: a failed or interrupted run never leaves a half-written notebook.
+    with tempfile.NamedTemporaryFile(
+        "w", dir=path.parent, suffix=".ipynb", delete=False, encoding="utf-8"
+    ) as tmp:
+        nbformat.write(nb, tmp)
+    os.replace(tmp.name, path)
+    print(f"executed {path.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    paths = [Path(p).resolve() for p in sys.argv[1:]] or sorted((ROOT / "notebooks").glob("*.ipynb"))
+    for p in paths:
+        run(p)

@@ -1,0 +1,42 @@
+import subprocess
+import sys
+
+import pytest
+
+from diffsolve.cli import main
+
+
+def test_help_lists_commands(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "demo" in out and "solvers" in out
+
+
+def test_demo_help_is_complete(capsys):
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    out = capsys.readouterr().out
+    for flag in ("--n", "--steps", "--tol", "--eps", "--seed", "--no-progress"):
+        assert flag in out
+
+
+def test_solvers_lists_the_registry(capsys):
+    assert main(["solvers"]) == 0
+    out = capsys.readouterr().out
+    assert "sde:euler" in out and "ode:dopri5" in out and "pc" in out
+
+
+def test_demo_small_budget(capsys):
+    assert main(["demo", "--n", "500", "--steps", "50", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "sde:euler" in out and "ode:dopri5" in out and "sliced W2" in out
+
+
+def test_bad_flag_value_is_explained():
+    proc = subprocess.run(
+        [sys.executable, "-m", "diffsolve.cli", "demo", "--steps", "0"], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert "--steps: expected a positive integer, got '0'" in proc.stderr
