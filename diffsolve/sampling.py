@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,6 +117,13 @@ def sample(
         NonFiniteError: If the score or the state becomes NaN/Inf; names t and the solver.
     """
     info = get_solver(solver)
+    if info.name == "ode:explicit_adams":
+        warnings.warn(
+            "ode:explicit_adams is unstable in torchdiffeq 0.2.5 (its error grows as steps shrink); "
+            "prefer ode:implicit_adams or ode:rk4",
+            UserWarning,
+            stacklevel=2,
+        )
     if not isinstance(sde, SDE):
         raise TypeError(f"sde must be a diffsolve SDE (VPSDE, SubVPSDE, VESDE), got {describe(sde)}")
     if not callable(score):
