@@ -5,9 +5,10 @@ SDE) and torchdiffeq (the probability-flow ODE), so one score can be sampled wit
 every number checked against the closed-form Gaussian-mixture marginals.
 """
 
-from .adapters import ProbabilityFlowODE, ReverseSDE
+from .adapters import LikelihoodODE, ProbabilityFlowODE, ReverseSDE
 from .analytic import AnalyticScore, GaussianMixture
-from .errors import NonFiniteError
+from .errors import NonFiniteError, StepSizeError
+from .likelihood import LikelihoodResult, bits_per_dim, dequantize, log_likelihood
 from .samplers import SolverInfo, solvers
 from .sampling import SampleResult, sample
 from .scores import Score, ScoreModel
@@ -26,9 +27,15 @@ __all__ = [
     "ScoreModel",
     "ReverseSDE",
     "ProbabilityFlowODE",
+    "LikelihoodODE",
+    "log_likelihood",
+    "LikelihoodResult",
+    "bits_per_dim",
+    "dequantize",
     "sample",
     "SampleResult",
     "solvers",
     "SolverInfo",
     "NonFiniteError",
+    "StepSizeError",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["NonFiniteError"]
+__all__ = ["NonFiniteError", "StepSizeError"]
 
 
 class NonFiniteError(FloatingPointError):
@@ -28,3 +28,20 @@ class NonFiniteError(FloatingPointError):
 
     def with_solver(self, solver: str) -> NonFiniteError:
         return NonFiniteError(self.what, self.t, solver)
+
+
+class StepSizeError(RuntimeError):
+    """An adaptive solver's step size underflowed (torchdiffeq's "underflow in dt").
+
+    Attributes:
+        t: The forward time reached.
+        solver: The solver's name.
+    """
+
+    def __init__(self, t: float, solver: str) -> None:
+        self.t = t
+        self.solver = solver
+        super().__init__(
+            f"the step size of solver {solver!r} underflowed at t = {t:.6g}: the problem is too stiff there for "
+            "these settings. Try looser rtol/atol, float64, or a larger eps (the score stiffens as t -> 0)"
+        )

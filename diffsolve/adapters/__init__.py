@@ -4,7 +4,7 @@
 torchsde needs; `ProbabilityFlowODE` is a torchdiffeq `func(t, x)` in forward time.
 """
 
-from .torchdiffeq import ProbabilityFlowODE
+from .torchdiffeq import LikelihoodODE, ProbabilityFlowODE
 from .torchsde import BROWNIAN_TOL, ReverseSDE
 
-__all__ = ["BROWNIAN_TOL", "ProbabilityFlowODE", "ReverseSDE"]
+__all__ = ["BROWNIAN_TOL", "LikelihoodODE", "ProbabilityFlowODE", "ReverseSDE"]

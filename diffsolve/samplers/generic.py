@@ -10,6 +10,7 @@ import torchsde
 from torch import Tensor
 
 from ..adapters import ProbabilityFlowODE, ReverseSDE
+from ..errors import StepSizeError
 from ..scores import Score
 from ..sde import SDE
 from .grids import uniform_grid
@@ -103,7 +104,12 @@ def solve_pf_ode(
 
         options = {"grid_constructor": grid_constructor}
         kwargs = {}
-    ys = torchdiffeq.odeint(ode, x_T, t, method=method, options=options, **kwargs)
+    try:
+        ys = torchdiffeq.odeint(ode, x_T, t, method=method, options=options, **kwargs)
+    except AssertionError as err:  # torchdiffeq reports a collapsed step size by assertion
+        if "underflow in dt" in str(err) and ode.last_t is not None:
+            raise StepSizeError(float(ode.last_t), f"ode:{method}") from err
+        raise
     return SolveOutput(
         samples=ys[-1],
         nfe=ode.nfe,

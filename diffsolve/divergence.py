@@ -1,0 +1,111 @@
+r"""Divergence of a vector field $f: \mathbb{R}^D \to \mathbb{R}^D$, exactly or by Hutchinson's estimator.
+
+The instantaneous change of variables needs $\nabla\cdot f = \mathrm{tr}\,J_f$ along the flow.
+
+* **Exact**: $\mathrm{tr}\,J = \sum_i e_i^\top J e_i$, one vector-Jacobian product per event
+  dimension. The products are batched (`is_grads_batched`, one backward pass over `chunk` basis
+  vectors at a time), so memory stays bounded for images while small problems run in one pass.
+* **Hutchinson–Skilling**: $\mathrm{tr}\,J = \mathbb{E}[v^\top J v]$ for probes with
+  $\mathbb{E}[vv^\top] = I$ (Rademacher or Gaussian). K probes share one forward evaluation and
+  cost K vector-Jacobian products; their spread gives a standard error. For a well-defined ODE the
+  probes must stay fixed during a solve.
+
+`divergence="auto"` uses the exact trace up to `AUTO_EXACT_MAX_DIM` dimensions and Hutchinson above.
+
+References:
+    Hutchinson, "A stochastic estimator of the trace of the influence matrix", 1989.
+    Grathwohl et al., "FFJORD: Free-form continuous dynamics for scalable reversible generative
+    models", ICLR 2019.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from ._validation import check_positive
+
+__all__ = ["AUTO_EXACT_MAX_DIM", "exact_divergence", "hutchinson_divergence", "make_probes"]
+
+# Up to this event size the exact trace costs at most ~this many VJPs per step, which measured on a
+# 3x256 MLP stays within a few Hutchinson probes' cost; above, Hutchinson is the default.
+AUTO_EXACT_MAX_DIM = 64
+
+VectorField = Callable[[Tensor], Tensor]
+
+
+def _vjps(f: Tensor, x: Tensor, vs: Tensor, create_graph: bool) -> Tensor:
+    """`vs` of shape (K, *x.shape) -> v^T J for each, (K, *x.shape), in one batched backward pass."""
+    (out,) = torch.autograd.grad(f, x, vs, retain_graph=True, create_graph=create_graph, is_grads_batched=True)
+    return out
+
+
+def exact_divergence(fn: VectorField, x: Tensor, *, chunk: int = 64) -> tuple[Tensor, Tensor]:
+    """Evaluate `fn(x)` and its exact divergence (the Jacobian trace) per sample.
+
+    Args:
+        fn: A map from `(B, *event)` to `(B, *event)` that acts on each sample separately.
+        x: The points, `(B, *event)`.
+        chunk: Basis vectors per batched backward pass (memory ~ chunk x one backward pass).
+
+    Returns:
+        `(fn(x), div)`, with `div` of shape `(B,)`. Both carry a graph only if grad mode is on.
+    """
+    check_positive(chunk, "chunk", integer=True)
+    create_graph = torch.is_grad_enabled()
+    with torch.enable_grad():
+        x = x if x.requires_grad else x.detach().requires_grad_(True)
+        f = fn(x)
+        d = x[0].numel()
+        div = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        flat_dims = torch.arange(d, device=x.device)
+        for start in range(0, d, chunk):
+            idx = flat_dims[start : start + chunk]
+            basis = torch.zeros(len(idx), *x.shape, dtype=x.dtype, device=x.device)
+            basis.view(len(idx), x.shape[0], d)[torch.arange(len(idx)), :, idx] = 1.0
+            vjp = _vjps(f, x, basis, create_graph).reshape(len(idx), x.shape[0], d)
+            div = div + vjp[torch.arange(len(idx)), :, idx].sum(0)
+    if not create_graph:
+        f, div = f.detach(), div.detach()
+    return f, div
+
+
+def make_probes(
+    x: Tensor, probes: int, kind: str = "rademacher", *, generator: torch.Generator | None = None
+) -> Tensor:
+    """Draw `probes` Hutchinson probe vectors per sample: shape `(probes, *x.shape)`, $E[vv^T] = I$."""
+    check_positive(probes, "probes", integer=True)
+    shape = (probes, *x.shape)
+    if kind == "rademacher":
+        v = torch.randint(0, 2, shape, generator=generator, dtype=torch.int64).to(x.dtype) * 2 - 1
+    elif kind == "gaussian":
+        v = torch.randn(shape, generator=generator, dtype=x.dtype)
+    else:
+        raise ValueError(f"probe must be 'rademacher' or 'gaussian', got {kind!r}")
+    return v.to(x.device)
+
+
+def hutchinson_divergence(fn: VectorField, x: Tensor, probes: Tensor) -> tuple[Tensor, Tensor]:
+    """Evaluate `fn(x)` and one divergence estimate $v^\\top J v$ per probe.
+
+    Args:
+        fn: A map from `(B, *event)` to `(B, *event)` that acts on each sample separately.
+        x: The points, `(B, *event)`.
+        probes: `(K, *x.shape)` probe vectors (see `make_probes`); keep them fixed within a solve.
+
+    Returns:
+        `(fn(x), estimates)` with estimates of shape `(B, K)`; their mean is the estimate.
+    """
+    if probes.shape[1:] != x.shape:
+        raise ValueError(f"probes must have shape (K, {', '.join(map(str, x.shape))}), got {tuple(probes.shape)}")
+    create_graph = torch.is_grad_enabled()
+    with torch.enable_grad():
+        x = x if x.requires_grad else x.detach().requires_grad_(True)
+        f = fn(x)
+        vjp = _vjps(f, x, probes, create_graph)
+        est = (vjp * probes).flatten(2).sum(-1).T
+    if not create_graph:
+        f, est = f.detach(), est.detach()
+    return f, est
