@@ -38,7 +38,9 @@ VectorField = Callable[[Tensor], Tensor]
 
 def _vjps(f: Tensor, x: Tensor, vs: Tensor, create_graph: bool) -> Tensor:
     """`vs` of shape (K, *x.shape) -> v^T J for each, (K, *x.shape), in one batched backward pass."""
-    (out,) = torch.autograd.grad(f, x, vs, retain_graph=True, create_graph=create_graph, is_grads_batched=True)
+    (out,) = torch.autograd.grad(
+        f, x, vs, retain_graph=True, create_graph=create_graph, is_grads_batched=True
+    )
     return out
 
 
@@ -99,7 +101,9 @@ def hutchinson_divergence(fn: VectorField, x: Tensor, probes: Tensor) -> tuple[T
         `(fn(x), estimates)` with estimates of shape `(B, K)`; their mean is the estimate.
     """
     if probes.shape[1:] != x.shape:
-        raise ValueError(f"probes must have shape (K, {', '.join(map(str, x.shape))}), got {tuple(probes.shape)}")
+        raise ValueError(
+            f"probes must have shape (K, {', '.join(map(str, x.shape))}), got {tuple(probes.shape)}"
+        )
     create_graph = torch.is_grad_enabled()
     with torch.enable_grad():
         x = x if x.requires_grad else x.detach().requires_grad_(True)

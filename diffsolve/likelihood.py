@@ -140,7 +140,9 @@ def log_likelihood(
     info = get_solver(f"ode:{method}" if isinstance(method, str) else method)
     if info.adaptive:
         if steps is not None:
-            raise ValueError(f"steps is for fixed-step solvers; {solver!r} is adaptive: give rtol/atol instead")
+            raise ValueError(
+                f"steps is for fixed-step solvers; {solver!r} is adaptive: give rtol/atol instead"
+            )
         check_positive(rtol, "rtol")
         check_positive(atol, "atol")
     else:
@@ -150,7 +152,9 @@ def log_likelihood(
     if prior_log_prob is None:
         prior_log_prob = sde.prior_log_prob
     elif not callable(prior_log_prob):
-        raise TypeError(f"prior_log_prob must be callable as prior_log_prob(z) -> (B,), got {describe(prior_log_prob)}")
+        raise TypeError(
+            f"prior_log_prob must be callable as prior_log_prob(z) -> (B,), got {describe(prior_log_prob)}"
+        )
 
     if seed is None and divergence == "hutchinson":
         seed = int(np.random.SeedSequence().generate_state(1)[0]) & 0x7FFFFFFF
@@ -251,7 +255,9 @@ def dequantize(
         raise ValueError(f"high must be > low, got low={low!r}, high={high!r}")
     lo, hi = float(x.min()), float(x.max())
     if lo < low or hi > high:
-        raise ValueError(f"x must lie in the declared range [{low}, {high}], got values in [{lo:.6g}, {hi:.6g}]")
+        raise ValueError(
+            f"x must lie in the declared range [{low}, {high}], got values in [{lo:.6g}, {hi:.6g}]"
+        )
     width = high - low
     k = torch.round((x - low) / width * (bins - 1))
     u = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)

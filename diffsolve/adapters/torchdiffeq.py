@@ -108,7 +108,13 @@ class LikelihoodODE(nn.Module):
     """
 
     def __init__(
-        self, score: Score, sde: SDE, divergence: str = "exact", *, probes: Tensor | None = None, eps: float = 1e-5
+        self,
+        score: Score,
+        sde: SDE,
+        divergence: str = "exact",
+        *,
+        probes: Tensor | None = None,
+        eps: float = 1e-5,
     ) -> None:
         super().__init__()
         if divergence not in ("exact", "hutchinson"):
