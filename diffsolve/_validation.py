@@ -89,3 +89,16 @@ def batch_time(t: Tensor, x: Tensor, name: str = "t") -> Tensor:
             f"{name} has shape {tuple(t.shape)}; expected a scalar or ({x.shape[0]},) to match x"
         )
     return t
+
+
+def check_problem(score: object, sde: object, eps: float) -> None:
+    """The checks every solve starts with: a diffsolve SDE, a callable score, and eps in (0, T)."""
+    from .sde import SDE  # sde.py imports this module
+
+    if not isinstance(sde, SDE):
+        raise TypeError(f"sde must be a diffsolve SDE (VPSDE, SubVPSDE, VESDE), got {describe(sde)}")
+    if not callable(score):
+        raise TypeError(f"score must be callable as score(x, t), got {describe(score)}")
+    check_positive(eps, "eps")
+    if not eps < sde.T:
+        raise ValueError(f"eps must lie in (0, T) = (0, {sde.T}), got {eps!r}")

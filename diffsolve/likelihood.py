@@ -27,7 +27,7 @@ import torch
 import torchdiffeq
 from torch import Tensor
 
-from ._validation import check_batched, check_positive, describe
+from ._validation import check_batched, check_positive, check_problem, describe
 from .adapters import LikelihoodODE
 from .divergence import AUTO_EXACT_MAX_DIM, make_probes
 from .errors import NonFiniteError, StepSizeError
@@ -119,16 +119,10 @@ def log_likelihood(
         NonFiniteError: If the score or the state becomes non-finite (names t and the solver).
         StepSizeError: If an adaptive solver's step underflows (names t and what to try).
     """
-    if not isinstance(sde, SDE):
-        raise TypeError(f"sde must be a diffsolve SDE (VPSDE, SubVPSDE, VESDE), got {describe(sde)}")
-    if not callable(score):
-        raise TypeError(f"score must be callable as score(x, t), got {describe(score)}")
+    check_problem(score, sde, eps)
     x = check_batched(x, "x")
     if not bool(torch.isfinite(x).all()):
         raise ValueError("x must be finite; it holds NaN or Inf")
-    check_positive(eps, "eps")
-    if not eps < sde.T:
-        raise ValueError(f"eps must lie in (0, T) = (0, {sde.T}), got {eps!r}")
     if divergence not in ("exact", "hutchinson", "auto"):
         raise ValueError(f"divergence must be 'exact', 'hutchinson' or 'auto', got {divergence!r}")
     if divergence == "auto":

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._validation import append_dims, check_batched, check_positive, describe
+from ._validation import append_dims, check_batched, check_positive, check_problem, describe
 from .errors import NonFiniteError
 from .samplers.generic import solve_pf_ode, solve_reverse_sde
 from .samplers.pc import pc_sampler
@@ -124,13 +124,7 @@ def sample(
             UserWarning,
             stacklevel=2,
         )
-    if not isinstance(sde, SDE):
-        raise TypeError(f"sde must be a diffsolve SDE (VPSDE, SubVPSDE, VESDE), got {describe(sde)}")
-    if not callable(score):
-        raise TypeError(f"score must be callable as score(x, t), got {describe(score)}")
-    check_positive(eps, "eps")
-    if not eps < sde.T:
-        raise ValueError(f"eps must lie in (0, T) = (0, {sde.T}), got {eps!r}")
+    check_problem(score, sde, eps)
 
     if info.adaptive:
         if steps is not None:

@@ -55,9 +55,10 @@ def test_sde_prior_on_ring2d_vp():
     )
 
 
+@pytest.mark.parametrize("sde_name", list(SDES))
 @pytest.mark.parametrize("problem", list(PROBLEMS))
-def test_float32_defaults(problem):
-    gm, sde = PROBLEMS[problem], SDES["VP"]
+def test_float32_defaults(problem, sde_name):
+    gm, sde = PROBLEMS[problem], SDES[sde_name]
     x = gm.marginal(EPS, sde).sample(500, seed=1, dtype=torch.float32)
     res = ds.log_likelihood(gm.score_fn(sde), sde, x, prior_log_prob=_exact_prior(gm, sde))
     assert res.log_prob.dtype == torch.float32

@@ -21,7 +21,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from .._validation import check_positive, describe
+from .._validation import check_problem
 from ..divergence import exact_divergence, hutchinson_divergence
 from ..errors import NonFiniteError
 from ..scores import Score, evaluate_score
@@ -46,13 +46,7 @@ class ProbabilityFlowODE(nn.Module):
 
     def __init__(self, score: Score, sde: SDE, eps: float = 1e-3) -> None:
         super().__init__()
-        if not isinstance(sde, SDE):
-            raise TypeError(f"sde must be a diffsolve SDE, got {describe(sde)}")
-        if not callable(score):
-            raise TypeError(f"score must be callable as score(x, t), got {describe(score)}")
-        check_positive(eps, "eps")
-        if not eps < sde.T:
-            raise ValueError(f"eps must lie in (0, T) = (0, {sde.T}), got {eps!r}")
+        check_problem(score, sde, eps)
         self.score = score
         self.sde = sde
         self.eps = float(eps)

@@ -18,7 +18,7 @@ import torch
 import torchsde
 from torch import Tensor, nn
 
-from .._validation import check_positive, describe
+from .._validation import check_problem
 from ..errors import NonFiniteError
 from ..scores import Score, evaluate_score
 from ..sde import SDE
@@ -62,13 +62,7 @@ class ReverseSDE(nn.Module):
         sde_type: str = "ito",
     ) -> None:
         super().__init__()
-        if not isinstance(sde, SDE):
-            raise TypeError(f"sde must be a diffsolve SDE, got {describe(sde)}")
-        if not callable(score):
-            raise TypeError(f"score must be callable as score(x, t), got {describe(score)}")
-        check_positive(eps, "eps")
-        if not eps < sde.T:
-            raise ValueError(f"eps must lie in (0, T) = (0, {sde.T}), got {eps!r}")
+        check_problem(score, sde, eps)
         if noise_type not in ("additive", "diagonal"):
             raise ValueError(f"noise_type must be 'additive' or 'diagonal', got {noise_type!r}")
         if sde_type not in ("ito", "stratonovich"):
