@@ -66,9 +66,10 @@ def exact_divergence(fn: VectorField, x: Tensor, *, chunk: int = 64) -> tuple[Te
         for start in range(0, d, chunk):
             idx = flat_dims[start : start + chunk]
             basis = torch.zeros(len(idx), *x.shape, dtype=x.dtype, device=x.device)
-            basis.view(len(idx), x.shape[0], d)[torch.arange(len(idx)), :, idx] = 1.0
+            rows = torch.arange(len(idx), device=x.device)
+            basis.view(len(idx), x.shape[0], d)[rows, :, idx] = 1.0
             vjp = _vjps(f, x, basis, create_graph).reshape(len(idx), x.shape[0], d)
-            div = div + vjp[torch.arange(len(idx)), :, idx].sum(0)
+            div = div + vjp[rows, :, idx].sum(0)
     if not create_graph:
         f, div = f.detach(), div.detach()
     return f, div
