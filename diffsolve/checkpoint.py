@@ -1,0 +1,144 @@
+"""Checkpoints: weights in safetensors, everything needed to rebuild the model in JSON. Never pickle.
+
+A checkpoint is a directory holding `model.safetensors`, whose header carries the JSON
+configuration (architecture and its arguments, parameterisation, SDE and its parameters, data
+scaling, training metadata, diffsolve version, format version), and a copy of that JSON as
+`config.json` for people to read. `load` trusts only the safetensors file, so weights and
+configuration can never come from two different saves. Each file is written to a temporary file in
+the same directory and renamed over the old one: a save killed half-way leaves the previous
+checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from . import sde as sde_module
+from .nn import ARCHITECTURES
+from .scores import ScoreModel
+
+__all__ = ["FORMAT_VERSION", "CheckpointError", "save", "load", "atomic_write_bytes"]
+
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+_SDES = {"VPSDE": sde_module.VPSDE, "SubVPSDE": sde_module.SubVPSDE, "VESDE": sde_module.VESDE}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, truncated, corrupted, from a newer format, or does not fit its model."""
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file in the same directory and an atomic rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _config(model: ScoreModel, metadata: dict[str, Any] | None) -> dict[str, Any]:
+    from . import __version__
+
+    if not isinstance(model, ScoreModel):
+        raise TypeError(f"model must be a diffsolve ScoreModel, got {type(model).__name__}")
+    net = model.net
+    name = type(net).__name__
+    if ARCHITECTURES.get(name) is not type(net) or not hasattr(net, "config"):
+        raise TypeError(
+            f"the network must be one of diffsolve's architectures ({', '.join(ARCHITECTURES)}), got {name}; "
+            "save its state_dict with safetensors yourself for other networks"
+        )
+    return {
+        "format_version": FORMAT_VERSION,
+        "diffsolve_version": __version__,
+        "architecture": {"name": name, "config": net.config},
+        "parameterization": model.parameterization,
+        "sde": {"name": type(model.sde).__name__, "params": model.sde.params()},
+        "metadata": metadata or {},
+    }
+
+
+def save(path: str | os.PathLike, model: ScoreModel, *, metadata: dict[str, Any] | None = None) -> Path:
+    """Save `model` to the directory `path` (created if needed); returns the directory.
+
+    Args:
+        path: The checkpoint directory.
+        model: A `ScoreModel` around one of diffsolve's networks.
+        metadata: JSON-serialisable extras (data scaling, training steps, losses, ...).
+    """
+    config = _config(model, metadata)
+    text = json.dumps(config, indent=2, sort_keys=True)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.net.state_dict().items()}
+    directory = Path(path)
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(directory / WEIGHTS, st_save(tensors, metadata={"diffsolve": text}))
+    atomic_write_bytes(directory / CONFIG, (text + "\n").encode())
+    return directory
+
+
+def read_config(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Read and check a checkpoint's configuration and tensors (nothing is unpickled)."""
+    file = Path(path) / WEIGHTS
+    if not Path(path).is_dir():
+        raise CheckpointError(f"checkpoint directory {str(path)!r} does not exist")
+    if not file.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} has no {WEIGHTS}")
+    data = file.read_bytes()
+    try:
+        tensors = st_load(data)
+        header_len = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8 : 8 + header_len])
+        config = json.loads(header["__metadata__"]["diffsolve"])
+    except (SafetensorError, ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"checkpoint {str(file)!r} is truncated or corrupted ({err})") from err
+    version = config.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} has format version {version!r}; this diffsolve reads up to "
+            f"{FORMAT_VERSION}: upgrade diffsolve"
+        )
+    return config, tensors
+
+
+def load(path: str | os.PathLike, *, device: torch.device | str = "cpu") -> ScoreModel:
+    """Load a checkpoint saved by `save`: a ready `ScoreModel` (eval mode) with its `sde` attached.
+
+    Raises:
+        CheckpointError: If the directory or file is missing, truncated or corrupted, from a newer
+            format version, or its weights do not fit the recorded architecture.
+    """
+    config, tensors = read_config(path)
+    arch = config["architecture"]
+    if arch["name"] not in ARCHITECTURES:
+        raise CheckpointError(f"unknown architecture {arch['name']!r}; known: {', '.join(ARCHITECTURES)}")
+    if config["sde"]["name"] not in _SDES:
+        raise CheckpointError(f"unknown SDE {config['sde']['name']!r}; known: {', '.join(_SDES)}")
+    net = ARCHITECTURES[arch["name"]](**arch["config"])
+    try:
+        net.load_state_dict(tensors, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} does not fit {arch['name']}({arch['config']}): {err}"
+        ) from err
+    sde = _SDES[config["sde"]["name"]](**config["sde"]["params"])
+    model = ScoreModel(net, sde, config["parameterization"]).to(device)
+    model.eval()
+    model.checkpoint_config = config
+    return model
