@@ -61,6 +61,43 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="seed of the prior draws and the Brownian path")
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
+    tr = sub.add_parser(
+        "train",
+        help="train a ScoreMLP by denoising score matching and save a checkpoint directory",
+        description="Train a ScoreMLP score network (eps parameterisation) on a dataset by continuous-time "
+        "denoising score matching, with Adam, gradient clipping and an EMA of the weights. Checkpoints "
+        "(safetensors + JSON) are written atomically to --out every --checkpoint-every steps and at the end; "
+        "--resume continues an interrupted run exactly where it stopped. Datasets: the 2-D toy sets, the "
+        "analytic mixtures (sampled), and the 8x8 digits (needs scikit-learn; scaled to [-1, 1] and "
+        "dequantised).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    tr.add_argument("--dataset", required=True, help="one of: " + ", ".join(_dataset_names()))
+    tr.add_argument("--sde", choices=["vp", "subvp", "ve"], default="vp", help="forward SDE")
+    tr.add_argument("--steps", type=_positive_int, required=True, help="optimisation steps in total")
+    tr.add_argument("--out", required=True, help="checkpoint directory")
+    tr.add_argument(
+        "--weighting", choices=["eps", "likelihood"], default="eps", help="loss weighting lambda(t)"
+    )
+    tr.add_argument(
+        "--importance-sampling",
+        action="store_true",
+        help="with --weighting likelihood: sample t with density proportional to g^2 / sigma^2",
+    )
+    tr.add_argument("--batch-size", type=_positive_int, default=256, help="samples per step")
+    tr.add_argument("--lr", type=_positive_float, default=2e-3, help="Adam learning rate")
+    tr.add_argument("--width", type=_positive_int, default=256, help="hidden width of the ScoreMLP")
+    tr.add_argument("--depth", type=_positive_int, default=3, help="residual blocks of the ScoreMLP")
+    tr.add_argument(
+        "--n-data", type=_positive_int, default=50_000, help="points drawn for toy sets and mixtures"
+    )
+    tr.add_argument("--checkpoint-every", type=_positive_int, default=1000, help="steps between checkpoints")
+    tr.add_argument(
+        "--seed", type=int, default=0, help="seed of the data draw, the initial weights and training"
+    )
+    tr.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    tr.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
     sub.add_parser(
         "solvers",
         help="list every solver name with its family, order, adaptivity and NFE per step",
@@ -120,6 +157,69 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dataset_names() -> list[str]:
+    from .datasets import MIXTURES, TOY_DATASETS
+
+    return [*TOY_DATASETS, *MIXTURES, "digits"]
+
+
+def _train(args: argparse.Namespace) -> int:
+    import torch
+
+    from . import VESDE, VPSDE, ScoreModel, SubVPSDE, datasets, dequantize
+    from .nn import ScoreMLP
+    from .training import train
+
+    if args.dataset not in _dataset_names():
+        print(
+            f"diffsolve train: error: --dataset must be one of {', '.join(_dataset_names())}; "
+            f"got {args.dataset!r}",
+            file=sys.stderr,
+        )
+        return 2
+    sde = {"vp": VPSDE, "subvp": SubVPSDE, "ve": VESDE}[args.sde]()
+    meta: dict = {"dataset": args.dataset}
+    if args.dataset == "digits":
+        x = datasets.digits("train", scale="[-1, 1]")
+        data = dequantize(
+            x,
+            bins=datasets.DIGITS_LEVELS,
+            low=-1.0,
+            high=1.0,
+            generator=torch.Generator().manual_seed(args.seed),
+        )
+        meta["data"] = {"scale": "[-1, 1]", "bins": datasets.DIGITS_LEVELS, "dequantized": True}
+    elif args.dataset in datasets.MIXTURES:
+        data = datasets.mixture(args.dataset).sample(args.n_data, seed=args.seed, dtype=torch.float32)
+    else:
+        data = datasets.toy2d(args.dataset, args.n_data, seed=args.seed)
+    torch.manual_seed(args.seed)
+    net = ScoreMLP(data[0].numel(), width=args.width, depth=args.depth)
+    model = ScoreModel(net, sde, "eps")
+    res = train(
+        model,
+        data,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weighting=args.weighting,
+        importance_sampling=args.importance_sampling,
+        seed=args.seed,
+        checkpoint_dir=args.out,
+        checkpoint_every=args.checkpoint_every,
+        resume=args.resume,
+        progress=not args.no_progress,
+        metadata=meta,
+    )
+    tail = res.losses[-100:]
+    print(
+        f"reached step {res.steps} ({res.steps - res.resumed_from} in this run, {res.seconds:.1f} s); "
+        f"mean loss over the last {len(tail)} steps {sum(tail) / len(tail):.4f}"
+    )
+    print(f"checkpoint (EMA weights): {args.out}")
+    return 0
+
+
 def _solvers() -> int:
     from .samplers import solvers
 
@@ -141,6 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _demo(args)
     if args.command == "solvers":
         return _solvers()
+    if args.command == "train":
+        return _train(args)
     parser.print_help()
     return 0
 

@@ -51,6 +51,7 @@ class TrainResult:
     steps: int
     seconds: float
     settings: dict[str, Any] = field(default_factory=dict)
+    resumed_from: int = 0
 
 
 class _TimeSampler:
@@ -178,6 +179,7 @@ def train(
     }  # fmt: skip
     if resume:
         step, losses = _restore(Path(checkpoint_dir), model, ema, opt, gen, settings)
+    first = step
 
     times = _TimeSampler(model.sde, eps, importance_sampling, data.dtype)
     norm = times.norm if importance_sampling else None
@@ -218,7 +220,7 @@ def train(
         bar.close()
     model.eval()
     ema.eval()
-    return TrainResult(model, ema, losses, step, time.perf_counter() - start, settings)
+    return TrainResult(model, ema, losses, step, time.perf_counter() - start, settings, resumed_from=first)
 
 
 def _save(directory, model, ema, opt, gen, step, losses, settings, metadata) -> None:

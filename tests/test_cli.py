@@ -40,3 +40,39 @@ def test_bad_flag_value_is_explained():
     )
     assert proc.returncode == 2
     assert "--steps: expected a positive integer, got '0'" in proc.stderr
+
+
+def test_train_and_resume(tmp_path, capsys):
+    out = str(tmp_path / "ck")
+    args = [
+        "train",
+        "--dataset",
+        "moons",
+        "--steps",
+        "20",
+        "--out",
+        out,
+        "--width",
+        "16",
+        "--depth",
+        "1",
+        "--n-data",
+        "500",
+        "--checkpoint-every",
+        "10",
+        "--no-progress",
+    ]
+    assert main(args) == 0
+    assert "reached step 20 (20 in this run" in capsys.readouterr().out
+    args[args.index("20")] = "30"
+    assert main([*args, "--resume"]) == 0
+    assert "reached step 30 (10 in this run" in capsys.readouterr().out
+    from diffsolve import checkpoint
+
+    model = checkpoint.load(out)
+    assert model.checkpoint_config["metadata"]["dataset"] == "moons"
+
+
+def test_train_unknown_dataset(capsys):
+    assert main(["train", "--dataset", "spiral", "--steps", "1", "--out", "x"]) == 2
+    assert "--dataset must be one of 8gaussians" in capsys.readouterr().err
