@@ -1,4 +1,4 @@
-"""Score networks: `ScoreMLP` for vector data.
+"""Score networks: `ScoreMLP` for vector data, `ScoreUNet` for small images.
 
 A network here maps `(x, t)` to a tensor shaped like `x`; wrap it in `ScoreModel` with the
 parameterisation it was trained for. Each network records its constructor arguments in `.config`
@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from ._validation import check_positive
 
-__all__ = ["ScoreMLP", "GaussianFourierEmbedding", "SinusoidalEmbedding", "ARCHITECTURES"]
+__all__ = ["ScoreMLP", "ScoreUNet", "GaussianFourierEmbedding", "SinusoidalEmbedding", "ARCHITECTURES"]
 
 
 class GaussianFourierEmbedding(nn.Module):
@@ -114,4 +114,76 @@ class ScoreMLP(nn.Module):
         return self.out(h).reshape(x.shape)
 
 
-ARCHITECTURES: dict[str, type[nn.Module]] = {"ScoreMLP": ScoreMLP}
+def _groups(channels: int) -> int:
+    return next(g for g in (8, 4, 2, 1) if channels % g == 0)
+
+
+class _ConvBlock(nn.Module):
+    """GroupNorm, SiLU, 3x3 conv, time added per channel, GroupNorm, SiLU, 3x3 conv, residual."""
+
+    def __init__(self, c_in: int, c_out: int, temb: int) -> None:
+        super().__init__()
+        self.norm1 = nn.GroupNorm(_groups(c_in), c_in)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.temb = nn.Linear(temb, c_out)
+        self.norm2 = nn.GroupNorm(_groups(c_out), c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, h: Tensor, temb: Tensor) -> Tensor:
+        z = self.conv1(nn.functional.silu(self.norm1(h))) + self.temb(temb)[:, :, None, None]
+        z = self.conv2(nn.functional.silu(self.norm2(z)))
+        return self.skip(h) + z
+
+
+class ScoreUNet(nn.Module):
+    """A small U-Net with a time embedding and GroupNorm, for images `(B, C, H, W)` (8x8, 28x28; 1–3 channels).
+
+    Two resolutions below the input (pooling by 2 each: 8 -> 4 -> 2, 28 -> 14 -> 7), one residual
+    block per level on the way down and two on the way up, skip connections by concatenation.
+
+    Args:
+        channels: Image channels C.
+        base: Channels at full resolution (doubled at each level below).
+        embed_dim: Size of the Fourier time features.
+        fourier_scale: Std of the Fourier frequencies.
+    """
+
+    def __init__(
+        self, channels: int = 1, *, base: int = 32, embed_dim: int = 64, fourier_scale: float = 16.0
+    ) -> None:
+        super().__init__()
+        check_positive(channels, "channels", integer=True)
+        check_positive(base, "base", integer=True)
+        self.config: dict[str, Any] = {
+            "channels": channels, "base": base, "embed_dim": embed_dim, "fourier_scale": fourier_scale,
+        }  # fmt: skip
+        t = 4 * base
+        self.embed = GaussianFourierEmbedding(embed_dim, fourier_scale)
+        self.t_mlp = nn.Sequential(nn.Linear(2 * (embed_dim // 2), t), nn.SiLU(), nn.Linear(t, t))
+        c1, c2, c3 = base, 2 * base, 4 * base
+        self.inp = nn.Conv2d(channels, c1, 3, padding=1)
+        self.down1 = _ConvBlock(c1, c1, t)
+        self.down2 = _ConvBlock(c1, c2, t)
+        self.mid = _ConvBlock(c2, c3, t)
+        self.up2 = _ConvBlock(c3 + c2, c2, t)
+        self.up1 = _ConvBlock(c2 + c1, c1, t)
+        self.out = nn.Sequential(
+            nn.GroupNorm(_groups(c1), c1), nn.SiLU(), nn.Conv2d(c1, channels, 3, padding=1)
+        )
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        if x.dim() != 4:
+            raise ValueError(f"ScoreUNet takes images (B, C, H, W), got shape {tuple(x.shape)}")
+        temb = self.t_mlp(self.embed(t))
+        h1 = self.down1(self.inp(x), temb)  # H
+        h2 = self.down2(nn.functional.avg_pool2d(h1, 2), temb)  # H/2
+        m = self.mid(nn.functional.avg_pool2d(h2, 2), temb)  # H/4
+        u2 = nn.functional.interpolate(m, size=h2.shape[-2:], mode="nearest")
+        u2 = self.up2(torch.cat([u2, h2], dim=1), temb)
+        u1 = nn.functional.interpolate(u2, size=h1.shape[-2:], mode="nearest")
+        u1 = self.up1(torch.cat([u1, h1], dim=1), temb)
+        return self.out(u1)
+
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {"ScoreMLP": ScoreMLP, "ScoreUNet": ScoreUNet}

@@ -132,3 +132,15 @@ def test_a_killed_save_leaves_the_previous_checkpoint_intact(tmp_path):
 def test_only_diffsolve_networks_are_saved(tmp_path):
     with pytest.raises(TypeError, match="one of diffsolve's architectures"):
         checkpoint.save(tmp_path / "x", ds.ScoreModel(torch.nn.Linear(2, 2), ds.VPSDE()))
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 8, 8), (2, 3, 28, 28)])
+def test_unet_shapes_and_checkpoint(tmp_path, shape):
+    from diffsolve.nn import ScoreUNet
+
+    torch.manual_seed(0)
+    model = ds.ScoreModel(ScoreUNet(shape[1], base=8), ds.VPSDE(), "eps")
+    x, t = torch.randn(shape), torch.rand(shape[0]) * 0.9 + 0.05
+    assert model(x, t).shape == shape
+    checkpoint.save(tmp_path / "u", model)
+    assert torch.equal(checkpoint.load(tmp_path / "u")(x, t), model(x, t))

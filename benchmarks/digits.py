@@ -1,0 +1,83 @@
+"""Bits/dim on scikit-learn's 8x8 digits: a trained score model against two classical density models.
+
+    python benchmarks/digits.py [--minutes 15] [--probes 16] [--out runs/digits]
+
+All three models see the same data: the fixed training split (1438 images) and test split (359),
+scaled to [-1, 1] and uniformly dequantised over the 17 grey levels with seed 0. Baselines: a
+full-covariance Gaussian (maximum likelihood) and scikit-learn's GaussianMixture with 10
+full-covariance components, both fitted to the training set. The score model is a ScoreMLP under the
+VP SDE trained by denoising score matching for the given wall-clock budget (likelihood weighting with
+importance sampling, EMA weights); its test log-likelihood comes from the probability-flow ODE with
+Hutchinson's estimator, with enough probes that the standard error of the mean bits/dim is < 0.01.
+bits/dim = -log p / (64 ln 2) + log2(17 / 2) (see diffsolve.bits_per_dim).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+import torch
+
+import diffsolve as ds
+from diffsolve import datasets
+from diffsolve.nn import ScoreMLP
+from diffsolve.training import train
+
+BINS, LOW, HIGH = datasets.DIGITS_LEVELS, -1.0, 1.0
+
+
+def bpd(log_prob: torch.Tensor) -> torch.Tensor:
+    return ds.bits_per_dim(log_prob, 64, bins=BINS, scale=HIGH - LOW)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=15.0, help="training budget, wall clock")
+    parser.add_argument("--probes", type=int, default=16, help="Hutchinson probes per test image")
+    parser.add_argument("--out", default=None, help="checkpoint directory (optional)")
+    parser.add_argument("--width", type=int, default=512)
+    parser.add_argument("--depth", type=int, default=4)
+    args = parser.parse_args()
+
+    gen = torch.Generator().manual_seed(0)
+    train_x = ds.dequantize(datasets.digits("train", scale="[-1, 1]"), bins=BINS, low=LOW, high=HIGH, generator=gen)
+    test_x = ds.dequantize(datasets.digits("test", scale="[-1, 1]"), bins=BINS, low=LOW, high=HIGH, generator=gen)
+    tr64, te64 = train_x.flatten(1).double(), test_x.flatten(1).double()
+
+    mu, cov = tr64.mean(0), torch.cov(tr64.T)
+    gauss = bpd(torch.distributions.MultivariateNormal(mu, cov).log_prob(te64)).mean().item()
+    from sklearn.mixture import GaussianMixture as SkGMM
+
+    gmm = SkGMM(10, covariance_type="full", random_state=0).fit(tr64.numpy())
+    gmm_bpd = bpd(torch.tensor(gmm.score_samples(te64.numpy()))).mean().item()
+
+    torch.manual_seed(0)
+    sde = ds.VPSDE()
+    model = ds.ScoreModel(ScoreMLP(64, width=args.width, depth=args.depth), sde, "eps")
+    steps_per_chunk, steps, start = 500, 0, time.perf_counter()
+    result = None
+    while time.perf_counter() - start < 60 * args.minutes:
+        steps += steps_per_chunk
+        result = train(model, train_x, steps=steps, batch_size=256, lr=1e-3, weighting="likelihood",
+                       importance_sampling=True, seed=0, ema_decay=0.999, progress=False,
+                       checkpoint_dir=args.out or f"/tmp/diffsolve-digits-{id(model)}", checkpoint_every=steps_per_chunk,
+                       resume=steps > steps_per_chunk)
+    minutes = (time.perf_counter() - start) / 60
+    ll = ds.log_likelihood(result.ema_model, sde, test_x, divergence="hutchinson", probes=args.probes, seed=0,
+                           eps=1e-5, rtol=1e-5, atol=1e-5)
+    per_image = bpd(ll.log_prob.double())
+    se = per_image.std().item() / math.sqrt(len(per_image))  # spread over images (includes probe noise)
+    probe_se = (ll.std_error.double() / (64 * math.log(2))).square().mean().sqrt().item() / math.sqrt(len(per_image))
+    print(f"train {tuple(train_x.shape)}, test {tuple(test_x.shape)}, dequantised over {BINS} levels in [-1, 1]")
+    print("| model | test bits/dim | notes |\n| --- | ---: | --- |")
+    print(f"| full-covariance Gaussian | {gauss:.4f} | maximum likelihood on the training set |")
+    print(f"| scikit-learn GaussianMixture, 10 full components | {gmm_bpd:.4f} | random_state=0 |")
+    print(f"| diffsolve ScoreMLP {args.width}x{args.depth}, VP, {result.steps} steps ({minutes:.1f} min) | "
+          f"{per_image.mean().item():.4f} | PF-ODE, Hutchinson {args.probes} probes: probe SE of the mean "
+          f"{probe_se:.4f} bpd; SE over test images {se:.4f}; NFE {ll.nfe} |")
+
+
+if __name__ == "__main__":
+    main()
