@@ -33,7 +33,9 @@ def bpd(log_prob: torch.Tensor) -> torch.Tensor:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--minutes", type=float, default=15.0, help="training budget, wall clock")
     parser.add_argument("--probes", type=int, default=16, help="Hutchinson probes per test image")
     parser.add_argument("--out", default=None, help="checkpoint directory (optional)")
@@ -42,8 +44,12 @@ def main() -> None:
     args = parser.parse_args()
 
     gen = torch.Generator().manual_seed(0)
-    train_x = ds.dequantize(datasets.digits("train", scale="[-1, 1]"), bins=BINS, low=LOW, high=HIGH, generator=gen)
-    test_x = ds.dequantize(datasets.digits("test", scale="[-1, 1]"), bins=BINS, low=LOW, high=HIGH, generator=gen)
+    train_x = ds.dequantize(
+        datasets.digits("train", scale="[-1, 1]"), bins=BINS, low=LOW, high=HIGH, generator=gen
+    )
+    test_x = ds.dequantize(
+        datasets.digits("test", scale="[-1, 1]"), bins=BINS, low=LOW, high=HIGH, generator=gen
+    )
     tr64, te64 = train_x.flatten(1).double(), test_x.flatten(1).double()
 
     mu, cov = tr64.mean(0), torch.cov(tr64.T)
@@ -60,23 +66,49 @@ def main() -> None:
     result = None
     while time.perf_counter() - start < 60 * args.minutes:
         steps += steps_per_chunk
-        result = train(model, train_x, steps=steps, batch_size=256, lr=1e-3, weighting="likelihood",
-                       importance_sampling=True, seed=0, ema_decay=0.999, progress=False,
-                       checkpoint_dir=args.out or f"/tmp/diffsolve-digits-{id(model)}", checkpoint_every=steps_per_chunk,
-                       resume=steps > steps_per_chunk)
+        result = train(
+            model,
+            train_x,
+            steps=steps,
+            batch_size=256,
+            lr=1e-3,
+            weighting="likelihood",
+            importance_sampling=True,
+            seed=0,
+            ema_decay=0.999,
+            progress=False,
+            checkpoint_dir=args.out or f"/tmp/diffsolve-digits-{id(model)}",
+            checkpoint_every=steps_per_chunk,
+            resume=steps > steps_per_chunk,
+        )
     minutes = (time.perf_counter() - start) / 60
-    ll = ds.log_likelihood(result.ema_model, sde, test_x, divergence="hutchinson", probes=args.probes, seed=0,
-                           eps=1e-5, rtol=1e-5, atol=1e-5)
+    ll = ds.log_likelihood(
+        result.ema_model,
+        sde,
+        test_x,
+        divergence="hutchinson",
+        probes=args.probes,
+        seed=0,
+        eps=1e-5,
+        rtol=1e-5,
+        atol=1e-5,
+    )
     per_image = bpd(ll.log_prob.double())
     se = per_image.std().item() / math.sqrt(len(per_image))  # spread over images (includes probe noise)
-    probe_se = (ll.std_error.double() / (64 * math.log(2))).square().mean().sqrt().item() / math.sqrt(len(per_image))
-    print(f"train {tuple(train_x.shape)}, test {tuple(test_x.shape)}, dequantised over {BINS} levels in [-1, 1]")
+    probe_se = (ll.std_error.double() / (64 * math.log(2))).square().mean().sqrt().item() / math.sqrt(
+        len(per_image)
+    )
+    print(
+        f"train {tuple(train_x.shape)}, test {tuple(test_x.shape)}, dequantised over {BINS} levels in [-1, 1]"
+    )
     print("| model | test bits/dim | notes |\n| --- | ---: | --- |")
     print(f"| full-covariance Gaussian | {gauss:.4f} | maximum likelihood on the training set |")
     print(f"| scikit-learn GaussianMixture, 10 full components | {gmm_bpd:.4f} | random_state=0 |")
-    print(f"| diffsolve ScoreMLP {args.width}x{args.depth}, VP, {result.steps} steps ({minutes:.1f} min) | "
-          f"{per_image.mean().item():.4f} | PF-ODE, Hutchinson {args.probes} probes: probe SE of the mean "
-          f"{probe_se:.4f} bpd; SE over test images {se:.4f}; NFE {ll.nfe} |")
+    print(
+        f"| diffsolve ScoreMLP {args.width}x{args.depth}, VP, {result.steps} steps ({minutes:.1f} min) | "
+        f"{per_image.mean().item():.4f} | PF-ODE, Hutchinson {args.probes} probes: probe SE of the mean "
+        f"{probe_se:.4f} bpd; SE over test images {se:.4f}; NFE {ll.nfe} |"
+    )
 
 
 if __name__ == "__main__":
