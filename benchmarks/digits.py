@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
 
 import torch
 
@@ -62,26 +61,11 @@ def main() -> None:
     torch.manual_seed(0)
     sde = ds.VPSDE()
     model = ds.ScoreModel(ScoreMLP(64, width=args.width, depth=args.depth), sde, "eps")
-    steps_per_chunk, steps, start = 500, 0, time.perf_counter()
-    result = None
-    while time.perf_counter() - start < 60 * args.minutes:
-        steps += steps_per_chunk
-        result = train(
-            model,
-            train_x,
-            steps=steps,
-            batch_size=256,
-            lr=1e-3,
-            weighting="likelihood",
-            importance_sampling=True,
-            seed=0,
-            ema_decay=0.999,
-            progress=False,
-            checkpoint_dir=args.out or f"/tmp/diffsolve-digits-{id(model)}",
-            checkpoint_every=steps_per_chunk,
-            resume=steps > steps_per_chunk,
-        )
-    minutes = (time.perf_counter() - start) / 60
+    result = train(
+        model, train_x, steps=10**9, batch_size=256, lr=1e-3, weighting="likelihood", importance_sampling=True,
+        seed=0, ema_decay=0.999, progress=False, checkpoint_dir=args.out, max_seconds=60 * args.minutes,
+    )  # fmt: skip
+    minutes = result.seconds / 60
     ll = ds.log_likelihood(
         result.ema_model,
         sde,

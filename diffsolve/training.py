@@ -119,6 +119,7 @@ def train(
     resume: bool = False,
     progress: bool = True,
     metadata: dict[str, Any] | None = None,
+    max_seconds: float | None = None,
 ) -> TrainResult:
     """Train `model` by denoising score matching on `data` (`(N, *event)`), on `data`'s device.
 
@@ -141,6 +142,8 @@ def train(
         resume: Continue from the checkpoint in `checkpoint_dir`.
         progress: Show a progress bar with the loss.
         metadata: Extra JSON-serialisable facts stored with the checkpoint (data scaling, dataset name).
+        max_seconds: Stop after the step that crosses this wall-clock budget (and checkpoint there);
+            `TrainResult.steps` says how far it got. A resumed run continues from that step.
 
     Raises:
         ValueError: On bad arguments, or a NaN/Inf loss (naming the step and suggesting a lower lr).
@@ -162,6 +165,8 @@ def train(
         raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay!r}")
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs checkpoint_dir")
+    if max_seconds is not None:
+        check_positive(max_seconds, "max_seconds")
 
     params = list(model.net.parameters())
     opt_cls = torch.optim.Adam if optimizer == "adam" else torch.optim.AdamW
@@ -214,8 +219,11 @@ def train(
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
-        if checkpoint_dir is not None and (step % checkpoint_every == 0 or step == steps):
+        out_of_time = max_seconds is not None and time.perf_counter() - start >= max_seconds
+        if checkpoint_dir is not None and (step % checkpoint_every == 0 or step == steps or out_of_time):
             _save(Path(checkpoint_dir), model, ema, opt, gen, step, losses, settings, metadata)
+        if out_of_time:
+            break
     if bar is not None:
         bar.close()
     model.eval()

@@ -100,3 +100,27 @@ def test_training_bad_input():
     bad[:] = float("nan")
     with pytest.raises(ValueError, match=r"loss became nan at step 1; try a lower learning rate"):
         train(model, bad, steps=3, progress=False)
+
+
+def test_max_seconds_stops_and_checkpoints(tmp_path):
+    data = ds.GaussianMixture.ring2d().sample(1000, seed=0, dtype=torch.float32)
+    res = train(
+        _model(),
+        data,
+        steps=10**9,
+        batch_size=32,
+        progress=False,
+        max_seconds=0.5,
+        checkpoint_dir=tmp_path / "ck",
+    )
+    assert 0 < res.steps < 10**9
+    more = train(
+        _model(),
+        data,
+        steps=res.steps + 3,
+        batch_size=32,
+        progress=False,
+        checkpoint_dir=tmp_path / "ck",
+        resume=True,
+    )
+    assert more.steps == res.steps + 3 and more.resumed_from == res.steps
