@@ -93,6 +93,17 @@ def save(path: str | os.PathLike, model: ScoreModel, *, metadata: dict[str, Any]
     return directory
 
 
+def read_safetensors(file: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The tensors of a safetensors file and the JSON diffsolve keeps in its header; never unpickles."""
+    data = file.read_bytes()
+    try:
+        tensors = st_load(data)
+        header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
+        return json.loads(header["__metadata__"]["diffsolve"]), tensors
+    except (SafetensorError, ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{str(file)!r} is truncated or corrupted ({err})") from err
+
+
 def read_config(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Read and check a checkpoint's configuration and tensors (nothing is unpickled)."""
     file = Path(path) / WEIGHTS
@@ -100,14 +111,7 @@ def read_config(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torc
         raise CheckpointError(f"checkpoint directory {str(path)!r} does not exist")
     if not file.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} has no {WEIGHTS}")
-    data = file.read_bytes()
-    try:
-        tensors = st_load(data)
-        header_len = int.from_bytes(data[:8], "little")
-        header = json.loads(data[8 : 8 + header_len])
-        config = json.loads(header["__metadata__"]["diffsolve"])
-    except (SafetensorError, ValueError, KeyError, TypeError) as err:
-        raise CheckpointError(f"checkpoint {str(file)!r} is truncated or corrupted ({err})") from err
+    config, tensors = read_safetensors(file)
     version = config.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise CheckpointError(

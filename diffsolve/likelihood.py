@@ -31,7 +31,7 @@ from ._validation import check_batched, check_positive, check_problem, describe
 from .adapters import LikelihoodODE
 from .divergence import AUTO_EXACT_MAX_DIM, make_probes
 from .errors import NonFiniteError, StepSizeError
-from .samplers.grids import uniform_grid
+from .samplers.grids import fixed_step_grid
 from .samplers.registry import get_solver
 from .scores import Score
 from .sde import SDE
@@ -163,7 +163,7 @@ def log_likelihood(
         options = {} if method == "scipy_solver" else func.odeint_options()
     else:
         kwargs = {}
-        options = {"grid_constructor": _grid(steps)}
+        options = {"grid_constructor": fixed_step_grid(steps)}
     settings = {
         "solver": f"ode:{method}",
         "rtol": rtol if info.adaptive else None,
@@ -216,13 +216,6 @@ def log_likelihood(
         std_error=std_error,
         per_probe=None if per_probe is None else per_probe.detach(),
     )
-
-
-def _grid(steps: int) -> Callable[[Any, Tensor, Tensor], Tensor]:
-    def grid_constructor(func: Any, y0: Tensor, t: Tensor) -> Tensor:  # torchdiffeq's signature
-        return uniform_grid(float(t[0]), float(t[-1]), steps, device=t.device).to(t.dtype)
-
-    return grid_constructor
 
 
 def dequantize(

@@ -250,21 +250,10 @@ def _save(directory, model, ema, opt, gen, step, losses, settings, metadata) -> 
 
 
 def _restore(directory: Path, model, ema, opt, gen, settings) -> tuple[int, list[float]]:
-    from safetensors.torch import load as st_load
-
     file = directory / TRAIN_STATE
     if not file.is_file():
         raise checkpoint.CheckpointError(f"cannot resume: {str(file)!r} does not exist")
-    data = file.read_bytes()
-    try:
-        tensors = st_load(data)
-        header = json.loads(
-            json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])["__metadata__"]["diffsolve"]
-        )
-    except Exception as err:  # noqa: BLE001 - any parse failure means a damaged file
-        raise checkpoint.CheckpointError(
-            f"cannot resume: {str(file)!r} is truncated or corrupted ({err})"
-        ) from err
+    header, tensors = checkpoint.read_safetensors(file)
     changed = {
         k: (header["settings"].get(k), v)
         for k, v in settings.items()

@@ -110,3 +110,12 @@ def test_score_model_and_sde_type_checks(setup):
         ds.sample(score, "vp", 4)
     with pytest.raises(ValueError, match="seed must be a non-negative integer"):
         ds.sample(score, sde, 4, seed=-1)
+
+
+def test_pc_corrector_skips_a_zero_score(setup):
+    # A score that is exactly zero carries no information: the Langevin step is 0, not 0/0.
+    _, sde, _ = setup
+    res = ds.sample(
+        lambda x, t: torch.zeros_like(x), sde, x_T=torch.randn(8, 2), solver="pc", steps=5, seed=0
+    )
+    assert bool(torch.isfinite(res.samples).all())

@@ -124,3 +124,12 @@ def test_max_seconds_stops_and_checkpoints(tmp_path):
         resume=True,
     )
     assert more.steps == res.steps + 3 and more.resumed_from == res.steps
+
+
+def test_resume_from_a_damaged_training_state(tmp_path):
+    data = ds.GaussianMixture.ring2d().sample(500, seed=0, dtype=torch.float32)
+    train(_model(), data, steps=2, batch_size=16, progress=False, checkpoint_dir=tmp_path)
+    state = tmp_path / "train_state.safetensors"
+    state.write_bytes(state.read_bytes()[:100])
+    with pytest.raises(ds.checkpoint.CheckpointError, match="truncated or corrupted"):
+        train(_model(), data, steps=4, batch_size=16, progress=False, checkpoint_dir=tmp_path, resume=True)

@@ -13,7 +13,7 @@ from ..adapters import ProbabilityFlowODE, ReverseSDE
 from ..errors import StepSizeError
 from ..scores import Score
 from ..sde import SDE
-from .grids import uniform_grid
+from .grids import fixed_step_grid, uniform_grid
 
 __all__ = ["SolveOutput", "solve_reverse_sde", "solve_pf_ode"]
 
@@ -96,13 +96,7 @@ def solve_pf_ode(
         t = uniform_grid(sde.T, eps, steps, device=x_T.device)
         if not return_trajectory:
             t = t[[0, -1]]
-        n = steps
-
-        def grid_constructor(func, y0, t_in):  # noqa: ARG001 - torchdiffeq's signature
-            # t_in arrives negated when integrating backwards; step on exactly `steps` intervals.
-            return uniform_grid(float(t_in[0]), float(t_in[-1]), n, device=t_in.device).to(t_in.dtype)
-
-        options = {"grid_constructor": grid_constructor}
+        options = {"grid_constructor": fixed_step_grid(steps)}
         kwargs = {}
     try:
         ys = torchdiffeq.odeint(ode, x_T, t, method=method, options=options, **kwargs)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch import Tensor
 
-__all__ = ["uniform_grid"]
+__all__ = ["uniform_grid", "fixed_step_grid"]
 
 
 def uniform_grid(t_start: float, t_end: float, steps: int, *, device: torch.device | None = None) -> Tensor:
@@ -16,3 +19,16 @@ def uniform_grid(t_start: float, t_end: float, steps: int, *, device: torch.devi
     grid = torch.linspace(t_start, t_end, steps + 1, dtype=torch.float64, device=device)
     grid[0], grid[-1] = t_start, t_end
     return grid
+
+
+def fixed_step_grid(steps: int) -> Callable[[Any, Tensor, Tensor], Tensor]:
+    """A torchdiffeq `grid_constructor` that steps on exactly `steps` equal intervals.
+
+    torchdiffeq's default for fixed-step methods is one step per output time; this replaces it.
+    `t` arrives negated when integrating backwards, which `uniform_grid` handles.
+    """
+
+    def grid_constructor(func: Any, y0: Tensor, t: Tensor) -> Tensor:  # torchdiffeq's signature
+        return uniform_grid(float(t[0]), float(t[-1]), steps, device=t.device).to(t.dtype)
+
+    return grid_constructor

@@ -77,11 +77,12 @@ def pc_sampler(
         for _ in range(corrector_steps):
             grad = call(x, t_cur)
             noise = torch.randn(x.shape, generator=gen, dtype=x.dtype).to(x.device)
-            grad_norm = float(grad.flatten(1).norm(dim=1).mean())
+            grad_norm = grad.flatten(1).norm(dim=1).mean()
             # A zero score carries no information: take no step rather than an infinite one.
-            ratio = float(noise.flatten(1).norm(dim=1).mean()) / grad_norm if grad_norm > 0 else 0.0
+            # (Kept on the device: no host sync per step.)
+            ratio = torch.where(grad_norm > 0, noise.flatten(1).norm(dim=1).mean() / grad_norm, 0.0)
             delta = 2 * a**2 * (snr * ratio) ** 2
-            x = x + delta * grad + (2 * delta) ** 0.5 * noise
+            x = x + delta * grad + (2 * delta).sqrt() * noise
         s0, s1 = sde.T - t_cur, sde.T - float(t_grid[i + 1])
         z = bm(s0, s1).reshape(x.shape) / (s1 - s0) ** 0.5
         x = (2 - a) * x + g2 * call(x, t_cur) + g2**0.5 * z
