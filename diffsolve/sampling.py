@@ -13,7 +13,10 @@ from torch import Tensor
 
 from ._validation import append_dims, check_batched, check_positive, check_problem, describe
 from .errors import NonFiniteError
+from .samplers import diffusion
 from .samplers.generic import solve_pf_ode, solve_reverse_sde
+from .samplers.grids import GRIDS
+from .samplers.grids import time_grid as make_time_grid
 from .samplers.pc import pc_sampler
 from .samplers.registry import get_solver
 from .scores import Score, evaluate_score
@@ -23,6 +26,16 @@ __all__ = ["SampleResult", "sample"]
 
 _DEFAULT_STEPS = {"sde": 1000, "ode": 100, "diffusion": 1000}
 _DEFAULT_TOL = 1e-5
+# Gotta Go Fast's own tolerances (Jolicoeur-Martineau et al. 2021, Section 4): an order-1
+# stochastic solver at 1e-5 would take millions of steps.
+_DEFAULT_TOL_ADAPTIVE_SDE = (0.05, 0.0078)
+_GRID_SAMPLERS = {
+    "ddim": (diffusion.ddim, "logsnr"),
+    "dpm_solver2": (diffusion.dpm_solver2, "logsnr"),
+    "dpm_solver3": (diffusion.dpm_solver3, "logsnr"),
+    "dpm_solver++2m": (diffusion.dpm_solver_pp_2m, "logsnr"),
+    "edm_heun": (diffusion.edm_heun, "karras"),
+}
 
 
 @dataclass
@@ -79,12 +92,15 @@ def sample(
     return_trajectory: bool = False,
     snr: float = 0.16,
     corrector_steps: int = 1,
+    time_grid: str | None = None,
     progress: bool = False,
 ) -> SampleResult:
     r"""Draw samples by integrating from the prior at T down to `eps` with any registered solver.
 
-    Fixed-step solvers take `steps` (default 1000 for `sde:`/`pc`, 100 for `ode:`) and refuse
-    `rtol`/`atol`; adaptive ones take `rtol`/`atol` (default 1e-5) and refuse `steps`. Stochastic
+    Fixed-step solvers take `steps` (default 1000 for `sde:`/`pc`, 100 for `ode:`, 50 for the
+    diffusion samplers `ddim`, `dpm_solver*`, `edm_heun`) and refuse `rtol`/`atol`; adaptive ones
+    take `rtol`/`atol` (default 1e-5; `adaptive_sde`: rtol 0.05, atol 0.0078 as in its paper) and
+    refuse `steps`. Stochastic
     solvers are driven by the Brownian path `ReverseSDE.brownian_motion(..., seed)`, the same path at
     every step count. See `solvers()` for the names.
 
@@ -107,6 +123,8 @@ def sample(
             101 equally spaced times for adaptive ones).
         snr: Signal-to-noise ratio of the `pc` corrector.
         corrector_steps: Langevin steps per `pc` step.
+        time_grid: Grid of `ddim`, `dpm_solver2`, `dpm_solver3`, `dpm_solver++2m` and `edm_heun`:
+            `"uniform"` in t, `"logsnr"` (their default) or `"karras"` (`edm_heun`'s default).
         progress: Show a progress bar over forward time (T down to eps) with the running NFE.
 
     Returns:
@@ -131,8 +149,11 @@ def sample(
             raise ValueError(
                 f"steps is for fixed-step solvers; {solver!r} is adaptive: give rtol/atol instead"
             )
-        rtol = _DEFAULT_TOL if rtol is None else rtol
-        atol = _DEFAULT_TOL if atol is None else atol
+        default_rtol, default_atol = (
+            _DEFAULT_TOL_ADAPTIVE_SDE if info.name == "adaptive_sde" else (_DEFAULT_TOL, _DEFAULT_TOL)
+        )
+        rtol = default_rtol if rtol is None else rtol
+        atol = default_atol if atol is None else atol
         check_positive(rtol, "rtol")
         check_positive(atol, "atol")
     else:
@@ -140,8 +161,17 @@ def sample(
             raise ValueError(
                 f"rtol/atol are for adaptive solvers; {solver!r} is fixed-step: give steps instead"
             )
-        steps = _DEFAULT_STEPS[info.family] if steps is None else steps
+        default = 50 if info.name in _GRID_SAMPLERS else _DEFAULT_STEPS[info.family]
+        steps = default if steps is None else steps
         check_positive(steps, "steps", integer=True)
+    if info.name in _GRID_SAMPLERS:
+        time_grid = _GRID_SAMPLERS[info.name][1] if time_grid is None else time_grid
+        if time_grid not in GRIDS:
+            raise ValueError(f"time_grid must be one of {', '.join(GRIDS)}; got {time_grid!r}")
+    elif time_grid is not None:
+        raise ValueError(
+            f"time_grid applies to {', '.join(_GRID_SAMPLERS)}; {solver!r} steps uniformly in t or adaptively"
+        )
     if info.name == "pc":
         check_positive(snr, "snr")
         check_positive(corrector_steps, "corrector_steps", integer=True, allow_zero=True)
@@ -191,6 +221,8 @@ def sample(
     }
     if info.name == "pc":
         settings.update(snr=snr, corrector_steps=corrector_steps)
+    if time_grid is not None:
+        settings["time_grid"] = time_grid
 
     bar = _Progress(sde.T, eps, info.name) if progress else None
     _sync(x_T.device)
@@ -220,6 +252,23 @@ def sample(
                     rtol=rtol,
                     atol=atol,
                     eps=eps,
+                    return_trajectory=return_trajectory,
+                    callback=bar,
+                )
+            elif info.name in _GRID_SAMPLERS:
+                grid = make_time_grid(sde, steps, eps, time_grid)
+                out = _GRID_SAMPLERS[info.name][0](
+                    score, sde, x_T, grid, return_trajectory=return_trajectory, callback=bar
+                )
+            elif info.name == "adaptive_sde":
+                out = diffusion.adaptive_sde(
+                    score,
+                    sde,
+                    x_T,
+                    eps=eps,
+                    seed=seed,
+                    rtol=rtol,
+                    atol=atol,
                     return_trajectory=return_trajectory,
                     callback=bar,
                 )

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from torch import Tensor
 
 from . import checkpoint
 from ._validation import append_dims, check_batched, check_positive
+from .likelihood import dequantize as dequantize_data
 from .scores import ScoreModel
 
 __all__ = ["TrainResult", "train", "dsm_loss"]
@@ -106,6 +108,8 @@ def train(
     steps: int,
     batch_size: int = 256,
     lr: float = 2e-3,
+    lr_schedule: str = "constant",
+    warmup_steps: int = 0,
     weighting: str = "eps",
     importance_sampling: bool = False,
     eps: float = 1e-5,
@@ -120,6 +124,7 @@ def train(
     progress: bool = True,
     metadata: dict[str, Any] | None = None,
     max_seconds: float | None = None,
+    dequantize: tuple[int, float, float] | None = None,
 ) -> TrainResult:
     """Train `model` by denoising score matching on `data` (`(N, *event)`), on `data`'s device.
 
@@ -128,7 +133,9 @@ def train(
         data: Training data `(N, *event)`; batches are drawn with replacement.
         steps: Total optimisation steps (a resumed run continues up to this number).
         batch_size: Samples per step.
-        lr: Learning rate.
+        lr: Peak learning rate.
+        lr_schedule: `"constant"` or `"cosine"` (from `lr` down to 0 at step `steps`).
+        warmup_steps: Steps of linear warm-up from 0 to `lr` before the schedule.
         weighting: `"eps"` (lambda = sigma^2) or `"likelihood"` (lambda = g^2).
         importance_sampling: With `"likelihood"`, draw t with density proportional to g^2/sigma^2.
         eps: Smallest training time.
@@ -144,6 +151,9 @@ def train(
         metadata: Extra JSON-serialisable facts stored with the checkpoint (data scaling, dataset name).
         max_seconds: Stop after the step that crosses this wall-clock budget (and checkpoint there);
             `TrainResult.steps` says how far it got. A resumed run continues from that step.
+        dequantize: `(bins, low, high)`: `data` holds quantised values (levels on [low, high]) and
+            every batch is dequantised afresh (`diffsolve.dequantize`, drawing from the run's
+            generator), so the model never sees the same dequantisation noise twice.
 
     Raises:
         ValueError: On bad arguments, or a NaN/Inf loss (naming the step and suggesting a lower lr).
@@ -155,6 +165,10 @@ def train(
         check_positive(value, name, integer=True)
     check_positive(lr, "lr")
     check_positive(eps, "eps")
+    if lr_schedule not in ("constant", "cosine"):
+        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
+    if not isinstance(warmup_steps, int) or not 0 <= warmup_steps < steps:
+        raise ValueError(f"warmup_steps must be an integer in [0, steps), got {warmup_steps!r}")
     if weighting not in ("eps", "likelihood"):
         raise ValueError(f"weighting must be 'eps' or 'likelihood', got {weighting!r}")
     if importance_sampling and weighting != "likelihood":
@@ -167,6 +181,11 @@ def train(
         raise ValueError("resume=True needs checkpoint_dir")
     if max_seconds is not None:
         check_positive(max_seconds, "max_seconds")
+    if dequantize is not None:
+        if not (isinstance(dequantize, (tuple, list)) and len(dequantize) == 3):
+            raise ValueError(f"dequantize must be (bins, low, high), got {dequantize!r}")
+        dequantize = (int(dequantize[0]), float(dequantize[1]), float(dequantize[2]))
+        dequantize_data(data, bins=dequantize[0], low=dequantize[1], high=dequantize[2])  # checks the range
 
     params = list(model.net.parameters())
     opt_cls = torch.optim.Adam if optimizer == "adam" else torch.optim.AdamW
@@ -178,9 +197,11 @@ def train(
     losses: list[float] = []
     step = 0
     settings = {
-        "steps": steps, "batch_size": batch_size, "lr": lr, "weighting": weighting,
+        "steps": steps, "batch_size": batch_size, "lr": lr, "lr_schedule": lr_schedule,
+        "warmup_steps": warmup_steps, "weighting": weighting,
         "importance_sampling": importance_sampling, "eps": eps, "optimizer": optimizer,
         "weight_decay": weight_decay, "grad_clip": grad_clip, "ema_decay": ema_decay, "seed": seed,
+        "dequantize": None if dequantize is None else list(dequantize),
     }  # fmt: skip
     if resume:
         step, losses = _restore(Path(checkpoint_dir), model, ema, opt, gen, settings)
@@ -198,6 +219,8 @@ def train(
     while step < steps:
         idx = torch.randint(0, data.shape[0], (batch_size,), generator=gen)
         x0 = data[idx.to(data.device)]
+        if dequantize is not None:
+            x0 = dequantize_data(x0, bins=dequantize[0], low=dequantize[1], high=dequantize[2], generator=gen)
         t = times(batch_size, gen)
         z = torch.randn(x0.shape, generator=gen, dtype=x0.dtype).to(x0.device)
         loss = dsm_loss(model, x0, t.to(x0.device), z, weighting, norm)
@@ -206,6 +229,8 @@ def train(
                 f"the loss became {loss.item()} at step {step + 1}; try a lower learning rate (lr={lr:g}) "
                 "or a larger eps"
             )
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, lr, lr_schedule, warmup_steps, steps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip is not None:
@@ -229,6 +254,15 @@ def train(
     model.eval()
     ema.eval()
     return TrainResult(model, ema, losses, step, time.perf_counter() - start, settings, resumed_from=first)
+
+
+def _lr_at(step: int, lr: float, schedule: str, warmup: int, steps: int) -> float:
+    """The learning rate of step `step` (0-based): linear warm-up, then constant or cosine to 0."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    if schedule == "cosine":
+        return lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / (steps - warmup)))
+    return lr
 
 
 def _save(directory, model, ema, opt, gen, step, losses, settings, metadata) -> None:
@@ -257,7 +291,7 @@ def _restore(directory: Path, model, ema, opt, gen, settings) -> tuple[int, list
     changed = {
         k: (header["settings"].get(k), v)
         for k, v in settings.items()
-        if k != "steps" and header["settings"].get(k) != v
+        if (k != "steps" or settings["lr_schedule"] != "constant") and header["settings"].get(k) != v
     }
     if changed:
         raise ValueError(f"cannot resume with other settings than the run had: {changed} (saved, given)")

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["uniform_grid", "fixed_step_grid"]
+__all__ = ["uniform_grid", "fixed_step_grid", "time_grid", "log_snr", "t_of_log_snr", "GRIDS"]
 
 
 def uniform_grid(t_start: float, t_end: float, steps: int, *, device: torch.device | None = None) -> Tensor:
@@ -32,3 +32,57 @@ def fixed_step_grid(steps: int) -> Callable[[Any, Tensor, Tensor], Tensor]:
         return uniform_grid(float(t[0]), float(t[-1]), steps, device=t.device).to(t.dtype)
 
     return grid_constructor
+
+
+GRIDS = ("uniform", "logsnr", "karras")
+
+
+def log_snr(sde: Any, t: Tensor) -> Tensor:
+    r"""Half the log signal-to-noise ratio, $\lambda_t = \log(\alpha_t/\sigma_t)$, in float64; decreasing in t."""
+    log_alpha, sigma = sde._log_alpha_sigma(t.to(torch.float64))
+    return log_alpha - sigma.log()
+
+
+def t_of_log_snr(sde: Any, lam: Tensor, *, lo: float, hi: float, iterations: int = 64) -> Tensor:
+    r"""Invert $\lambda_t$ on $[lo, hi]$ by bisection (float64; every SDE here, no closed form needed).
+
+    64 halvings of $[lo, hi] \subset [0, 1]$ reach float64's resolution.
+    """
+    lam = lam.to(torch.float64)
+    a = torch.full_like(lam, lo)
+    b = torch.full_like(lam, hi)
+    for _ in range(iterations):
+        mid = (a + b) / 2
+        above = log_snr(sde, mid) > lam  # lambda decreases in t: the root lies to the right of mid
+        a = torch.where(above, mid, a)
+        b = torch.where(above, b, mid)
+    return (a + b) / 2
+
+
+def time_grid(sde: Any, steps: int, eps: float, kind: str = "uniform", *, rho: float = 7.0) -> Tensor:
+    r"""`steps + 1` forward times from T down to eps (float64), end points exact.
+
+    Kinds: `"uniform"` in t; `"logsnr"` uniform in $\lambda_t = \log(\alpha_t/\sigma_t)$ (DPM-Solver's
+    choice); `"karras"`, $\tilde\sigma_i = (\tilde\sigma_{max}^{1/\rho} + \tfrac{i}{N}(\tilde\sigma_{min}^{1/\rho}
+    - \tilde\sigma_{max}^{1/\rho}))^\rho$ in $\tilde\sigma = \sigma_t/\alpha_t$ (Karras et al. 2022, eq. 5,
+    with N intervals ending at $\tilde\sigma(\epsilon)$ rather than at 0).
+
+    Raises:
+        ValueError: On an unknown kind.
+    """
+    if kind not in GRIDS:
+        raise ValueError(f"time grid must be one of {', '.join(GRIDS)}; got {kind!r}")
+    T = float(sde.T)
+    if kind == "uniform":
+        return uniform_grid(T, eps, steps)
+    ends = log_snr(sde, torch.tensor([T, eps], dtype=torch.float64))
+    if kind == "logsnr":
+        lam = torch.linspace(float(ends[0]), float(ends[1]), steps + 1, dtype=torch.float64)
+    else:
+        s_max, s_min = (-ends).exp()
+        i = torch.arange(steps + 1, dtype=torch.float64) / steps
+        sig = (s_max ** (1 / rho) + i * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho
+        lam = -sig.log()
+    grid = t_of_log_snr(sde, lam, lo=eps, hi=T)
+    grid[0], grid[-1] = T, eps
+    return grid

@@ -34,6 +34,10 @@ def _ode(method: str, order: float | None, adaptive: bool, nfe: str, description
     return SolverInfo(f"ode:{method}", "ode", order, adaptive, False, nfe, description)
 
 
+def _diffusion(name: str, order: float, nfe: str, description: str) -> SolverInfo:
+    return SolverInfo(name, "diffusion", order, False, False, nfe, description)
+
+
 SOLVERS: dict[str, SolverInfo] = {
     info.name: info
     for info in [
@@ -81,6 +85,25 @@ SOLVERS: dict[str, SolverInfo] = {
             True,
             "variable",
             "scipy.integrate.solve_ivp (LSODA by default; needs scipy)",
+        ),
+        _diffusion("ddim", 1, "1", "DDIM, deterministic (= DPM-Solver-1): exponential Euler in log-SNR"),
+        _diffusion("dpm_solver2", 2, "2", "DPM-Solver-2, single-step, midpoint in log-SNR (Lu et al. 2022)"),
+        _diffusion("dpm_solver3", 3, "3", "DPM-Solver-3, single-step (Lu et al. 2022)"),
+        _diffusion(
+            "dpm_solver++2m", 2, "1", "DPM-Solver++(2M), multistep, data prediction (Lu et al. 2022b)"
+        ),
+        _diffusion(
+            "edm_heun", 2, "2", "Karras et al.'s deterministic Heun sampler on the rho = 7 grid (EDM)"
+        ),
+        SolverInfo(
+            "adaptive_sde",
+            "diffusion",
+            1.0,
+            True,
+            True,
+            "2 per attempted step (1 for a retry)",
+            "Jolicoeur-Martineau et al.'s adaptive reverse-SDE solver (EM / improved Euler pair, error "
+            "control, one Brownian path)",
         ),
         SolverInfo(
             "pc",

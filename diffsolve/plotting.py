@@ -1,0 +1,199 @@
+"""Figures: work–precision diagrams, sample grids, trajectories. matplotlib is imported on first use.
+
+Colours are the Okabe–Ito palette (safe for the common colour-vision deficiencies); each solver
+also gets its own marker and line style, so the lines stay apart in greyscale and past 8 solvers.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from .compare import Comparison
+    from .sampling import SampleResult
+
+__all__ = ["OKABE_ITO", "style", "work_precision", "sample_grid", "trajectories", "save_figure"]
+
+OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
+_LINES = ("-", "--", "-.", ":")
+
+_LABELS = {
+    "path_error": "paired path error (RMS)",
+    "sliced_w2": "sliced W2 to reference",
+    "mmd": "MMD² to reference",
+    "energy": "energy distance to reference",
+    "log_prob_gap": "|mean log p gap| (nats)",
+    "weight_tv": "component-weight TV",
+}
+
+
+def style(i: int) -> dict[str, Any]:
+    """Colour, marker and line style of the i-th line."""
+    return {
+        "color": OKABE_ITO[i % len(OKABE_ITO)],
+        "marker": _MARKERS[i % len(_MARKERS)],
+        "linestyle": _LINES[(i // len(OKABE_ITO)) % len(_LINES)],
+    }
+
+
+def work_precision(
+    comparison: Comparison,
+    metric: str = "path_error",
+    *,
+    x: str = "nfe",
+    ax: Axes | None = None,
+    target: float | None = None,
+) -> Figure:
+    """Error against cost, log–log, one line per solver (means over seeds, 95% intervals as bars).
+
+    The noise floor is drawn where there is one: the exact-vs-exact mean and mean + 3 std for the
+    two-sample distances, 3 SE for the log p gap and the TV's sampling scale for the weight TV.
+
+    Args:
+        comparison: What `compare` returned.
+        metric: One of the comparison's metrics.
+        x: `"nfe"` or `"seconds"`.
+        ax: Axes to draw on (default: a new figure).
+        target: Also draw a horizontal line at this error (e.g. 1e-2 for the path error).
+
+    Raises:
+        ValueError: On a metric the comparison lacks, or another `x`.
+    """
+    import matplotlib.pyplot as plt
+
+    if metric not in comparison.settings["metrics"]:
+        raise ValueError(f"metric must be one of {comparison.settings['metrics']}; got {metric!r}")
+    if x not in ("nfe", "seconds"):
+        raise ValueError(f"x must be 'nfe' or 'seconds', got {x!r}")
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.4, 4.6), layout="constrained")
+    else:
+        fig = ax.figure
+    agg = comparison.aggregate()
+    floor_se = []
+    for i, solver in enumerate(dict.fromkeys(r["solver"] for r in agg)):
+        rows = sorted((r for r in agg if r["solver"] == solver), key=lambda r: r[x])
+        xs = [r[x] for r in rows]
+        ys = [abs(r[metric]) for r in rows]
+        err = [r[f"{metric}_ci"] for r in rows]
+        ax.errorbar(xs, ys, yerr=err if any(err) else None, label=solver, markersize=5, capsize=2, **style(i))
+        if f"{metric}_se" in rows[0]:
+            floor_se += [r[f"{metric}_se"] for r in rows]
+    if metric in comparison.null:
+        null = comparison.null[metric]
+        ax.axhspan(max(null.value - null.se, 1e-300), null.value + 3 * null.se, color="0.85", zorder=0,
+                   label="exact vs exact (mean ± std, to +3 std)")  # fmt: skip
+        ax.axhline(null.value, color="0.5", linewidth=0.8, zorder=0)
+    elif floor_se:
+        scale = (
+            3 * sum(floor_se) / len(floor_se) if metric == "log_prob_gap" else sum(floor_se) / len(floor_se)
+        )
+        ax.axhline(scale, color="0.5", linestyle=":", label="sampling-noise scale", zorder=0)
+    if target is not None:
+        ax.axhline(target, color="0.2", linestyle="--", linewidth=0.8, label=f"target {target:g}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("score evaluations (NFE)" if x == "nfe" else "wall-clock seconds")
+    ax.set_ylabel(_LABELS.get(metric, metric))
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    ax.set_title(f"{comparison.settings['problem']}: {_LABELS.get(metric, metric)} vs {x.upper() if x == 'nfe' else x}",
+                 fontsize=10)  # fmt: skip
+    return fig
+
+
+def sample_grid(
+    comparison: Comparison,
+    *,
+    budget: str = "smallest",
+    max_points: int = 3000,
+    dims: tuple[int, int] = (0, 1),
+) -> Figure:
+    """Scatter plots of each solver's samples (first seed) beside the reference set.
+
+    Args:
+        comparison: What `compare` returned.
+        budget: Which budget of each solver to show: `"smallest"` or `"largest"` (by NFE).
+        max_points: Points drawn per panel.
+        dims: The two coordinates to plot (the event is flattened).
+    """
+    import matplotlib.pyplot as plt
+
+    if budget not in ("smallest", "largest"):
+        raise ValueError(f"budget must be 'smallest' or 'largest', got {budget!r}")
+    panels: list[tuple[str, Tensor]] = []
+    if comparison.reference_samples is not None:
+        panels.append(("reference", comparison.reference_samples))
+    nfe = {(r["solver"], r["budget"]): r["nfe"] for r in comparison.aggregate()}
+    for solver in dict.fromkeys(s for s, _ in comparison.samples):
+        keys = sorted((k for k in comparison.samples if k[0] == solver), key=lambda k: nfe[k])
+        key = keys[0] if budget == "smallest" else keys[-1]
+        panels.append((f"{solver}, NFE {nfe[key]:.0f}", comparison.samples[key]))
+    cols = min(4, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(2.6 * cols, 2.6 * rows), squeeze=False, layout="constrained"
+    )
+    ref = panels[0][1].flatten(1)[:max_points]
+    lo, hi = ref[:, list(dims)].min(0).values, ref[:, list(dims)].max(0).values
+    pad = 0.15 * (hi - lo)
+    for ax, (title, pts) in zip(axes.flat, panels, strict=False):
+        p = pts.flatten(1)[:max_points].cpu()
+        ax.scatter(p[:, dims[0]], p[:, dims[1]], s=1, alpha=0.4, color=OKABE_ITO[0], rasterized=True)
+        ax.set_title(title, fontsize=8)
+        ax.set_xlim(float(lo[0] - pad[0]), float(hi[0] + pad[0]))
+        ax.set_ylim(float(lo[1] - pad[1]), float(hi[1] + pad[1]))
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_aspect("equal")
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    return fig
+
+
+def trajectories(result: SampleResult, *, paths: int = 50, dim: int = 0, ax: Axes | None = None) -> Figure:
+    """One coordinate of `paths` sample paths against forward time (from `sample(..., return_trajectory=True)`).
+
+    Raises:
+        ValueError: If the result holds no trajectory.
+    """
+    import matplotlib.pyplot as plt
+
+    if result.trajectory is None or result.times is None:
+        raise ValueError("the result has no trajectory: call sample(..., return_trajectory=True)")
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.4, 4), layout="constrained")
+    else:
+        fig = ax.figure
+    traj = result.trajectory.flatten(2)[:, :paths, dim].cpu()
+    t = result.times.cpu()
+    for i in range(traj.shape[1]):
+        ax.plot(t, traj[:, i], color=OKABE_ITO[i % len(OKABE_ITO)], linewidth=0.7, alpha=0.7)
+    ax.set_xlabel("forward time t (the solve runs from T down to eps)")
+    ax.set_ylabel(f"x[{dim}]")
+    ax.invert_xaxis()
+    ax.set_title(f"{result.settings['solver']}: {traj.shape[1]} paths", fontsize=10)
+    return fig
+
+
+def save_figure(fig: Figure, path: str | os.PathLike, **kwargs: Any) -> Path:
+    """`fig.savefig` through a temporary file and an atomic rename: no half-written image on disk."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, **{"dpi": 150, **kwargs})
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
