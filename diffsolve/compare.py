@@ -68,12 +68,12 @@ DEFAULT_BUDGETS: dict[str, tuple[float, ...]] = {
     "ode:euler": (10, 20, 50, 100, 200),
     "ode:rk4": (3, 5, 10, 20),
     "ode:dopri5": (1e-2, 1e-3, 1e-4, 1e-5),
-    "ddim": (5, 10, 20, 50, 100),
+    "ddim": (5, 10, 20, 50, 100, 300),
     "dpm_solver2": (3, 5, 10, 20),
     "dpm_solver3": (2, 4, 7, 14),
-    "dpm_solver++2m": (5, 10, 15, 20, 50),
-    "edm_heun": (3, 5, 10, 20),
-    "adaptive_sde": (0.2, 0.1, 0.05, 0.02),
+    "dpm_solver++2m": (5, 10, 15, 20, 30, 50),
+    "edm_heun": (3, 5, 10, 20, 40),
+    "adaptive_sde": (0.5, 0.2, 0.1, 0.05, 0.02),
 }
 _FALLBACK_FIXED = (10, 20, 50, 100)
 _FALLBACK_ADAPTIVE = (1e-2, 1e-3, 1e-4)
@@ -189,7 +189,8 @@ class Comparison:
         solver needs; written atomically when `path` is given."""
         lines = [
             f"{self.settings['problem']}, {self.settings['sde']}, n = {self.settings['n']}, "
-            f"eps = {self.settings['eps']}, seeds = {self.settings['seeds']}",
+            f"eps = {self.settings['eps']}, seeds = {self.settings['seeds']}; two-sample distances on "
+            f"{self.settings['two_sample_n']} points per set",
             "",
         ]
         if self.null:
@@ -256,6 +257,7 @@ def compare(
     eps: float = 1e-3,
     null_pairs: int = 10,
     reference_steps: int = 2048,
+    two_sample_n: int = 2000,
     problem: str | None = None,
     device: torch.device | str | None = None,
     progress: bool = True,
@@ -279,6 +281,8 @@ def compare(
         null_pairs: Exact-vs-exact pairs for the two-sample nulls (>= 2; DESIGN.md asks for >= 10).
         reference_steps: Steps of the fine `sde:euler` / `sde:srk` solve that stochastic solvers'
             path errors read against.
+        two_sample_n: Points of each set the two-sample distances use (MMD and energy cost
+            O(n^2)); their nulls are computed at the same size, so z-scores stay comparable.
         problem: A name for the tables (default: the reference's description).
         device: Where the solves run (default: the data reference's device, else CPU).
         progress: A progress bar over the solves.
@@ -321,6 +325,7 @@ def compare(
     check_positive(n, "n", integer=True)
     check_positive(null_pairs, "null_pairs", integer=True)
     check_positive(reference_steps, "reference_steps", integer=True)
+    check_positive(two_sample_n, "two_sample_n", integer=True)
     seeds = [int(s) for s in seeds]
     if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct non-negative integers, got {seeds!r}")
@@ -336,14 +341,15 @@ def compare(
     if analytic:
         p_eps = reference.marginal(eps, sde)
 
+        m_two = min(n, two_sample_n)
+
         def draw(i: int) -> Tensor:
-            return p_eps.sample(n, seed=1_000_003 + i, dtype=torch.float32)
+            return p_eps.sample(m_two, seed=1_000_003 + i, dtype=torch.float32)
 
         ref_set = draw(-1)
-        m_two = n
     else:
         data = reference.to(torch.float32).cpu()
-        m_two = min(n, data.shape[0] // 2)
+        m_two = min(n, two_sample_n, data.shape[0] // 2)
 
         def draw(i: int) -> Tensor:
             g = torch.Generator().manual_seed(1_000_003 + i // 2)
@@ -351,7 +357,7 @@ def compare(
             half = perm[:m_two] if i % 2 == 0 else perm[m_two : 2 * m_two]
             return data[half]
 
-        ref_set = data[:m_two] if data.shape[0] < n + m_two else data[n : n + m_two]
+        ref_set = data[:m_two]
     null = {m: M.null_distribution(TWO_SAMPLE[m], draw, pairs=null_pairs) for m in two_sample}
 
     total = sum(len(b) for _, b in plan) * len(seeds)
@@ -425,6 +431,7 @@ def compare(
         "reference": "analytic" if analytic else "data",
         "null_pairs": null_pairs,
         "reference_steps": reference_steps,
+        "two_sample_n": m_two,
         "budgets": {s: list(b) for s, b in plan},
     }  # fmt: skip
     return Comparison(rows, null, settings, kept, ref_set)

@@ -199,3 +199,23 @@ def test_cli_sample_and_likelihood(tmp_path, capsys):
     assert main(["likelihood", "--n", "50", "--divergence", "exact"]) == 0
     out = capsys.readouterr().out
     assert "analytic NLL" in out and "mean |error|" in out
+
+
+def test_readme_main_job_is_what_ci_runs():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    command = 'pip install torch==2.13.0 && pip install -e ".[test]" && diffsolve compare'
+    assert command in (root / "README.md").read_text()
+    assert command in (root / ".ci" / "run").read_text()
+
+
+@pytest.mark.parametrize("command", ["compare", "sample", "likelihood"])
+def test_help_documents_every_option(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = capsys.readouterr().out
+    for option in ("--model", "--problem", "--sde", "--device"):
+        assert option in text
+    # argparse's defaults formatter appends the default to every documented option
+    assert text.count("(default:") >= 6
