@@ -219,3 +219,20 @@ def test_help_documents_every_option(command, capsys):
         assert option in text
     # argparse's defaults formatter appends the default to every documented option
     assert text.count("(default:") >= 6
+
+
+def test_cli_commands_take_a_trained_checkpoint(tmp_path, capsys):
+    ckpt = tmp_path / "ckpt"
+    assert main(["train", "--dataset", "ring2d", "--steps", "20", "--out", str(ckpt), "--width", "32",
+                 "--depth", "1", "--no-progress"]) == 0  # fmt: skip
+    out = tmp_path / "cmp"
+    assert main(["compare", "--model", str(ckpt), "--solvers", "ddim", "--budgets", "5", "--n", "200",
+                 "--out", str(out), "--no-progress"]) == 0  # fmt: skip
+    assert (out / "results.csv").read_text().count("\n") == 2
+    assert main(["sample", "--model", str(ckpt), "--solver", "ddim", "--steps", "5", "--n", "100",
+                 "--out", str(tmp_path / "s.npy"), "--no-progress"]) == 0  # fmt: skip
+    assert np.load(tmp_path / "s.npy").shape == (100, 2)
+    assert main(["likelihood", "--model", str(ckpt), "--n", "20", "--divergence", "exact"]) == 0
+    assert "checkpoint" in capsys.readouterr().out
+    assert main(["compare", "--model", str(ckpt), "--sde", "ve"]) == 2
+    assert "--model carries its own data and SDE" in capsys.readouterr().err
