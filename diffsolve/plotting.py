@@ -6,6 +6,7 @@ also gets its own marker and line style, so the lines stay apart in greyscale an
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -17,10 +18,21 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
+    from .analysis import ConvergenceResult, JacobianSpectrum, StepDiagnostics
     from .compare import Comparison
     from .sampling import SampleResult
 
-__all__ = ["OKABE_ITO", "style", "work_precision", "sample_grid", "trajectories", "save_figure"]
+__all__ = [
+    "OKABE_ITO",
+    "style",
+    "work_precision",
+    "sample_grid",
+    "trajectories",
+    "convergence",
+    "step_sizes",
+    "jacobian_spectrum",
+    "save_figure",
+]
 
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
@@ -182,6 +194,92 @@ def trajectories(result: SampleResult, *, paths: int = 50, dim: int = 0, ax: Axe
     ax.set_ylabel(f"x[{dim}]")
     ax.invert_xaxis()
     ax.set_title(f"{result.settings['solver']}: {traj.shape[1]} paths", fontsize=10)
+    return fig
+
+
+def convergence(results: ConvergenceResult | list[ConvergenceResult], *, ax: Axes | None = None) -> Figure:
+    """Error against step size h, log–log, with 95% intervals and the fitted slope drawn over the
+    points the fit used (labelled with the measured order and its interval)."""
+    import matplotlib.pyplot as plt
+
+    results = results if isinstance(results, list) else [results]
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.4, 4.6), layout="constrained")
+    else:
+        fig = ax.figure
+    for i, r in enumerate(results):
+        st = style(i)
+        lo = [e - c[0] for e, c in zip(r.errors, r.errors_ci, strict=True)]
+        hi = [c[1] - e for e, c in zip(r.errors, r.errors_ci, strict=True)]
+        ax.errorbar(r.step_sizes, r.errors, yerr=[lo, hi], color=st["color"], marker=st["marker"], linestyle="none",
+                    capsize=2, markersize=5)  # fmt: skip
+        h = [r.step_sizes[j] for j in r.used]
+        e = [r.errors[j] for j in r.used]
+        # the fitted line through the used points' geometric centre
+        hc = math.exp(sum(math.log(v) for v in h) / len(h))
+        ec = math.exp(sum(math.log(v) for v in e) / len(e))
+        ax.plot([min(h), max(h)], [ec * (min(h) / hc) ** r.order, ec * (max(h) / hc) ** r.order],
+                color=st["color"], linestyle=st["linestyle"],
+                label=f"{r.solver} ({r.kind}): {r.order:.2f} [{r.order_ci[0]:.2f}, {r.order_ci[1]:.2f}]")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("step size h")
+    ax.set_ylabel("error")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, title="measured order [95% interval]", title_fontsize=8)
+    return fig
+
+
+def step_sizes(diagnostics: StepDiagnostics | list[StepDiagnostics], *, ax: Axes | None = None) -> Figure:
+    """Accepted (filled) and rejected (open) step sizes of adaptive PF-ODE solves against forward time."""
+    import matplotlib.pyplot as plt
+
+    diagnostics = diagnostics if isinstance(diagnostics, list) else [diagnostics]
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.4, 4.6), layout="constrained")
+    else:
+        fig = ax.figure
+    for i, d in enumerate(diagnostics):
+        st = style(i)
+        label = f"{d.settings['solver']} rtol={d.settings['rtol']:g}, eps={d.settings['eps']:g} (NFE {d.nfe})"
+        if d.accepted:
+            t, h = zip(*d.accepted, strict=True)
+            ax.plot(t, h, color=st["color"], marker=st["marker"], markersize=4, linestyle="-", linewidth=0.8,
+                    label=label)  # fmt: skip
+        if d.rejected:
+            t, h = zip(*d.rejected, strict=True)
+            ax.plot(t, h, color=st["color"], marker=st["marker"], markersize=5, linestyle="none",
+                    markerfacecolor="none")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.invert_xaxis()
+    ax.set_xlabel("forward time t at the step's start (the solve runs from T down to eps)")
+    ax.set_ylabel("step size h (open markers: rejected)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def jacobian_spectrum(spectra: dict[str, JacobianSpectrum], *, ax: Axes | None = None) -> Figure:
+    """Spectral radius (solid) and most negative real part (dashed, as |.|) of the PF-ODE drift's
+    Jacobian against forward time, one colour per labelled spectrum."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.4, 4.6), layout="constrained")
+    else:
+        fig = ax.figure
+    for i, (label, sp) in enumerate(spectra.items()):
+        c = OKABE_ITO[i % len(OKABE_ITO)]
+        ax.plot(sp.times, sp.spectral_radius, color=c, label=f"{label}: spectral radius")
+        ax.plot(sp.times, sp.min_real.abs(), color=c, linestyle="--", label=f"{label}: |most negative Re|")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.invert_xaxis()
+    ax.set_xlabel("forward time t")
+    ax.set_ylabel("eigenvalue magnitude of the drift's Jacobian")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
     return fig
 
 

@@ -1,0 +1,158 @@
+"""Measured convergence orders against theory, with the exact score of ring2d under VP (eps = 1e-3)."""
+
+import pytest
+import torch
+
+import diffsolve as ds
+from diffsolve import analysis
+from diffsolve.analysis import convergence_order
+
+
+@pytest.fixture(scope="module")
+def problem():
+    gm, sde = ds.GaussianMixture.ring2d(), ds.VPSDE()
+    return gm, sde, gm.score_fn(sde)
+
+
+# (solver, kind, theoretical order, steps, paths). The step counts are the asymptotic range found by
+# benchmarks/convergence_orders.py; ±0.15 is the issue's bar.
+CASES = [
+    ("ode:euler", "ode", 1.0, [32, 64, 128, 256], 500),
+    ("ode:midpoint", "ode", 2.0, [32, 64, 128, 256], 500),
+    ("ode:heun2", "ode", 2.0, [32, 64, 128, 256], 500),
+    ("ode:heun3", "ode", 3.0, [32, 64, 128, 256], 500),
+    ("ode:rk4", "ode", 4.0, [16, 32, 64, 128], 500),
+    ("sde:euler", "strong", 1.0, [32, 64, 128, 256], 1000),
+    ("sde:srk", "strong", 1.5, [32, 64, 128, 256], 1000),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("solver, kind, theory, steps, n", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
+def test_measured_order_matches_theory(problem, solver, kind, theory, steps, n):
+    gm, sde, score = problem
+    res = convergence_order(score, sde, solver, steps=steps, kind=kind, n=n, seed=0, bootstrap=100)
+    assert abs(res.order - theory) <= 0.15, res.to_markdown()
+    assert res.order_ci[0] <= res.order <= res.order_ci[1]
+    assert res.errors == sorted(res.errors, reverse=True)
+
+
+@pytest.mark.slow
+def test_euler_maruyama_weak_order_one(problem):
+    gm, sde, score = problem
+    res = convergence_order(
+        score,
+        sde,
+        "sde:euler",
+        steps=[8, 16, 32, 64],
+        kind="weak",
+        reference=gm,
+        n=100_000,
+        seed=0,
+        bootstrap=50,
+    )
+    assert abs(res.order - 1.0) <= 0.15, res.to_markdown()
+    assert len(res.used) >= 3
+
+
+def test_result_table_and_fields(problem):
+    gm, sde, score = problem
+    res = convergence_order(score, sde, "ddim", steps=[16, 32, 64], kind="ode", n=100, bootstrap=20)
+    assert res.nfe == [16, 32, 64] and len(res.step_sizes) == 3 and res.used == [0, 1, 2]
+    assert res.step_sizes[0] == pytest.approx((1 - 1e-3) / 16)
+    md = res.to_markdown()
+    assert "fitted order" in md and "dopri8" in md
+
+
+def test_bad_input_before_any_work(problem):
+    gm, sde, _ = problem
+
+    def never(x, t):
+        raise AssertionError("a solve started")
+
+    never.event_shape = (2,)
+    with pytest.raises(ValueError, match="at least three step counts"):
+        convergence_order(never, sde, "sde:euler", steps=[16, 32])
+    with pytest.raises(ValueError, match="strictly increasing"):
+        convergence_order(never, sde, "sde:euler", steps=[16, 64, 32])
+    with pytest.raises(ValueError, match="deterministic: it has no strong error"):
+        convergence_order(never, sde, "ode:rk4", steps=[16, 32, 64], kind="strong")
+    with pytest.raises(ValueError, match="stochastic: use kind='strong' or 'weak'"):
+        convergence_order(never, sde, "sde:euler", steps=[16, 32, 64], kind="ode")
+    with pytest.raises(ValueError, match="adaptive"):
+        convergence_order(never, sde, "ode:dopri5", steps=[16, 32, 64], kind="ode")
+    with pytest.raises(ValueError, match="kind must be one of"):
+        convergence_order(never, sde, "sde:euler", steps=[16, 32, 64], kind="global")
+    with pytest.raises(ValueError, match=r"test_fn must map \(B, \*event\) to shape \(B,\)"):
+        convergence_order(
+            never, sde, "sde:euler", steps=[16, 32, 64], kind="weak", test_fn=lambda x: x, exact_value=1.0
+        )
+    with pytest.raises(ValueError, match="needs E\\[test_fn\\]"):
+        convergence_order(never, sde, "sde:euler", steps=[16, 32, 64], kind="weak")
+
+
+def test_exact_second_moment_against_monte_carlo(problem):
+    from diffsolve.analysis import _exact_second_moment, second_moment
+
+    gm, sde, _ = problem
+    x = gm.marginal(0.3, sde).sample(400_000, seed=1)
+    mc = second_moment(x)
+    assert _exact_second_moment(gm, 0.3, sde) == pytest.approx(
+        float(mc.mean()), abs=4 * float(mc.std()) / 400_000**0.5
+    )
+    assert torch.is_tensor(mc)
+
+
+def test_step_diagnostics_record_every_step(problem):
+    gm, sde, score = problem
+    d = analysis.step_diagnostics(score, sde, rtol=1e-4, atol=1e-4, n=100)
+    t0 = [t for t, _ in d.accepted]
+    # accepted steps tile [eps, T] from T downwards
+    assert t0[0] == pytest.approx(1.0) and t0 == sorted(t0, reverse=True)
+    assert sum(h for _, h in d.accepted) == pytest.approx(1.0 - 1e-3, rel=1e-6)
+    # dopri5: 6 evaluations per attempt after the first (FSAL), plus the initial-step probes
+    attempts = len(d.accepted) + len(d.rejected)
+    assert 6 * attempts <= d.nfe <= 6 * attempts + 2
+    per = d.nfe_per_unit_time([1e-3, 0.5, 1.0])
+    assert len(per) == 2 and all(v > 0 for v in per)
+    with pytest.raises(ValueError, match="adaptive torchdiffeq method"):
+        analysis.step_diagnostics(score, sde, solver="rk4")
+
+
+def test_jacobian_spectrum_of_a_gaussian_is_known(vp):
+    """For p_0 = N(0, s^2 I) the PF drift is linear: -(beta/2)(1 - 1/(alpha^2 s^2 + sigma^2)) x... in closed form."""
+    s = 0.5
+    g = ds.GaussianMixture([1.0], [[0.0, 0.0]], s)
+    sp = analysis.jacobian_spectrum(g.score_fn(vp), vp, n=4, points=5)
+    alpha, sigma = vp.marginal(sp.times)
+    beta = vp.beta(sp.times)
+    want = -0.5 * beta * (1 - 1 / (alpha**2 * s**2 + sigma**2))
+    assert torch.allclose(sp.max_real, want, rtol=1e-8) and torch.allclose(sp.min_real, want, rtol=1e-8)
+    assert torch.allclose(sp.spectral_radius, want.abs(), rtol=1e-8)
+
+
+def test_truncation_and_tolerance_tables(problem):
+    gm, sde, score = problem
+    x = gm.sample(50, seed=0)
+    rows = analysis.nll_vs_eps(score, sde, x, [1e-2, 1e-4], mixture=gm, rtol=1e-8, atol=1e-8)
+    assert [r["eps"] for r in rows] == [1e-2, 1e-4] and all(r["error"] < 1e-4 for r in rows)
+    wp = analysis.likelihood_work_precision(score, sde, gm.marginal(1e-5, sde).sample(30, seed=1), gm,
+                                            adaptive=("dopri5",), tolerances=(1e-3, 1e-6), steps=(8, 32))  # fmt: skip
+    errs = {(r["solver"], r["budget"]): r["error"] for r in wp}
+    assert errs[("dopri5", 1e-6)] < errs[("dopri5", 1e-3)] and errs[("rk4", 32)] < errs[("rk4", 8)]
+    se = analysis.sample_error_vs_eps(score, sde, gm, [0.1, 1e-3], n=2000)
+    # stopping at eps = 0.1 leaves samples of p_0.1, measurably wider than the data
+    assert se[0]["gap_to_data"] < -5 * se[0]["gap_to_data_se"]
+    assert abs(se[1]["gap_to_p_eps"]) < 4 * se[1]["gap_to_p_eps_se"] + 0.02
+
+
+def test_cli_convergence(tmp_path, capsys):
+    from diffsolve.cli import main
+
+    out = tmp_path / "conv"
+    assert main(["convergence", "--solver", "ode:heun2", "--kind", "ode", "--steps", "16,32,64", "--n", "50",
+                 "--out", str(out)]) == 0  # fmt: skip
+    assert "fitted order" in capsys.readouterr().out
+    assert (out / "convergence.md").exists() and (out / "convergence.png").stat().st_size > 1000
+    assert main(["convergence", "--solver", "ode:rk4", "--kind", "strong", "--out", str(out)]) == 2
+    assert "no strong error" in capsys.readouterr().err
