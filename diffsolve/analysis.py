@@ -134,7 +134,7 @@ def convergence_order(
     test_fn: Callable[[Tensor], Tensor] | None = None,
     exact_value: float | None = None,
     reference_steps: int | None = None,
-    floor_factor: float = 10.0,
+    floor_factor: float = 4.0,
     bootstrap: int = 500,
     event_shape: tuple[int, ...] | None = None,
 ) -> ConvergenceResult:

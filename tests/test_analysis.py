@@ -15,15 +15,16 @@ def problem():
 
 
 # (solver, kind, theoretical order, steps, paths). The step counts are the asymptotic range found by
-# benchmarks/convergence_orders.py; ±0.15 is the bar.
+# benchmarks/convergence_orders.py; ±0.15 is the bar. Strong errors are heavy-tailed (a few
+# paths switch components), so SRK needs 8000 paths: with them, seeds 0 and 1 measured 1.51 and 1.63.
 CASES = [
     ("ode:euler", "ode", 1.0, [32, 64, 128, 256], 500),
     ("ode:midpoint", "ode", 2.0, [32, 64, 128, 256], 500),
     ("ode:heun2", "ode", 2.0, [32, 64, 128, 256], 500),
     ("ode:heun3", "ode", 3.0, [32, 64, 128, 256], 500),
-    ("ode:rk4", "ode", 4.0, [16, 32, 64, 128], 500),
-    ("sde:euler", "strong", 1.0, [32, 64, 128, 256], 1000),
-    ("sde:srk", "strong", 1.5, [32, 64, 128, 256], 1000),
+    ("ode:rk4", "ode", 4.0, [32, 64, 128, 256], 500),
+    ("sde:euler", "strong", 1.0, [32, 64, 128, 256], 2000),
+    ("sde:srk", "strong", 1.5, [16, 32, 64, 128], 8000),
 ]
 
 
@@ -44,7 +45,7 @@ def test_euler_maruyama_weak_order_one(problem):
         score,
         sde,
         "sde:euler",
-        steps=[8, 16, 32, 64],
+        steps=[16, 32, 64, 128],
         kind="weak",
         reference=gm,
         n=100_000,
@@ -52,7 +53,7 @@ def test_euler_maruyama_weak_order_one(problem):
         bootstrap=50,
     )
     assert abs(res.order - 1.0) <= 0.15, res.to_markdown()
-    assert len(res.used) >= 3
+    assert len(res.used) == 4
 
 
 def test_result_table_and_fields(problem):
@@ -134,8 +135,11 @@ def test_jacobian_spectrum_of_a_gaussian_is_known(vp):
 def test_truncation_and_tolerance_tables(problem):
     gm, sde, score = problem
     x = gm.sample(50, seed=0)
-    rows = analysis.nll_vs_eps(score, sde, x, [1e-2, 1e-4], mixture=gm, rtol=1e-8, atol=1e-8)
-    assert [r["eps"] for r in rows] == [1e-2, 1e-4] and all(r["error"] < 1e-4 for r in rows)
+    exact_prior = lambda z: gm.log_prob_t(z, 1.0, sde)  # noqa: E731  (no prior mismatch: pure solver error)
+    rows = analysis.nll_vs_eps(
+        score, sde, x, [1e-2, 1e-4], mixture=gm, rtol=1e-8, atol=1e-8, prior_log_prob=exact_prior
+    )
+    assert [r["eps"] for r in rows] == [1e-2, 1e-4] and all(r["error"] < 1e-5 for r in rows)
     wp = analysis.likelihood_work_precision(score, sde, gm.marginal(1e-5, sde).sample(30, seed=1), gm,
                                             adaptive=("dopri5",), tolerances=(1e-3, 1e-6), steps=(8, 32))  # fmt: skip
     errs = {(r["solver"], r["budget"]): r["error"] for r in wp}
