@@ -315,8 +315,9 @@ class StepDiagnostics:
     nfe: int
     settings: dict[str, Any]
 
-    def nfe_per_unit_time(self, bins: Sequence[float]) -> list[float]:
-        """Attempted steps per unit of t within each bin `[bins[i], bins[i+1])` (bins increasing)."""
+    def attempts_per_unit_time(self, bins: Sequence[float]) -> list[float]:
+        """Attempted steps (accepted and rejected) starting in each bin `[bins[i], bins[i+1])`, per
+        unit of t (bins increasing; the last bin includes its right end)."""
         counts = []
         for lo, hi in zip(bins, bins[1:], strict=False):
             k = sum(
@@ -324,6 +325,12 @@ class StepDiagnostics:
             )
             counts.append(k / (hi - lo))
         return counts
+
+    def nfe_per_unit_time(self, bins: Sequence[float]) -> list[float]:
+        """Score evaluations per unit of t in each bin: the solve's NFE shared out in proportion to the
+        attempted steps that start in the bin (each attempt of an explicit RK method costs the same)."""
+        attempts = len(self.accepted) + len(self.rejected)
+        return [a * self.nfe / attempts for a in self.attempts_per_unit_time(bins)] if attempts else []
 
 
 def step_diagnostics(

@@ -114,8 +114,11 @@ def test_step_diagnostics_record_every_step(problem):
     # dopri5: 6 evaluations per attempt after the first (FSAL), plus the initial-step probes
     attempts = len(d.accepted) + len(d.rejected)
     assert 6 * attempts <= d.nfe <= 6 * attempts + 2
-    per = d.nfe_per_unit_time([1e-3, 0.5, 1.0])
+    per = d.attempts_per_unit_time([1e-3, 0.5, 1.0])
     assert len(per) == 2 and all(v > 0 for v in per)
+    assert sum(p * w for p, w in zip(per, [0.499, 0.5], strict=True)) == pytest.approx(attempts)
+    nfe = d.nfe_per_unit_time([1e-3, 0.5, 1.0])
+    assert sum(p * w for p, w in zip(nfe, [0.499, 0.5], strict=True)) == pytest.approx(d.nfe)
     with pytest.raises(ValueError, match="adaptive torchdiffeq method"):
         analysis.step_diagnostics(score, sde, solver="rk4")
 
