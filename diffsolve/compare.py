@@ -101,6 +101,7 @@ class Comparison:
     reference_samples: Tensor | None = field(default=None, repr=False)
 
     def columns(self) -> list[str]:
+        """The row fields in table order: identity, cost, then each metric with its SE or z-score."""
         cols = ["solver", "family", "budget_kind", "budget", "seed", "nfe", "seconds"]
         for m in self.settings["metrics"]:
             cols.append(m)

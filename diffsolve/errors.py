@@ -27,6 +27,7 @@ class NonFiniteError(FloatingPointError):
         )
 
     def with_solver(self, solver: str) -> NonFiniteError:
+        """The same error, now naming the solver (the adapters raise it before they know the name)."""
         return NonFiniteError(self.what, self.t, solver)
 
 
