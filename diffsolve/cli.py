@@ -480,7 +480,7 @@ def _compare(args: argparse.Namespace) -> int:
     print(table)
     result.to_csv(out / "results.csv")
     result.to_json(out / "results.json")
-    _atomic_text(out / "results.md", table)
+    _atomic_bytes(out / "results.md", table.encode())
     import matplotlib
 
     matplotlib.use("Agg")
@@ -529,12 +529,6 @@ def _likelihood_rows(prob: _Problem, args: argparse.Namespace, log_likelihood: A
             f"| analytic | {float(truth.mean()):.4f} | {float(truth.std() / truth.numel() ** 0.5):.4f} | 0 | - | - |"
         )
     return "\n".join(lines) + "\n"
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    from .checkpoint import atomic_write_bytes
-
-    atomic_write_bytes(path, text.encode())
 
 
 def _sample(args: argparse.Namespace) -> int:
@@ -687,7 +681,7 @@ def _convergence(args: argparse.Namespace) -> int:
     print(table)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_text(out / "convergence.md", table)
+    _atomic_bytes(out / "convergence.md", table.encode())
     fig = convergence(res)
     save_figure(fig, out / "convergence.png")
     plt.close(fig)

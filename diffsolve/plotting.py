@@ -48,6 +48,15 @@ _LABELS = {
 }
 
 
+def _figure(ax: Axes | None, size: tuple[float, float]) -> tuple[Figure, Axes]:
+    """The figure of `ax`, or a new figure and axes of `size` inches when `ax` is None."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        return plt.subplots(figsize=size, layout="constrained")
+    return ax.figure, ax
+
+
 def style(i: int) -> dict[str, Any]:
     """Colour, marker and line style of the i-th line."""
     return {
@@ -80,16 +89,12 @@ def work_precision(
     Raises:
         ValueError: On a metric the comparison lacks, or another `x`.
     """
-    import matplotlib.pyplot as plt
 
     if metric not in comparison.settings["metrics"]:
         raise ValueError(f"metric must be one of {comparison.settings['metrics']}; got {metric!r}")
     if x not in ("nfe", "seconds"):
         raise ValueError(f"x must be 'nfe' or 'seconds', got {x!r}")
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(6.4, 4.6), layout="constrained")
-    else:
-        fig = ax.figure
+    fig, ax = _figure(ax, (6.4, 4.6))
     agg = comparison.aggregate()
     floor_se = []
     for i, solver in enumerate(dict.fromkeys(r["solver"] for r in agg)):
@@ -178,14 +183,10 @@ def trajectories(result: SampleResult, *, paths: int = 50, dim: int = 0, ax: Axe
     Raises:
         ValueError: If the result holds no trajectory.
     """
-    import matplotlib.pyplot as plt
 
     if result.trajectory is None or result.times is None:
         raise ValueError("the result has no trajectory: call sample(..., return_trajectory=True)")
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(6.4, 4), layout="constrained")
-    else:
-        fig = ax.figure
+    fig, ax = _figure(ax, (6.4, 4))
     traj = result.trajectory.flatten(2)[:, :paths, dim].cpu()
     t = result.times.cpu()
     for i in range(traj.shape[1]):
@@ -200,13 +201,9 @@ def trajectories(result: SampleResult, *, paths: int = 50, dim: int = 0, ax: Axe
 def convergence(results: ConvergenceResult | list[ConvergenceResult], *, ax: Axes | None = None) -> Figure:
     """Error against step size h, log–log, with 95% intervals and the fitted slope drawn over the
     points the fit used (labelled with the measured order and its interval)."""
-    import matplotlib.pyplot as plt
 
     results = results if isinstance(results, list) else [results]
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(6.4, 4.6), layout="constrained")
-    else:
-        fig = ax.figure
+    fig, ax = _figure(ax, (6.4, 4.6))
     for i, r in enumerate(results):
         st = style(i)
         lo = [e - c[0] for e, c in zip(r.errors, r.errors_ci, strict=True)]
@@ -232,13 +229,9 @@ def convergence(results: ConvergenceResult | list[ConvergenceResult], *, ax: Axe
 
 def step_sizes(diagnostics: StepDiagnostics | list[StepDiagnostics], *, ax: Axes | None = None) -> Figure:
     """Accepted (filled) and rejected (open) step sizes of adaptive PF-ODE solves against forward time."""
-    import matplotlib.pyplot as plt
 
     diagnostics = diagnostics if isinstance(diagnostics, list) else [diagnostics]
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(6.4, 4.6), layout="constrained")
-    else:
-        fig = ax.figure
+    fig, ax = _figure(ax, (6.4, 4.6))
     for i, d in enumerate(diagnostics):
         st = style(i)
         label = f"{d.settings['solver']} rtol={d.settings['rtol']:g}, eps={d.settings['eps']:g} (NFE {d.nfe})"
@@ -263,12 +256,8 @@ def step_sizes(diagnostics: StepDiagnostics | list[StepDiagnostics], *, ax: Axes
 def jacobian_spectrum(spectra: dict[str, JacobianSpectrum], *, ax: Axes | None = None) -> Figure:
     """Spectral radius (solid) and most negative real part (dashed, as |.|) of the PF-ODE drift's
     Jacobian against forward time, one colour per labelled spectrum."""
-    import matplotlib.pyplot as plt
 
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(6.4, 4.6), layout="constrained")
-    else:
-        fig = ax.figure
+    fig, ax = _figure(ax, (6.4, 4.6))
     for i, (label, sp) in enumerate(spectra.items()):
         c = OKABE_ITO[i % len(OKABE_ITO)]
         ax.plot(sp.times, sp.spectral_radius, color=c, label=f"{label}: spectral radius")

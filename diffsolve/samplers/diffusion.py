@@ -43,48 +43,19 @@ from torch import Tensor
 
 from ..adapters import ReverseSDE
 from ..errors import NonFiniteError, StepSizeError
-from ..scores import Score, evaluate_score
+from ..scores import Score
 from ..sde import SDE
-from .generic import SolveOutput
+from .generic import ScoreLedger, SolveOutput
 from .grids import log_snr, t_of_log_snr
 
 __all__ = ["ddim", "dpm_solver2", "dpm_solver3", "dpm_solver_pp_2m", "edm_heun", "adaptive_sde"]
-
-
-class _Ledger:
-    """Score calls with the NFE count, the progress callback and the finiteness check."""
-
-    def __init__(self, score: Score, sde: SDE, callback: Callable[[Tensor], None] | None) -> None:
-        self.score, self.sde, self.callback = score, sde, callback
-        self.nfe = 0
-
-    def coefficients(self, t: float) -> tuple[float, float]:
-        alpha, sigma = self.sde.marginal(torch.tensor(t, dtype=torch.float64))
-        return float(alpha), float(sigma)
-
-    def __call__(self, x: Tensor, t: float) -> Tensor:
-        if not bool(torch.isfinite(x).all()):
-            raise NonFiniteError("the state", t)
-        tb = torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)
-        out = evaluate_score(self.score, x, tb)
-        self.nfe += 1
-        if self.callback is not None:
-            self.callback(tb[0])
-        return out
-
-    def eps(self, x: Tensor, t: float) -> Tensor:
-        return -self.coefficients(t)[1] * self(x, t)
-
-    def x0(self, x: Tensor, t: float) -> Tensor:
-        alpha, sigma = self.coefficients(t)
-        return (x + sigma**2 * self(x, t)) / alpha
 
 
 def _run(
     step: Callable[[Tensor, int], Tensor],
     x_T: Tensor,
     grid: Tensor,
-    ledger: _Ledger,
+    ledger: ScoreLedger,
     return_trajectory: bool,
 ) -> SolveOutput:
     x = x_T
@@ -110,7 +81,7 @@ def ddim(
 
     $x_t = (\alpha_t/\alpha_s)\,x_s - \sigma_t\,(e^{h} - 1)\,\hat\epsilon(x_s, s)$. Order 1, 1 NFE per step.
     """
-    ledger = _Ledger(score, sde, callback)
+    ledger = ScoreLedger(score, sde, callback)
     lam = log_snr(sde, grid)
 
     def step(x: Tensor, i: int) -> Tensor:
@@ -131,7 +102,7 @@ def dpm_solver2(
     $u = \frac{\alpha_{s_1}}{\alpha_s} x_s - \sigma_{s_1}(e^{h/2} - 1)\hat\epsilon_s$,
     $x_t = \frac{\alpha_t}{\alpha_s} x_s - \sigma_t (e^h - 1)\,\hat\epsilon(u, s_1)$.
     """
-    ledger = _Ledger(score, sde, callback)
+    ledger = ScoreLedger(score, sde, callback)
     lam = log_snr(sde, grid)
     mids = t_of_log_snr(sde, (lam[:-1] + lam[1:]) / 2, lo=float(grid[-1]), hi=float(grid[0]))
 
@@ -158,7 +129,7 @@ def dpm_solver3(
     $x_t = \frac{\alpha_t}{\alpha_s}x_s - \sigma_t(e^h - 1)\hat\epsilon_s - \frac{\sigma_t}{r_2}(\phi_1(h) - 1) D_2$.
     """
     r1, r2 = 1.0 / 3.0, 2.0 / 3.0
-    ledger = _Ledger(score, sde, callback)
+    ledger = ScoreLedger(score, sde, callback)
     lam = log_snr(sde, grid)
     lo, hi = float(grid[-1]), float(grid[0])
     s1s = t_of_log_snr(sde, lam[:-1] + r1 * (lam[1:] - lam[:-1]), lo=lo, hi=hi)
@@ -190,7 +161,7 @@ def dpm_solver_pp_2m(
     $D = (1 + \tfrac{1}{2r})\hat x_0(x_s, s) - \tfrac{1}{2r}\hat x_0^{\text{prev}}$, $r = h_{\text{prev}}/h$;
     the first step uses $D = \hat x_0(x_s, s)$ (first order).
     """
-    ledger = _Ledger(score, sde, callback)
+    ledger = ScoreLedger(score, sde, callback)
     lam = log_snr(sde, grid)
     prev: list[tuple[Tensor, float]] = []
 
@@ -221,7 +192,7 @@ def edm_heun(
     (explicit trapezoid) on it. Every step, the last included, takes the Heun correction (the run
     ends at eps > 0, never at $\tilde\sigma = 0$). Use it with the Karras grid (`"karras"`, rho = 7).
     """
-    ledger = _Ledger(score, sde, callback)
+    ledger = ScoreLedger(score, sde, callback)
     alpha, sigma = sde.marginal(grid)
     sig_tilde = sigma / alpha
 
@@ -272,16 +243,15 @@ def adaptive_sde(
     b = x_T.shape[0]
     rev = ReverseSDE(score, sde, eps)
     bm = rev.brownian_motion(x_T.reshape(b, -1), seed)
-    ledger = _Ledger(score, sde, callback)
+    ledger = ScoreLedger(score, sde, callback)
     T = sde.T
 
     def drift(x: Tensor, t: float, s: Tensor) -> Tensor:
-        tt = torch.tensor(t, dtype=torch.float64)
-        g2, f = float(sde._g2(tt)), float(sde._f(tt))
-        return g2 * s - f * x
+        # reverse_drift is f x - g^2 s in forward time; stepping down in t negates it
+        return -sde.reverse_drift(x, torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device), s)
 
     def g(t: float) -> float:
-        return float(sde._g2(torch.tensor(t, dtype=torch.float64))) ** 0.5
+        return float(sde.diffusion(t))
 
     x, t, h = x_T, T, min(h_init, T - eps)
     x_prev = x_T

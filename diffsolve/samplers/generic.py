@@ -5,17 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 import torchdiffeq
 import torchsde
 from torch import Tensor
 
 from ..adapters import ProbabilityFlowODE, ReverseSDE
-from ..errors import StepSizeError
-from ..scores import Score
+from ..errors import NonFiniteError, StepSizeError
+from ..scores import Score, evaluate_score
 from ..sde import SDE
 from .grids import fixed_step_grid, uniform_grid
 
-__all__ = ["SolveOutput", "solve_reverse_sde", "solve_pf_ode"]
+__all__ = ["SolveOutput", "ScoreLedger", "solve_reverse_sde", "solve_pf_ode"]
 
 # Methods torchsde only offers in Stratonovich form; with additive noise the two forms are one SDE.
 _STRATONOVICH = {"reversible_heun", "heun", "midpoint", "euler_heun"}
@@ -27,6 +28,38 @@ class SolveOutput:
     nfe: int
     trajectory: Tensor | None = None
     times: Tensor | None = None
+
+
+class ScoreLedger:
+    """Score calls on a batch at one time, with the NFE count, the progress callback and the finiteness check."""
+
+    def __init__(self, score: Score, sde: SDE, callback: Callable[[Tensor], None] | None) -> None:
+        self.score, self.sde, self.callback = score, sde, callback
+        self.nfe = 0
+
+    def coefficients(self, t: float) -> tuple[float, float]:
+        """$(\\alpha_t, \\sigma_t)$ at a float time, as floats (computed in float64)."""
+        alpha, sigma = self.sde.marginal(torch.tensor(t, dtype=torch.float64))
+        return float(alpha), float(sigma)
+
+    def __call__(self, x: Tensor, t: float) -> Tensor:
+        if not bool(torch.isfinite(x).all()):
+            raise NonFiniteError("the state", t)
+        tb = torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)
+        out = evaluate_score(self.score, x, tb)
+        self.nfe += 1
+        if self.callback is not None:
+            self.callback(tb[0])
+        return out
+
+    def eps(self, x: Tensor, t: float) -> Tensor:
+        """The noise prediction $\\hat\\epsilon = -\\sigma_t s(x, t)$ (one NFE)."""
+        return -self.coefficients(t)[1] * self(x, t)
+
+    def x0(self, x: Tensor, t: float) -> Tensor:
+        """The data prediction $\\hat x_0 = (x + \\sigma_t^2 s(x, t))/\\alpha_t$ (one NFE)."""
+        alpha, sigma = self.coefficients(t)
+        return (x + sigma**2 * self(x, t)) / alpha
 
 
 def solve_reverse_sde(

@@ -26,10 +26,9 @@ import torch
 from torch import Tensor
 
 from ..adapters import ReverseSDE
-from ..errors import NonFiniteError
-from ..scores import Score, evaluate_score
+from ..scores import Score
 from ..sde import SDE
-from .generic import SolveOutput
+from .generic import ScoreLedger, SolveOutput
 from .grids import uniform_grid
 
 __all__ = ["pc_sampler"]
@@ -55,20 +54,9 @@ def pc_sampler(
     bm = ReverseSDE(score, sde, eps).brownian_motion(x_T.reshape(b, -1), seed)
     gen = torch.Generator(device="cpu").manual_seed(corrector_seed)
     alpha, sigma = sde.marginal(t_grid)
-    nfe = 0
+    call = ScoreLedger(score, sde, callback)
     x = x_T
     traj = [x] if return_trajectory else None
-
-    def call(x: Tensor, t: float) -> Tensor:
-        nonlocal nfe
-        if not bool(torch.isfinite(x).all()):
-            raise NonFiniteError("the state", t)
-        tb = torch.full((b,), t, dtype=x.dtype, device=x.device)
-        out = evaluate_score(score, x, tb)
-        nfe += 1
-        if callback is not None:
-            callback(tb[0])
-        return out
 
     for i in range(steps):
         t_cur = float(t_grid[i])
@@ -90,7 +78,7 @@ def pc_sampler(
             traj.append(x)
     return SolveOutput(
         samples=x,
-        nfe=nfe,
+        nfe=call.nfe,
         trajectory=torch.stack(traj) if traj is not None else None,
         times=t_grid if return_trajectory else None,
     )
