@@ -45,8 +45,15 @@ def test_marker_parsing():
 
 def test_the_guides_have_runnable_examples():
     names = {p.relative_to(ROOT).as_posix() for p in PAGES}
-    for page in ["docs/index.md", "docs/how-to/torchsde-torchdiffeq.md", "docs/how-to/likelihood.md",
-                 "docs/how-to/compare.md", "docs/how-to/convergence.md", "docs/how-to/train.md", "README.md"]:
+    for page in [
+        "docs/index.md",
+        "docs/how-to/torchsde-torchdiffeq.md",
+        "docs/how-to/likelihood.md",
+        "docs/how-to/compare.md",
+        "docs/how-to/convergence.md",
+        "docs/how-to/train.md",
+        "README.md",
+    ]:
         assert page in names, f"{page} has no {MARKER} example"
 
 
