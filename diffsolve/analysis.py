@@ -107,7 +107,11 @@ class ConvergenceResult:
 
 
 def second_moment(x: Tensor) -> Tensor:
-    r"""The test function $\varphi(x) = \|x\|^2$ (summed over the event), shape `(B,)`."""
+    r"""The test function $\varphi(x) = \|x\|^2$ (summed over the event), shape `(B,)`.
+
+    Args:
+        x: Samples `(B, *event)`.
+    """
     return x.flatten(1).square().sum(1)
 
 
@@ -345,7 +349,25 @@ def step_diagnostics(
     eps: float = 1e-3,
     event_shape: tuple[int, ...] | None = None,
 ) -> StepDiagnostics:
-    """Solve the probability-flow ODE with an adaptive torchdiffeq method and record every step.
+    r"""Solve the probability-flow ODE with an adaptive torchdiffeq method and record every step.
+
+    torchdiffeq's `callback_accept_step` / `callback_reject_step` hooks record the start time and
+    size of each accepted and rejected step, so the result shows where the solver spends its work.
+
+    Args:
+        score: A `Score`, called as `score(x, t)` with `t` of shape `(B,)`.
+        sde: The forward SDE.
+        solver: An adaptive Runge–Kutta method of torchdiffeq: `"dopri5"`, `"dopri8"`, `"bosh3"`,
+            `"fehlberg2"` or `"adaptive_heun"`.
+        rtol: Relative tolerance.
+        atol: Absolute tolerance.
+        n: Prior draws in the batch (torchdiffeq takes one step size for the whole batch).
+        seed: Seed of the prior draws.
+        eps: Final forward time.
+        event_shape: Shape of one sample; taken from the score when it says it (`AnalyticScore` does).
+
+    Returns:
+        A `StepDiagnostics`.
 
     Raises:
         ValueError: If `solver` is not an adaptive Runge–Kutta method of torchdiffeq.
@@ -426,6 +448,21 @@ def jacobian_spectrum(
     The full Jacobian is formed (d vector-Jacobian products per point), so this is for small d.
     Reads where the problem stiffens: as t -> 0 the score's Jacobian grows like
     $-1/(\alpha_t^2 s^2 + \sigma_t^2)$ for a component of width s.
+
+    Args:
+        score: A `Score`, called as `score(x, t)` with `t` of shape `(B,)`; differentiable in `x`.
+        sde: The forward SDE.
+        n: Number of trajectories (prior draws).
+        points: Number of times, log-spaced from T down to eps.
+        seed: Seed of the prior draws.
+        eps: The last time.
+        event_shape: Shape of one sample; taken from the score when it says it.
+
+    Returns:
+        A `JacobianSpectrum`.
+
+    Raises:
+        ValueError: If the event shape is unknown or has more than 256 dimensions.
     """
     event_shape = tuple(event_shape or getattr(score, "event_shape", None) or ())
     if not event_shape:
@@ -475,8 +512,20 @@ def nll_vs_eps(
     mixture: GaussianMixture | None = None,
     **likelihood_kwargs: Any,
 ) -> list[dict[str, float]]:
-    """Mean NLL (nats) of `x` under the model's p_eps for each eps; with `mixture`, also the analytic
-    NLL of x under p_eps and the error. Rows: eps, nll, nll_analytic, error, nfe, seconds."""
+    r"""Mean NLL (nats) of `x` under the model's $p_\epsilon$ for each eps: how the truncation moves it.
+
+    Args:
+        score: A `Score`.
+        sde: The forward SDE.
+        x: Points `(B, *event)`.
+        eps_values: The start times to evaluate $\log p_\epsilon$ at.
+        mixture: If given, also the analytic NLL of `x` under its $p_\epsilon$ and the error.
+        **likelihood_kwargs: Passed on to `log_likelihood` (solver, tolerances, divergence, ...).
+
+    Returns:
+        One dict per eps: `eps`, `nll`, `nfe`, `seconds`, and with `mixture` also `nll_analytic`
+        and `error`.
+    """
     from .likelihood import log_likelihood
 
     rows = []
@@ -504,11 +553,26 @@ def likelihood_work_precision(
     eps: float = 1e-5,
     exact_prior: bool = True,
 ) -> list[dict[str, Any]]:
-    """Error of `log_likelihood` against the analytic log p_eps, with NFE and seconds, per solver and budget.
+    r"""Error of `log_likelihood` against the analytic log p_eps, with NFE and seconds, per solver and budget.
 
     With `exact_prior` (default) the solve ends on the mixture's exact log p_T, so the error is the
     solver's alone; otherwise the SDE's prior adds its fixed mismatch (about 2e-4 nats on ring2d/VP).
     Rows: solver, budget (tolerance or steps), error (mean |log p - analytic|, nats), nfe, seconds.
+
+    Args:
+        score: A `Score`.
+        sde: The forward SDE.
+        x: Points `(B, *event)`; float64 keeps round-off below the tightest tolerances.
+        mixture: The analytic distribution whose $\log p_\epsilon$ is the answer.
+        adaptive: Adaptive torchdiffeq methods to run at each of `tolerances` (rtol = atol).
+        tolerances: Tolerances for the adaptive methods.
+        fixed: Fixed-step torchdiffeq methods to run at each of `steps`.
+        steps: Step counts for the fixed-step methods.
+        eps: Start time of the likelihood solve.
+        exact_prior: Use the mixture's exact $\log p_T$ as the prior term.
+
+    Returns:
+        A list of row dicts, adaptive methods first.
     """
     from .likelihood import log_likelihood
 
@@ -544,10 +608,23 @@ def sample_error_vs_eps(
     seed: int = 0,
     **sample_kwargs: Any,
 ) -> list[dict[str, float]]:
-    """Samples at each eps judged against p_0 (the data) and against p_eps: what stopping early costs.
+    r"""Samples at each eps judged against p_0 (the data) and against p_eps: what stopping early costs.
 
     Rows: eps, gap_to_data (mean log p_0 gap, nats), gap_to_data_se, gap_to_p_eps, gap_to_p_eps_se, nfe.
     The gap to the data measures the truncation bias; the gap to p_eps the solver's own error.
+
+    Args:
+        score: A `Score`.
+        sde: The forward SDE.
+        mixture: The analytic data distribution ($p_0$ and every $p_\epsilon$ in closed form).
+        eps_values: The final times to sample at.
+        solver: Any solver `sample` accepts.
+        n: Samples per eps.
+        seed: Seed of the prior draws (the same for every eps).
+        **sample_kwargs: Passed on to `sample` (steps or tolerances, ...).
+
+    Returns:
+        One row dict per eps.
     """
     from . import metrics
 

@@ -226,7 +226,15 @@ def _softmax(logits: Tensor) -> Tensor:
 
 
 class AnalyticScore:
-    """The exact score of a `GaussianMixture` under an SDE; a `Score`: `score(x, t)` with `t` of shape `(B,)`."""
+    """The exact score of a `GaussianMixture` under an SDE; a `Score`: `score(x, t)` with `t` of shape `(B,)`.
+
+    Args:
+        mixture: The data distribution $p_0$.
+        sde: The forward SDE whose marginals $p_t$ the score is of.
+
+    Attributes:
+        event_shape: `(mixture.dim,)`, so that samplers need no `event_shape` argument.
+    """
 
     def __init__(self, mixture: GaussianMixture, sde: SDE) -> None:
         self.mixture = mixture

@@ -39,7 +39,12 @@ class CheckpointError(ValueError):
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same directory and an atomic rename."""
+    """Write `data` to `path` through a temporary file in the same directory and an atomic rename.
+
+    Args:
+        path: The destination; its directory must exist.
+        data: The bytes to write.
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -123,6 +128,16 @@ def read_config(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torc
 
 def load(path: str | os.PathLike, *, device: torch.device | str = "cpu") -> ScoreModel:
     """Load a checkpoint saved by `save`: a ready `ScoreModel` (eval mode) with its `sde` attached.
+
+    Only the safetensors weights and the JSON header are read: nothing is unpickled, so a checkpoint
+    from an untrusted source cannot run code.
+
+    Args:
+        path: The checkpoint directory written by `save` (or by `train`, which saves the EMA weights).
+        device: Where to put the weights.
+
+    Returns:
+        The `ScoreModel`, its network rebuilt from the recorded architecture.
 
     Raises:
         CheckpointError: If the directory or file is missing, truncated or corrupted, from a newer

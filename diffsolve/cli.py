@@ -703,7 +703,14 @@ def _solvers() -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `diffsolve` console script."""
+    """Entry point of the `diffsolve` console script.
+
+    Args:
+        argv: The arguments after the program name; None reads `sys.argv`.
+
+    Returns:
+        The exit status: 0 on success, 2 on a usage error (after printing what was wrong).
+    """
     parser = _parser()
     args = parser.parse_args(argv)
     commands = {

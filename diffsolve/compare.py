@@ -237,6 +237,12 @@ def criteria_met(
     Mean log p gap within `gap_tol` + 3 SE (in absolute value), weight TV within the null's TV
     scale (its SE) + `tv_tol`, and every two-sample distance within the null's mean + 3 std (z <= 3).
     Metrics a row lacks are skipped.
+
+    Args:
+        row: One row of a `Comparison`.
+        null: The comparison's exact-vs-exact null distributions, by metric.
+        gap_tol: Allowed mean log p gap in nats, on top of 3 standard errors.
+        tv_tol: Allowed weight TV on top of its sampling-noise scale.
     """
     if "log_prob_gap" in row and abs(row["log_prob_gap"]) > gap_tol + 3 * row["log_prob_gap_se"]:
         return False

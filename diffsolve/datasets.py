@@ -123,7 +123,14 @@ def toy2d(name: str, n: int, *, seed: int = 0, dtype: torch.dtype = torch.float3
 
 
 def mixture(name: str) -> GaussianMixture:
-    """An analytic mixture by name: `ring2d` or `mixture16` (`GaussianMixture.random(16, 5, seed=0)`)."""
+    """An analytic mixture by name: `ring2d` or `mixture16` (`GaussianMixture.random(16, 5, seed=0)`).
+
+    Args:
+        name: A key of `MIXTURES`.
+
+    Raises:
+        ValueError: On an unknown name; the message lists the valid ones.
+    """
     if name not in MIXTURES:
         raise ValueError(f"mixture must be one of {', '.join(MIXTURES)}; got {name!r}")
     return MIXTURES[name]()
@@ -142,6 +149,15 @@ def digits(
     being the test set (360 images at 0.2). Grey levels 0..16 are mapped to `[0, 1]` (`k / 16`) or
     `[-1, 1]` (`2k / 16 - 1`); they are not dequantised here: use `diffsolve.dequantize(x,
     bins=DIGITS_LEVELS, low=..., high=...)` explicitly.
+
+    Args:
+        split: `"train"` or `"test"`.
+        scale: `"[0, 1]"` or `"[-1, 1]"`.
+        test_fraction: Fraction of the images held out as the test set.
+        dtype: The returned tensor's dtype.
+
+    Returns:
+        The images, `(N, 1, 8, 8)`.
 
     Raises:
         ImportError: Without scikit-learn (`pip install "diffsolve[data]"`).

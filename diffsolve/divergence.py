@@ -78,7 +78,18 @@ def exact_divergence(fn: VectorField, x: Tensor, *, chunk: int = 64) -> tuple[Te
 def make_probes(
     x: Tensor, probes: int, kind: str = "rademacher", *, generator: torch.Generator | None = None
 ) -> Tensor:
-    """Draw `probes` Hutchinson probe vectors per sample: shape `(probes, *x.shape)`, $E[vv^T] = I$."""
+    """Draw `probes` Hutchinson probe vectors per sample: shape `(probes, *x.shape)`, $E[vv^T] = I$.
+
+    Args:
+        x: The points the probes are for, `(B, *event)`; gives shape, dtype and device.
+        probes: Number of probes K per point.
+        kind: `"rademacher"` (entries ±1: lower variance, no variance from the Jacobian's diagonal)
+            or `"gaussian"`.
+        generator: Source of randomness (CPU), for reproducible probes.
+
+    Returns:
+        A tensor `(K, B, *event)`.
+    """
     check_positive(probes, "probes", integer=True)
     shape = (probes, *x.shape)
     if kind == "rademacher":

@@ -233,6 +233,17 @@ def dequantize(
     with $u \sim U[0, 1)$: a continuous variable whose density, integrated over a level's cell, is the
     probability of that level. Likelihoods of the result are what `bits_per_dim` converts.
 
+    Args:
+        x: Quantised data `(B, *event)` on the level grid.
+        bins: Number of levels.
+        low: The value of level 0.
+        high: The value of level `bins - 1`.
+        generator: Source of the uniform noise.
+
+    Returns:
+        The dequantised data, shaped like `x`: each value uniform in its level's cell of width
+        $(\text{high}-\text{low})/\text{bins}$.
+
     Raises:
         ValueError: If `x` has values outside $[\text{low}, \text{high}]$ or the range is empty.
     """

@@ -39,7 +39,12 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Estimate:
-    """A Monte-Carlo figure with its standard error (`se`)."""
+    """A Monte-Carlo figure with its standard error (`se`).
+
+    Attributes:
+        value: The estimate.
+        se: Its standard error (for `null_distribution`: the standard deviation of one draw).
+    """
 
     value: float
     se: float
@@ -55,6 +60,11 @@ def path_error(x: Tensor, reference: Tensor, *, p: float = 2.0) -> float:
     another mode, an O(1) error each: they make the RMS error shrink like $h^{1/2}$ while the mean
     distance (p = 1, Kloeden and Platen's strong error $\mathbb{E}|X - X_h|$) shows the order 1 of
     Euler–Maruyama. Measured on ring2d, 2000 paths: 157, 92, 43, 22 mode changes at 32..256 steps.
+
+    Args:
+        x: Solutions `(B, *event)`.
+        reference: Reference solutions from the same initial states (and Brownian path), same shape.
+        p: The exponent.
     """
     if not p >= 1:
         raise ValueError(f"p must be >= 1, got {p!r}")
@@ -157,6 +167,13 @@ def mmd(x: Tensor, y: Tensor, *, bandwidth: float | None = None, max_samples: in
     when the distributions agree. $\ell$ defaults to the median heuristic. Uses the first
     `max_samples` of each set (the cost is quadratic).
 
+    Args:
+        x: One sample set `(m, *event)`.
+        y: The other `(n, *event)`.
+        bandwidth: The kernel's length scale $\ell$; None for the median heuristic (the median
+            pairwise distance in the pooled sets).
+        max_samples: How many of each set to use.
+
     References:
         Gretton, Borgwardt, Rasch, Schölkopf, Smola, "A Kernel Two-Sample Test", JMLR 2012.
     """
@@ -175,6 +192,11 @@ def energy_distance(x: Tensor, y: Tensor, *, max_samples: int = 5000) -> float:
 
     Zero exactly when the distributions agree (Székely and Rizzo 2013); the first `max_samples` of
     each set are used.
+
+    Args:
+        x: One sample set `(m, *event)`.
+        y: The other `(n, *event)`.
+        max_samples: How many of each set to use.
 
     References:
         Székely, Rizzo, "Energy statistics: A class of statistics based on distances", 2013.
@@ -199,6 +221,17 @@ def log_prob_gap(
     The expectation (minus the entropy of $p_t$, with no closed form for a mixture) is a Monte-Carlo
     mean over `reference_n` exact draws; the SE combines both means' standard errors. A sampler that
     is exact has gap 0 within a few SE; one that spreads mass into low-density regions has a negative gap.
+
+    Args:
+        x: Samples `(B, *event)`.
+        mixture: The data distribution.
+        t: The time whose marginal $p_t$ judges the samples.
+        sde: The forward SDE.
+        reference_n: Exact draws for the expectation.
+        seed: Seed of those draws.
+
+    Returns:
+        An `Estimate` in nats.
     """
     lp = mixture.log_prob_t(x, t, sde).to(torch.float64)
     ref = mixture.marginal(t, sde).sample(reference_n, seed=seed)
@@ -212,6 +245,15 @@ def component_weights(x: Tensor, mixture: GaussianMixture, t: float, sde: SDE) -
 
     The estimate is the mean posterior responsibility under the exact $p_t$, which is unbiased for
     exact samples ($\mathbb{E}_{p}[w_k p_k(X)/p(X)] = w_k$) and has no misassignment bias.
+
+    Args:
+        x: Samples `(B, *event)`.
+        mixture: The data distribution; its marginal $p_t$ gives the responsibilities.
+        t: The time the samples are of (`eps` for a sampler's output).
+        sde: The forward SDE.
+
+    Returns:
+        `(weights, standard_errors)`, each `(K,)`.
     """
     r = mixture.responsibilities(x, t, sde)
     return r.mean(0), r.std(0) / r.shape[0] ** 0.5
@@ -222,6 +264,15 @@ def weight_tv(x: Tensor, mixture: GaussianMixture, t: float, sde: SDE) -> Estima
 
     The `se` reported is $\tfrac12\sum_k \mathrm{SE}(\hat w_k)$: the scale of TV that sampling noise
     alone produces (for exact samples $\mathbb{E}\,\mathrm{TV} \approx 0.8\times$ it).
+
+    Args:
+        x: Samples `(B, *event)`.
+        mixture: The data distribution.
+        t: The time the samples are of.
+        sde: The forward SDE.
+
+    Returns:
+        An `Estimate`.
     """
     w_hat, se = component_weights(x, mixture, t, sde)
     w = mixture.weights.to(w_hat.device)
@@ -235,6 +286,11 @@ def null_distribution(
 
     `draw(seed)` returns one exact sample set. The result's `se` field holds the standard deviation
     (the spread of a single exact-vs-exact draw), which is the yardstick for one observed value.
+
+    Args:
+        statistic: A two-sample statistic, `statistic(a, b) -> float`.
+        draw: `draw(seed)` returns one exact sample set; seeds 0 to `2 * pairs - 1` are used.
+        pairs: Number of independent pairs.
     """
     check_positive(pairs, "pairs", integer=True)
     if pairs < 2:

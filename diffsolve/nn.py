@@ -21,6 +21,10 @@ __all__ = ["ScoreMLP", "ScoreUNet", "GaussianFourierEmbedding", "SinusoidalEmbed
 class GaussianFourierEmbedding(nn.Module):
     r"""Random Fourier features of time, $[\sin 2\pi W t, \cos 2\pi W t]$ with fixed $W \sim N(0, s^2)$.
 
+    Args:
+        dim: Output features (even): `dim / 2` frequencies, each giving a sine and a cosine.
+        scale: Standard deviation $s$ of the frequencies.
+
     References:
         Tancik et al., "Fourier features let networks learn high frequency functions", NeurIPS 2020.
     """
@@ -36,7 +40,11 @@ class GaussianFourierEmbedding(nn.Module):
 
 
 class SinusoidalEmbedding(nn.Module):
-    """Transformer-style sinusoidal features of `1000 t` at geometrically spaced frequencies."""
+    """Transformer-style sinusoidal features of `1000 t` at geometrically spaced frequencies.
+
+    Args:
+        dim: Output features (even).
+    """
 
     def __init__(self, dim: int) -> None:
         super().__init__()

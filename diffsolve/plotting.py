@@ -58,7 +58,14 @@ def _figure(ax: Axes | None, size: tuple[float, float]) -> tuple[Figure, Axes]:
 
 
 def style(i: int) -> dict[str, Any]:
-    """Colour, marker and line style of the i-th line."""
+    """Colour, marker and line style of the i-th line.
+
+    Args:
+        i: Index of the line; colours (Okabe–Ito) and markers cycle.
+
+    Returns:
+        Keyword arguments for `Axes.plot`: `color`, `marker`, `linestyle`.
+    """
     return {
         "color": OKABE_ITO[i % len(OKABE_ITO)],
         "marker": _MARKERS[i % len(_MARKERS)],
@@ -180,10 +187,18 @@ def sample_grid(
 def trajectories(result: SampleResult, *, paths: int = 50, dim: int = 0, ax: Axes | None = None) -> Figure:
     """One coordinate of `paths` sample paths against forward time (from `sample(..., return_trajectory=True)`).
 
+    Args:
+        result: A `SampleResult` with a trajectory.
+        paths: How many paths to draw (the first ones).
+        dim: Which coordinate of the flattened event to plot.
+        ax: Axes to draw on; None makes a new figure.
+
+    Returns:
+        The figure.
+
     Raises:
         ValueError: If the result holds no trajectory.
     """
-
     if result.trajectory is None or result.times is None:
         raise ValueError("the result has no trajectory: call sample(..., return_trajectory=True)")
     fig, ax = _figure(ax, (6.4, 4))
@@ -200,7 +215,15 @@ def trajectories(result: SampleResult, *, paths: int = 50, dim: int = 0, ax: Axe
 
 def convergence(results: ConvergenceResult | list[ConvergenceResult], *, ax: Axes | None = None) -> Figure:
     """Error against step size h, log–log, with 95% intervals and the fitted slope drawn over the
-    points the fit used (labelled with the measured order and its interval)."""
+    points the fit used (labelled with the measured order and its interval).
+
+    Args:
+        results: One `ConvergenceResult` or several, one line each.
+        ax: Axes to draw on; None makes a new figure.
+
+    Returns:
+        The figure.
+    """
 
     results = results if isinstance(results, list) else [results]
     fig, ax = _figure(ax, (6.4, 4.6))
@@ -228,7 +251,15 @@ def convergence(results: ConvergenceResult | list[ConvergenceResult], *, ax: Axe
 
 
 def step_sizes(diagnostics: StepDiagnostics | list[StepDiagnostics], *, ax: Axes | None = None) -> Figure:
-    """Accepted (filled) and rejected (open) step sizes of adaptive PF-ODE solves against forward time."""
+    """Accepted (filled) and rejected (open) step sizes of adaptive PF-ODE solves against forward time.
+
+    Args:
+        diagnostics: One `StepDiagnostics` or several, one colour each.
+        ax: Axes to draw on; None makes a new figure.
+
+    Returns:
+        The figure.
+    """
 
     diagnostics = diagnostics if isinstance(diagnostics, list) else [diagnostics]
     fig, ax = _figure(ax, (6.4, 4.6))
@@ -255,7 +286,15 @@ def step_sizes(diagnostics: StepDiagnostics | list[StepDiagnostics], *, ax: Axes
 
 def jacobian_spectrum(spectra: dict[str, JacobianSpectrum], *, ax: Axes | None = None) -> Figure:
     """Spectral radius (solid) and most negative real part (dashed, as |.|) of the PF-ODE drift's
-    Jacobian against forward time, one colour per labelled spectrum."""
+    Jacobian against forward time, one colour per labelled spectrum.
+
+    Args:
+        spectra: `JacobianSpectrum` results by label (the legend).
+        ax: Axes to draw on; None makes a new figure.
+
+    Returns:
+        The figure.
+    """
 
     fig, ax = _figure(ax, (6.4, 4.6))
     for i, (label, sp) in enumerate(spectra.items()):
@@ -273,7 +312,16 @@ def jacobian_spectrum(spectra: dict[str, JacobianSpectrum], *, ax: Axes | None =
 
 
 def save_figure(fig: Figure, path: str | os.PathLike, **kwargs: Any) -> Path:
-    """`fig.savefig` through a temporary file and an atomic rename: no half-written image on disk."""
+    """`fig.savefig` through a temporary file and an atomic rename: no half-written image on disk.
+
+    Args:
+        fig: The figure.
+        path: Where to write; matplotlib picks the format from the suffix (`.png`, `.pdf`, `.svg`, ...).
+        **kwargs: Passed on to `savefig` (default `dpi=150`).
+
+    Returns:
+        The path written.
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
     os.close(fd)

@@ -79,6 +79,14 @@ def evaluate_score(score: Score, x: Tensor, t: Tensor) -> Tensor:
 
     `t` must already be a `(B,)` tensor of `x`'s dtype and device.
 
+    Args:
+        score: A `Score`.
+        x: The states `(B, *event)`.
+        t: The times `(B,)`.
+
+    Returns:
+        The score, shaped like `x`.
+
     Raises:
         TypeError: If the score returns something other than a tensor of `x`'s dtype.
         ValueError: If the output's shape or device differs from `x`'s.

@@ -45,7 +45,17 @@ TRAIN_STATE = "train_state.safetensors"
 
 @dataclass
 class TrainResult:
-    """What `train` returns: the EMA model (the one to sample from), the raw model, and the loss history."""
+    """What `train` returns: the EMA model (the one to sample from), the raw model, and the loss history.
+
+    Attributes:
+        model: The trained model (its last weights).
+        ema_model: The exponential moving average of the weights: sample and evaluate this one.
+        losses: The loss at every step, from step 1 (a resumed run includes the earlier ones).
+        steps: Steps completed.
+        seconds: Wall-clock seconds of this call (not of earlier, resumed parts).
+        settings: Every argument that shaped the run (lr, schedule, weighting, seed, ...).
+        resumed_from: The step this call started from (0 for a fresh run).
+    """
 
     model: ScoreModel
     ema_model: ScoreModel
@@ -84,7 +94,20 @@ class _TimeSampler:
 def dsm_loss(
     model: ScoreModel, x0: Tensor, t: Tensor, z: Tensor, weighting: str, importance_norm: float | None = None
 ) -> Tensor:
-    """Mean over the batch of the weighted denoising score-matching loss (see the module docstring)."""
+    r"""Mean over the batch of the weighted denoising score-matching loss (see the module docstring).
+
+    Args:
+        model: The `ScoreModel` being trained (its `sde` gives $\alpha_t$, $\sigma_t$, $g^2$).
+        x0: Clean data `(B, *event)`.
+        t: Times `(B,)`.
+        z: The standard normal noise that perturbs `x0`, shaped like it.
+        weighting: `"eps"` ($\lambda = \sigma_t^2$) or `"likelihood"` ($\lambda = g(t)^2$).
+        importance_norm: With `"likelihood"` and `t` drawn from the importance density, the
+            constant that makes the estimate unbiased; None for uniform `t`.
+
+    Returns:
+        A scalar tensor.
+    """
     sde = model.sde
     t = t.to(x0.dtype)
     alpha, sigma = sde.marginal(t)

@@ -75,11 +75,28 @@ def _run(
 
 
 def ddim(
-    score: Score, sde: SDE, x_T: Tensor, grid: Tensor, *, return_trajectory: bool = False, callback=None
+    score: Score,
+    sde: SDE,
+    x_T: Tensor,
+    grid: Tensor,
+    *,
+    return_trajectory: bool = False,
+    callback: Callable[[Tensor], None] | None = None,
 ) -> SolveOutput:
     r"""Deterministic DDIM (= DPM-Solver-1), the exponential Euler step of the PF-ODE in $\lambda$.
 
     $x_t = (\alpha_t/\alpha_s)\,x_s - \sigma_t\,(e^{h} - 1)\,\hat\epsilon(x_s, s)$. Order 1, 1 NFE per step.
+
+    Args:
+        score: A `Score`, called as `score(x, t)` with `t` of shape `(B,)`.
+        sde: The forward SDE; only its $\alpha_t$ and $\sigma_t$ are used.
+        x_T: Initial state at the grid's first time, `(B, *event)`.
+        grid: Decreasing times $T = t_0 > \dots > t_N = \epsilon$ (`grids.time_grid`).
+        return_trajectory: Also keep the state at every grid time.
+        callback: Called with each forward time `t` (0-d tensor) the score is evaluated at.
+
+    Returns:
+        A `SolveOutput`: the samples at $\epsilon$, the NFE, and the trajectory if asked for.
     """
     ledger = ScoreLedger(score, sde, callback)
     lam = log_snr(sde, grid)
@@ -94,13 +111,30 @@ def ddim(
 
 
 def dpm_solver2(
-    score: Score, sde: SDE, x_T: Tensor, grid: Tensor, *, return_trajectory: bool = False, callback=None
+    score: Score,
+    sde: SDE,
+    x_T: Tensor,
+    grid: Tensor,
+    *,
+    return_trajectory: bool = False,
+    callback: Callable[[Tensor], None] | None = None,
 ) -> SolveOutput:
     r"""Single-step DPM-Solver-2 (Lu et al. 2022, Algorithm 1, $r_1 = 1/2$). Order 2, 2 NFE per step.
 
     With $s_1$ at $\lambda_s + h/2$:
     $u = \frac{\alpha_{s_1}}{\alpha_s} x_s - \sigma_{s_1}(e^{h/2} - 1)\hat\epsilon_s$,
     $x_t = \frac{\alpha_t}{\alpha_s} x_s - \sigma_t (e^h - 1)\,\hat\epsilon(u, s_1)$.
+
+    Args:
+        score: A `Score`, called as `score(x, t)` with `t` of shape `(B,)`.
+        sde: The forward SDE; only its $\alpha_t$ and $\sigma_t$ are used.
+        x_T: Initial state at the grid's first time, `(B, *event)`.
+        grid: Decreasing times $T = t_0 > \dots > t_N = \epsilon$ (`grids.time_grid`).
+        return_trajectory: Also keep the state at every grid time.
+        callback: Called with each forward time `t` (0-d tensor) the score is evaluated at.
+
+    Returns:
+        A `SolveOutput`: the samples at $\epsilon$, the NFE, and the trajectory if asked for.
     """
     ledger = ScoreLedger(score, sde, callback)
     lam = log_snr(sde, grid)
@@ -118,7 +152,13 @@ def dpm_solver2(
 
 
 def dpm_solver3(
-    score: Score, sde: SDE, x_T: Tensor, grid: Tensor, *, return_trajectory: bool = False, callback=None
+    score: Score,
+    sde: SDE,
+    x_T: Tensor,
+    grid: Tensor,
+    *,
+    return_trajectory: bool = False,
+    callback: Callable[[Tensor], None] | None = None,
 ) -> SolveOutput:
     r"""Single-step DPM-Solver-3 (Lu et al. 2022, Algorithm 2, $r_1 = 1/3$, $r_2 = 2/3$). Order 3, 3 NFE per step.
 
@@ -127,6 +167,17 @@ def dpm_solver3(
     $u_2 = \frac{\alpha_{s_2}}{\alpha_s}x_s - \sigma_{s_2}(e^{r_2 h} - 1)\hat\epsilon_s
     - \frac{\sigma_{s_2} r_2}{r_1}(\phi_1(r_2 h) - 1) D_1$;
     $x_t = \frac{\alpha_t}{\alpha_s}x_s - \sigma_t(e^h - 1)\hat\epsilon_s - \frac{\sigma_t}{r_2}(\phi_1(h) - 1) D_2$.
+
+    Args:
+        score: A `Score`, called as `score(x, t)` with `t` of shape `(B,)`.
+        sde: The forward SDE; only its $\alpha_t$ and $\sigma_t$ are used.
+        x_T: Initial state at the grid's first time, `(B, *event)`.
+        grid: Decreasing times $T = t_0 > \dots > t_N = \epsilon$ (`grids.time_grid`).
+        return_trajectory: Also keep the state at every grid time.
+        callback: Called with each forward time `t` (0-d tensor) the score is evaluated at.
+
+    Returns:
+        A `SolveOutput`: the samples at $\epsilon$, the NFE, and the trajectory if asked for.
     """
     r1, r2 = 1.0 / 3.0, 2.0 / 3.0
     ledger = ScoreLedger(score, sde, callback)
@@ -153,13 +204,30 @@ def dpm_solver3(
 
 
 def dpm_solver_pp_2m(
-    score: Score, sde: SDE, x_T: Tensor, grid: Tensor, *, return_trajectory: bool = False, callback=None
+    score: Score,
+    sde: SDE,
+    x_T: Tensor,
+    grid: Tensor,
+    *,
+    return_trajectory: bool = False,
+    callback: Callable[[Tensor], None] | None = None,
 ) -> SolveOutput:
     r"""Multistep DPM-Solver++(2M) in data prediction (Lu et al. 2022b, Algorithm 2). Order 2, 1 NFE per step.
 
     $x_t = \frac{\sigma_t}{\sigma_s} x_s - \alpha_t (e^{-h} - 1)\,D$ with
     $D = (1 + \tfrac{1}{2r})\hat x_0(x_s, s) - \tfrac{1}{2r}\hat x_0^{\text{prev}}$, $r = h_{\text{prev}}/h$;
     the first step uses $D = \hat x_0(x_s, s)$ (first order).
+
+    Args:
+        score: A `Score`, called as `score(x, t)` with `t` of shape `(B,)`.
+        sde: The forward SDE; only its $\alpha_t$ and $\sigma_t$ are used.
+        x_T: Initial state at the grid's first time, `(B, *event)`.
+        grid: Decreasing times $T = t_0 > \dots > t_N = \epsilon$ (`grids.time_grid`).
+        return_trajectory: Also keep the state at every grid time.
+        callback: Called with each forward time `t` (0-d tensor) the score is evaluated at.
+
+    Returns:
+        A `SolveOutput`: the samples at $\epsilon$, the NFE, and the trajectory if asked for.
     """
     ledger = ScoreLedger(score, sde, callback)
     lam = log_snr(sde, grid)
@@ -183,7 +251,13 @@ def dpm_solver_pp_2m(
 
 
 def edm_heun(
-    score: Score, sde: SDE, x_T: Tensor, grid: Tensor, *, return_trajectory: bool = False, callback=None
+    score: Score,
+    sde: SDE,
+    x_T: Tensor,
+    grid: Tensor,
+    *,
+    return_trajectory: bool = False,
+    callback: Callable[[Tensor], None] | None = None,
 ) -> SolveOutput:
     r"""Karras et al.'s deterministic Heun sampler (EDM, Algorithm 1). Order 2, 2 NFE per step.
 
@@ -191,6 +265,17 @@ def edm_heun(
     $\mathrm{d}\tilde x/\mathrm{d}\tilde\sigma = \hat\epsilon(x, t)$; each step is Heun's method
     (explicit trapezoid) on it. Every step, the last included, takes the Heun correction (the run
     ends at eps > 0, never at $\tilde\sigma = 0$). Use it with the Karras grid (`"karras"`, rho = 7).
+
+    Args:
+        score: A `Score`, called as `score(x, t)` with `t` of shape `(B,)`.
+        sde: The forward SDE; only its $\alpha_t$ and $\sigma_t$ are used.
+        x_T: Initial state at the grid's first time, `(B, *event)`.
+        grid: Decreasing times $T = t_0 > \dots > t_N = \epsilon$ (`grids.time_grid`).
+        return_trajectory: Also keep the state at every grid time.
+        callback: Called with each forward time `t` (0-d tensor) the score is evaluated at.
+
+    Returns:
+        A `SolveOutput`: the samples at $\epsilon$, the NFE, and the trajectory if asked for.
     """
     ledger = ScoreLedger(score, sde, callback)
     alpha, sigma = sde.marginal(grid)
@@ -222,7 +307,7 @@ def adaptive_sde(
     safety: float = 0.9,
     exponent: float = 0.9,
     return_trajectory: bool = False,
-    callback=None,
+    callback: Callable[[Tensor], None] | None = None,
 ) -> SolveOutput:
     r"""Jolicoeur-Martineau et al.'s adaptive reverse-SDE solver ("Gotta Go Fast", Algorithm 1).
 
@@ -239,6 +324,27 @@ def adaptive_sde(
 
     Cost: 2 NFE per attempt, 1 for a retry after a rejection (the score at $(x, t)$ is kept).
     Strong and weak order 1.
+
+    Args:
+        score: A `Score`, called as `score(x, t)` with `t` of shape `(B,)`.
+        sde: The forward SDE.
+        x_T: Initial state at $T$, `(B, *event)`.
+        eps: Final forward time.
+        seed: Entropy of the Brownian path.
+        rtol: Relative tolerance (Jolicoeur-Martineau et al. use 0.05 for images).
+        atol: Absolute tolerance, in the data's units.
+        h_init: First step size, in $t$.
+        safety: The factor $\theta$ of the step-size update.
+        exponent: The exponent $r$ of the step-size update.
+        return_trajectory: Also keep the state after every accepted step.
+        callback: Called with each forward time the score is evaluated at.
+
+    Returns:
+        A `SolveOutput` (its `times` are those of the accepted steps).
+
+    Raises:
+        StepSizeError: If the step size collapses.
+        NonFiniteError: If the state becomes non-finite.
     """
     b = x_T.shape[0]
     rev = ReverseSDE(score, sde, eps)

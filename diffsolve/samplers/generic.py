@@ -24,6 +24,15 @@ _STRATONOVICH = {"reversible_heun", "heun", "midpoint", "euler_heun"}
 
 @dataclass
 class SolveOutput:
+    r"""What the low-level solvers return; `sample()` wraps it in a `SampleResult`.
+
+    Attributes:
+        samples: The state at the final time $\epsilon$, `(B, *event)`.
+        nfe: Score evaluations the solve made (one call on the batch is one).
+        trajectory: The state at each of `times`, `(len(times), B, *event)`, if it was asked for.
+        times: The forward times of `trajectory`, decreasing from $T$ to $\epsilon$.
+    """
+
     samples: Tensor
     nfe: int
     trajectory: Tensor | None = None
@@ -31,7 +40,17 @@ class SolveOutput:
 
 
 class ScoreLedger:
-    """Score calls on a batch at one time, with the NFE count, the progress callback and the finiteness check."""
+    r"""Score calls on a batch at one time, with the NFE count, the progress callback and the finiteness check.
+
+    The diffusion samplers and `pc` call the score only through a ledger, so NFE is counted, the
+    progress callback fires and a non-finite state stops the solve (`NonFiniteError` naming $t$) the
+    same way in all of them. Calling the ledger as `ledger(x, t)` with a float `t` is one NFE.
+
+    Args:
+        score: A `Score`, called as `score(x, t)` with `t` of shape `(B,)`.
+        sde: The forward SDE, for $\alpha_t$ and $\sigma_t$.
+        callback: Called with the forward time (0-d tensor) after each evaluation, or None.
+    """
 
     def __init__(self, score: Score, sde: SDE, callback: Callable[[Tensor], None] | None) -> None:
         self.score, self.sde, self.callback = score, sde, callback
@@ -74,7 +93,24 @@ def solve_reverse_sde(
     return_trajectory: bool,
     callback: Callable[[Tensor], None] | None = None,
 ) -> SolveOutput:
-    """Integrate the reverse SDE from T to eps with a fixed-step torchsde method on one Brownian path."""
+    """Integrate the reverse SDE from T to eps with a fixed-step torchsde method on one Brownian path.
+
+    Args:
+        score: A `Score`, called as `score(x, t)` with `t` of shape `(B,)`.
+        sde: The forward SDE.
+        x_T: Initial state at $T$, `(B, *event)`.
+        method: A torchsde method name (`"euler"`, `"srk"`, `"milstein"`, `"heun"`, ...). Stratonovich-only
+            methods get the same SDE declared with diagonal noise in Stratonovich form.
+        steps: Number of equal steps in solver time $s = T - t$.
+        eps: Final forward time.
+        seed: Entropy of the `torchsde.BrownianInterval` (`ReverseSDE.brownian_motion`); `"srk"` uses
+            the path with space-time Lévy areas.
+        return_trajectory: Also return the state at every step.
+        callback: Called with each forward time the score is evaluated at.
+
+    Returns:
+        A `SolveOutput`.
+    """
     strat = method in _STRATONOVICH
     rsde = ReverseSDE(
         score,
@@ -117,7 +153,28 @@ def solve_pf_ode(
     trajectory_points: int = 101,
     callback: Callable[[Tensor], None] | None = None,
 ) -> SolveOutput:
-    """Integrate the probability-flow ODE from T down to eps with a torchdiffeq method."""
+    """Integrate the probability-flow ODE from T down to eps with a torchdiffeq method.
+
+    Args:
+        score: A `Score`, called as `score(x, t)` with `t` of shape `(B,)`.
+        sde: The forward SDE.
+        x_T: Initial state at $T$, `(B, *event)`.
+        method: A torchdiffeq method name (`"dopri5"`, `"rk4"`, ...).
+        adaptive: Whether `method` controls its own step (then `rtol`/`atol` apply, `steps` does not).
+        steps: Number of equal steps for a fixed-step method.
+        rtol: Relative tolerance of an adaptive method.
+        atol: Absolute tolerance of an adaptive method.
+        eps: Final forward time.
+        return_trajectory: Also return the state along the solve.
+        trajectory_points: For adaptive methods, how many equally spaced output times the trajectory has.
+        callback: Called with each forward time the score is evaluated at.
+
+    Returns:
+        A `SolveOutput`.
+
+    Raises:
+        StepSizeError: If an adaptive method's step underflows (names $t$ and the solver).
+    """
     ode = ProbabilityFlowODE(score, sde, eps)
     ode.callback = callback
     if adaptive:

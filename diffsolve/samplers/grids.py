@@ -15,6 +15,12 @@ def uniform_grid(t_start: float, t_end: float, steps: int, *, device: torch.devi
     """`steps + 1` equally spaced times from `t_start` to `t_end` (either direction), in float64.
 
     The end points are exact, so a solver stepping on this grid ends exactly at `t_end`.
+
+    Args:
+        t_start: First time.
+        t_end: Last time.
+        steps: Number of intervals.
+        device: Where the grid lives.
     """
     grid = torch.linspace(t_start, t_end, steps + 1, dtype=torch.float64, device=device)
     grid[0], grid[-1] = t_start, t_end
@@ -26,6 +32,12 @@ def fixed_step_grid(steps: int) -> Callable[[Any, Tensor, Tensor], Tensor]:
 
     torchdiffeq's default for fixed-step methods is one step per output time; this replaces it.
     `t` arrives negated when integrating backwards, which `uniform_grid` handles.
+
+    Args:
+        steps: Number of equal intervals between the first and last requested times.
+
+    Returns:
+        A `grid_constructor(func, y0, t)` for `torchdiffeq.odeint(..., options=...)`.
     """
 
     def grid_constructor(func: Any, y0: Tensor, t: Tensor) -> Tensor:  # torchdiffeq's signature
@@ -38,7 +50,12 @@ GRIDS = ("uniform", "logsnr", "karras")
 
 
 def log_snr(sde: Any, t: Tensor) -> Tensor:
-    r"""Half the log signal-to-noise ratio, $\lambda_t = \log(\alpha_t/\sigma_t)$, in float64; decreasing in t."""
+    r"""Half the log signal-to-noise ratio, $\lambda_t = \log(\alpha_t/\sigma_t)$, in float64; decreasing in t.
+
+    Args:
+        sde: The forward SDE.
+        t: Forward times, any shape.
+    """
     log_alpha, sigma = sde._log_alpha_sigma(t.to(torch.float64))
     return log_alpha - sigma.log()
 
@@ -47,6 +64,16 @@ def t_of_log_snr(sde: Any, lam: Tensor, *, lo: float, hi: float, iterations: int
     r"""Invert $\lambda_t$ on $[lo, hi]$ by bisection (float64; every SDE here, no closed form needed).
 
     64 halvings of $[lo, hi] \subset [0, 1]$ reach float64's resolution.
+
+    Args:
+        sde: The forward SDE.
+        lam: Target values of $\lambda$, any shape; each must lie in $[\lambda_{hi}, \lambda_{lo}]$.
+        lo: Lower end of the bracket in $t$.
+        hi: Upper end of the bracket in $t$.
+        iterations: Bisection steps.
+
+    Returns:
+        The times $t$ with $\lambda_t$ = `lam`, float64, shaped like `lam`.
     """
     lam = lam.to(torch.float64)
     a = torch.full_like(lam, lo)
@@ -66,6 +93,16 @@ def time_grid(sde: Any, steps: int, eps: float, kind: str = "uniform", *, rho: f
     choice); `"karras"`, $\tilde\sigma_i = (\tilde\sigma_{max}^{1/\rho} + \tfrac{i}{N}(\tilde\sigma_{min}^{1/\rho}
     - \tilde\sigma_{max}^{1/\rho}))^\rho$ in $\tilde\sigma = \sigma_t/\alpha_t$ (Karras et al. 2022, eq. 5,
     with N intervals ending at $\tilde\sigma(\epsilon)$ rather than at 0).
+
+    Args:
+        sde: The forward SDE.
+        steps: Number of intervals N.
+        eps: The last time.
+        kind: `"uniform"`, `"logsnr"` or `"karras"`.
+        rho: The Karras grid's exponent.
+
+    Returns:
+        A float64 tensor of `steps + 1` decreasing times.
 
     Raises:
         ValueError: On an unknown kind.

@@ -48,7 +48,24 @@ def pc_sampler(
     return_trajectory: bool,
     callback: Callable[[Tensor], None] | None = None,
 ) -> SolveOutput:
-    """Run the predictor-corrector sampler from `x_T` at T down to eps in `steps` predictor steps."""
+    """Run the predictor-corrector sampler from `x_T` at T down to eps in `steps` predictor steps.
+
+    Args:
+        score: A `Score`, called as `score(x, t)` with `t` of shape `(B,)`.
+        sde: The forward SDE.
+        x_T: Initial state at $T$, `(B, *event)`.
+        steps: Predictor steps, on a grid uniform in $t$.
+        eps: Final forward time.
+        seed: Entropy of the Brownian path the predictor's noise comes from (shared with `sde:` solvers).
+        corrector_seed: Seed of the corrector's Langevin noise (a separate generator).
+        snr: The signal-to-noise ratio $r$ of the Langevin step (Song et al. use 0.16 for CIFAR-10).
+        corrector_steps: Langevin updates before each predictor step.
+        return_trajectory: Also keep the state after every step.
+        callback: Called with each forward time the score is evaluated at.
+
+    Returns:
+        A `SolveOutput`.
+    """
     b = x_T.shape[0]
     t_grid = uniform_grid(sde.T, eps, steps)
     bm = ReverseSDE(score, sde, eps).brownian_motion(x_T.reshape(b, -1), seed)

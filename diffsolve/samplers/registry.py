@@ -15,7 +15,20 @@ __all__ = ["SolverInfo", "SOLVERS", "solvers", "get_solver"]
 
 @dataclass(frozen=True)
 class SolverInfo:
-    """What a solver is: `family` is `"sde"`, `"ode"` or `"diffusion"`; `order` may be None (variable)."""
+    """What a solver is, as `solvers()` lists it.
+
+    Attributes:
+        name: What `sample(..., solver=name)` takes: `"sde:<torchsde method>"`,
+            `"ode:<torchdiffeq method>"` or a diffusion sampler's name.
+        family: `"sde"` (torchsde on the reverse SDE), `"ode"` (torchdiffeq on the PF-ODE) or
+            `"diffusion"` (diffusion-specific samplers).
+        order: Strong order for reverse-SDE solvers, classical order for ODE solvers, None where it
+            varies (`ode:scipy_solver`).
+        adaptive: Whether it controls its own step (takes `rtol`/`atol`, refuses `steps`).
+        stochastic: Whether it draws noise (then `seed` selects the Brownian path).
+        nfe_per_step: What one step costs in score evaluations, in words.
+        description: One line on the method, with its caveats.
+    """
 
     name: str
     family: Literal["sde", "ode", "diffusion"]
@@ -124,7 +137,17 @@ def solvers() -> list[SolverInfo]:
 
 
 def get_solver(name: object) -> SolverInfo:
-    """Look a solver up by name; an unknown name lists the valid ones."""
+    """Look a solver up by name.
+
+    Args:
+        name: A solver name, as `solvers()` lists them.
+
+    Returns:
+        Its `SolverInfo`.
+
+    Raises:
+        ValueError: On an unknown name; the message lists the valid ones.
+    """
     if not isinstance(name, str) or name not in SOLVERS:
         raise ValueError(f"solver must be one of {', '.join(SOLVERS)}; got {name!r}")
     return SOLVERS[name]
