@@ -29,6 +29,7 @@ from .scores import ScoreModel
 __all__ = ["FORMAT_VERSION", "CheckpointError", "save", "load", "atomic_write_bytes"]
 
 FORMAT_VERSION = 1
+"""The checkpoint format this version writes; `load` refuses newer ones with a clear error."""
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 _SDES = {"VPSDE": sde_module.VPSDE, "SubVPSDE": sde_module.SubVPSDE, "VESDE": sde_module.VESDE}

@@ -47,6 +47,7 @@ __all__ = ["Comparison", "compare", "METRICS", "DEFAULT_SOLVERS", "DEFAULT_BUDGE
 TWO_SAMPLE = {"sliced_w2": M.sliced_wasserstein, "mmd": M.mmd, "energy": M.energy_distance}
 ANALYTIC = ("log_prob_gap", "weight_tv")
 METRICS = ("path_error", *TWO_SAMPLE, *ANALYTIC)
+"""Every metric `compare` can report: path error, two-sample distances, and the analytic ones."""
 
 DEFAULT_SOLVERS = (
     "sde:euler",
@@ -60,6 +61,7 @@ DEFAULT_SOLVERS = (
     "edm_heun",
     "adaptive_sde",
 )
+"""The ten samplers of the main job, `diffsolve compare` with no arguments."""
 # Steps for fixed-step solvers, tolerances (rtol = atol) for adaptive ones.
 DEFAULT_BUDGETS: dict[str, tuple[float, ...]] = {
     "sde:euler": (25, 50, 100, 200, 400),
@@ -75,6 +77,7 @@ DEFAULT_BUDGETS: dict[str, tuple[float, ...]] = {
     "edm_heun": (3, 5, 10, 20, 40),
     "adaptive_sde": (0.5, 0.2, 0.1, 0.05, 0.02),
 }
+"""Each default solver's budgets: steps for fixed-step solvers, tolerances (rtol = atol) for adaptive ones."""
 _FALLBACK_FIXED = (10, 20, 50, 100)
 _FALLBACK_ADAPTIVE = (1e-2, 1e-3, 1e-4)
 

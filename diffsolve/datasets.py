@@ -23,6 +23,7 @@ from .analytic import GaussianMixture
 __all__ = ["TOY_DATASETS", "MIXTURES", "toy2d", "mixture", "digits", "DIGITS_LEVELS"]
 
 DIGITS_LEVELS = 17  # grey levels 0..16 in scikit-learn's 8x8 digits
+"""Grey levels of scikit-learn's 8x8 digits (0..16): the `bins` to dequantise them with."""
 
 
 def _eight_gaussians(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -95,11 +96,13 @@ _TOY: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
     "2spirals": _two_spirals,
 }
 TOY_DATASETS: tuple[str, ...] = tuple(_TOY)
+"""Names of the 2-D toy sets `toy2d` draws."""
 
 MIXTURES: dict[str, Callable[[], GaussianMixture]] = {
     "ring2d": GaussianMixture.ring2d,
     "mixture16": lambda: GaussianMixture.random(dim=16, k=5, seed=0),
 }
+"""The analytic problems by name: `ring2d` (8 Gaussians on a circle) and `mixture16` (5 in 16-D)."""
 
 
 def toy2d(name: str, n: int, *, seed: int = 0, dtype: torch.dtype = torch.float32) -> Tensor:

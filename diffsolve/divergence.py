@@ -32,6 +32,7 @@ __all__ = ["AUTO_EXACT_MAX_DIM", "exact_divergence", "hutchinson_divergence", "m
 # Up to this event size the exact trace costs at most ~this many VJPs per step, which measured on a
 # 3x256 MLP stays within a few Hutchinson probes' cost; above, Hutchinson is the default.
 AUTO_EXACT_MAX_DIM = 64
+"""`divergence="auto"` uses the exact trace up to this many dimensions (64), Hutchinson above."""
 
 VectorField = Callable[[Tensor], Tensor]
 

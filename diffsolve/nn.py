@@ -195,3 +195,4 @@ class ScoreUNet(nn.Module):
 
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {"ScoreMLP": ScoreMLP, "ScoreUNet": ScoreUNet}
+"""The networks a checkpoint can name (and `checkpoint.load` rebuild), by class name."""

@@ -35,6 +35,7 @@ __all__ = [
 ]
 
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
+"""The Okabe–Ito palette, distinguishable under the common colour-vision deficiencies."""
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
 _LINES = ("-", "--", "-.", ":")
 

@@ -1,7 +1,8 @@
-"""mkdocs hooks: the CLI reference page is the `--help` text of every command, generated at build time.
+"""mkdocs hooks: pages generated from the code at build time, so they can never drift from it.
 
-`docs/cli.md` holds the marker `<!-- diffsolve-cli-help -->`; this hook replaces it with one section per
-command, so the page can never drift from the parser the `diffsolve` executable uses.
+- `<!-- diffsolve-cli-help -->` (docs/cli.md) becomes the `--help` text of every command, from the
+  parser the `diffsolve` executable uses;
+- `<!-- diffsolve-solver-table -->` becomes the table of every solver in the registry.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import argparse
 import os
 
 MARKER = "<!-- diffsolve-cli-help -->"
+SOLVER_MARKER = "<!-- diffsolve-solver-table -->"
 
 
 def _help(parser: argparse.ArgumentParser) -> str:
@@ -29,7 +31,26 @@ def cli_reference() -> str:
     return "\n".join(parts)
 
 
+def solver_table() -> str:
+    """Markdown table of `diffsolve.solvers()`: name, family, order, adaptivity, noise, cost, notes."""
+    from diffsolve import solvers
+
+    rows = [
+        "| solver | family | order | adaptive | stochastic | NFE per step | notes |",
+        "| --- | --- | ---: | :---: | :---: | --- | --- |",
+    ]
+    for s in solvers():
+        order = "-" if s.order is None else f"{s.order:g}"
+        rows.append(
+            f"| `{s.name}` | {s.family} | {order} | {'yes' if s.adaptive else ''} | {'yes' if s.stochastic else ''} "
+            f"| {s.nfe_per_step} | {s.description} |"
+        )
+    return "\n".join(rows)
+
+
 def on_page_markdown(markdown: str, page, config, files) -> str:  # noqa: ARG001 (mkdocs's signature)
     if MARKER in markdown:
-        return markdown.replace(MARKER, cli_reference())
+        markdown = markdown.replace(MARKER, cli_reference())
+    if SOLVER_MARKER in markdown:
+        markdown = markdown.replace(SOLVER_MARKER, solver_table())
     return markdown

@@ -47,6 +47,7 @@ def fixed_step_grid(steps: int) -> Callable[[Any, Tensor, Tensor], Tensor]:
 
 
 GRIDS = ("uniform", "logsnr", "karras")
+"""Time grids `time_grid` builds: uniform in t, uniform in log-SNR, Karras et al.'s rho-schedule."""
 
 
 def log_snr(sde: Any, t: Tensor) -> Tensor:

@@ -129,6 +129,7 @@ SOLVERS: dict[str, SolverInfo] = {
         ),
     ]
 }
+"""Every solver by name; `solvers()` lists them and `diffsolve solvers` prints them."""
 
 
 def solvers() -> list[SolverInfo]:
