@@ -15,8 +15,16 @@ SOLVER_MARKER = "<!-- diffsolve-solver-table -->"
 
 
 def _help(parser: argparse.ArgumentParser) -> str:
-    os.environ["COLUMNS"] = "100"  # argparse wraps to the terminal width; fix it for a stable page
-    return parser.format_help().rstrip()
+    # argparse wraps to the terminal's width (read from COLUMNS); fix it so the page is the same anywhere.
+    saved = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "100"
+    try:
+        return parser.format_help().rstrip()
+    finally:
+        if saved is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = saved
 
 
 def cli_reference() -> str:
@@ -48,7 +56,7 @@ def solver_table() -> str:
     return "\n".join(rows)
 
 
-def on_page_markdown(markdown: str, page, config, files) -> str:  # noqa: ARG001 (mkdocs's signature)
+def on_page_markdown(markdown: str, page, config, files) -> str:  # mkdocs's hook signature
     if MARKER in markdown:
         markdown = markdown.replace(MARKER, cli_reference())
     if SOLVER_MARKER in markdown:
