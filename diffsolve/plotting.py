@@ -97,7 +97,6 @@ def work_precision(
     Raises:
         ValueError: On a metric the comparison lacks, or another `x`.
     """
-
     if metric not in comparison.settings["metrics"]:
         raise ValueError(f"metric must be one of {comparison.settings['metrics']}; got {metric!r}")
     if x not in ("nfe", "seconds"):
@@ -225,7 +224,6 @@ def convergence(results: ConvergenceResult | list[ConvergenceResult], *, ax: Axe
     Returns:
         The figure.
     """
-
     results = results if isinstance(results, list) else [results]
     fig, ax = _figure(ax, (6.4, 4.6))
     for i, r in enumerate(results):
@@ -261,7 +259,6 @@ def step_sizes(diagnostics: StepDiagnostics | list[StepDiagnostics], *, ax: Axes
     Returns:
         The figure.
     """
-
     diagnostics = diagnostics if isinstance(diagnostics, list) else [diagnostics]
     fig, ax = _figure(ax, (6.4, 4.6))
     for i, d in enumerate(diagnostics):
@@ -296,7 +293,6 @@ def jacobian_spectrum(spectra: dict[str, JacobianSpectrum], *, ax: Axes | None =
     Returns:
         The figure.
     """
-
     fig, ax = _figure(ax, (6.4, 4.6))
     for i, (label, sp) in enumerate(spectra.items()):
         c = OKABE_ITO[i % len(OKABE_ITO)]

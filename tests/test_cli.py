@@ -22,6 +22,17 @@ def test_demo_help_is_complete(capsys):
         assert flag in out
 
 
+@pytest.mark.parametrize("command", ["demo", "train", "compare", "sample", "likelihood", "convergence"])
+def test_help_shows_real_defaults_only(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    out = " ".join(capsys.readouterr().out.split())  # undo argparse's line wrapping
+    # Options left unset (None) or flags say what happens in their own words, never "(default: None)".
+    assert "(default: None)" not in out and "(default: False)" not in out
+    if command == "sample":
+        assert "(default: sde:euler)" in out and "(default 1000 for sde:* and pc" in out
+
+
 def test_solvers_lists_the_registry(capsys):
     assert main(["solvers"]) == 0
     out = capsys.readouterr().out
