@@ -50,7 +50,8 @@ def as_time(t: float | Tensor, *, like: Tensor | None, T: float, name: str = "t"
     """Turn a float, 0-d or `(B,)` time into a tensor and check that it lies in [0, T].
 
     A Python float becomes a tensor of `like`'s dtype and device (the default dtype on the CPU when
-    `like` is None); a tensor keeps its own dtype and device.
+    `like` is None); a tensor keeps its own dtype and device. The range is checked on the CPU only
+    (on an accelerator it would cost a host sync per call).
     """
     if isinstance(t, Tensor):
         if not t.is_floating_point():
@@ -66,6 +67,10 @@ def as_time(t: float | Tensor, *, like: Tensor | None, T: float, name: str = "t"
             t = torch.tensor(float(t), dtype=like.dtype, device=like.device)
     else:
         raise TypeError(f"{name} must be a float or a tensor, got {type(t).__name__}")
+    if t.device.type != "cpu":
+        # Checking would cost a host sync on every call; a time outside [0, T] gives NaN
+        # coefficients there, which the solvers' once-per-step finiteness check reports.
+        return t
     outside = (t < 0) | (t > T) | torch.isnan(t)
     if bool(outside.any()):
         bad = t[outside].flatten()[0].item() if t.dim() else t.item()
@@ -89,16 +94,3 @@ def batch_time(t: Tensor, x: Tensor, name: str = "t") -> Tensor:
             f"{name} has shape {tuple(t.shape)}; expected a scalar or ({x.shape[0]},) to match x"
         )
     return t
-
-
-def check_problem(score: object, sde: object, eps: float) -> None:
-    """The checks every solve starts with: a diffsolve SDE, a callable score, and eps in (0, T)."""
-    from .sde import SDE  # sde.py imports this module
-
-    if not isinstance(sde, SDE):
-        raise TypeError(f"sde must be a diffsolve SDE (VPSDE, SubVPSDE, VESDE), got {describe(sde)}")
-    if not callable(score):
-        raise TypeError(f"score must be callable as score(x, t), got {describe(score)}")
-    check_positive(eps, "eps")
-    if not eps < sde.T:
-        raise ValueError(f"eps must lie in (0, T) = (0, {sde.T}), got {eps!r}")

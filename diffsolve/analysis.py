@@ -228,7 +228,7 @@ def convergence_order(
         ref_desc = f"E[test_fn] under the exact p_eps = {exact_value:.6g}"
     else:
         if kind == "strong":
-            ref_solver = "sde:srk" if solver == "sde:srk" else "sde:euler"
+            ref_solver = info.reference
             ref = sample(
                 score, sde, x_T=x_T, solver=ref_solver, steps=reference_steps, eps=eps, seed=seed
             ).samples
@@ -372,15 +372,14 @@ def step_diagnostics(
     Raises:
         ValueError: If `solver` is not an adaptive Runge–Kutta method of torchdiffeq.
     """
-    import torchdiffeq
+    from .adapters import ProbabilityFlowODE, odeint
+    from .samplers.generic import run_pf_ode
+    from .samplers.registry import solvers
 
-    from .adapters import ProbabilityFlowODE
-
-    if solver not in ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun"):
-        raise ValueError(
-            f"solver must be an adaptive torchdiffeq method (dopri5, dopri8, bosh3, fehlberg2, adaptive_heun), "
-            f"got {solver!r}"
-        )
+    valid = [s.name.removeprefix("ode:") for s in solvers() if s.adaptive and s.run is run_pf_ode]
+    solver = solver.removeprefix("ode:") if isinstance(solver, str) else solver
+    if solver not in valid:
+        raise ValueError(f"solver must be an adaptive torchdiffeq method ({', '.join(valid)}), got {solver!r}")
     check_positive(rtol, "rtol")
     check_positive(atol, "atol")
     event_shape = tuple(event_shape or getattr(score, "event_shape", None) or ())
@@ -390,29 +389,23 @@ def step_diagnostics(
     class _Recording(ProbabilityFlowODE):
         def __init__(self) -> None:
             super().__init__(score, sde, eps)
-            self.accepted: list[tuple[float, float]] = []
-            self.rejected: list[tuple[float, float]] = []
+            self.accepted_steps: list[tuple[float, float]] = []
+            self.rejected_steps: list[tuple[float, float]] = []
 
         def callback_accept_step(self, t0: Tensor, y0: Tensor, dt: Tensor) -> None:
-            self.accepted.append((float(t0), abs(float(dt))))
+            super().callback_accept_step(t0, y0, dt)
+            self.accepted_steps.append((float(t0), abs(float(dt))))
 
         def callback_reject_step(self, t0: Tensor, y0: Tensor, dt: Tensor) -> None:
-            self.rejected.append((float(t0), abs(float(dt))))
+            super().callback_reject_step(t0, y0, dt)
+            self.rejected_steps.append((float(t0), abs(float(dt))))
 
     ode = _Recording()
     x_T = sde.prior_sample((n, *event_shape), generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
-        torchdiffeq.odeint(
-            ode,
-            x_T,
-            torch.tensor([sde.T, eps]),
-            method=solver,
-            rtol=rtol,
-            atol=atol,
-            options=ode.odeint_options(),
-        )
+        odeint(ode, x_T, torch.tensor([sde.T, eps]), method=solver, rtol=rtol, atol=atol)
     settings = {"solver": solver, "rtol": rtol, "atol": atol, "eps": eps, "n": n, "seed": seed}
-    return StepDiagnostics(ode.accepted, ode.rejected, ode.nfe, settings)
+    return StepDiagnostics(ode.accepted_steps, ode.rejected_steps, ode.nfe, settings)
 
 
 @dataclass
@@ -475,15 +468,11 @@ def jacobian_spectrum(
     x_T = sde.prior_sample(
         (n, *event_shape), generator=torch.Generator().manual_seed(seed), dtype=torch.float64
     )
-    import torchdiffeq
-
-    from .adapters import ProbabilityFlowODE
+    from .adapters import ProbabilityFlowODE, odeint
 
     ode = ProbabilityFlowODE(score, sde, eps)
     with torch.no_grad():
-        states = torchdiffeq.odeint(
-            ode, x_T, times, method="dopri5", rtol=1e-8, atol=1e-8, options=ode.odeint_options()
-        )
+        states = odeint(ode, x_T, times, method="dopri5", rtol=1e-8, atol=1e-8).ys
     rad, lo, hi = [], [], []
     for t, x in zip(times, states, strict=True):
         xf = x.reshape(n, d).clone().requires_grad_(True)

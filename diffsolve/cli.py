@@ -717,13 +717,13 @@ def _convergence(args: argparse.Namespace) -> int:
 def _solvers() -> int:
     from .samplers import solvers
 
-    print(f"{'name':<20} {'family':<10} {'order':>5} {'adaptive':>8}  {'NFE per step':<26} description")
+    print(f"{'name':<20} {'family':<10} {'order':<28} {'adaptive':>8}  {'NFE per step':<40} description")
     for s in solvers():
-        order = "var" if s.order is None else f"{s.order:g}"
         print(
-            f"{s.name:<20} {s.family:<10} {order:>5} {'yes' if s.adaptive else 'no':>8}  "
-            f"{s.nfe_per_step:<26} {s.description}"
+            f"{s.name:<20} {s.family:<10} {s.orders_text():<28} {'yes' if s.adaptive else 'no':>8}  "
+            f"{s.nfe_text():<40} {s.description}"
         )
+    print("\norders marked (unverified) are stated, not yet measured by the test suite (docs/choosing-a-sampler.md)")
     return 0
 
 

@@ -9,7 +9,8 @@ Accuracy, following DESIGN.md's "How sample quality is judged":
 
 - `path_error`: RMS distance to a reference solve from the same $x_T$ (deterministic samplers:
   float64 `ode:dopri5` at rtol = atol = 1e-8; stochastic ones: the same Brownian path solved by
-  `sde:euler` at `reference_steps` steps, or `sde:srk` for `sde:srk`, whose path differs). It
+  the solver's `Solver.reference` (`sde:euler`; `sde:srk` for `sde:srk`, whose path differs) at
+  `reference_steps` steps). It
   measures discretisation error alone, with no sampling noise.
 - `sliced_w2`, `mmd`, `energy`: two-sample distances to the reference set (exact samples of
   $p_\epsilon$ or held-out data), each with a z-score against its exact-vs-exact null distribution
@@ -42,7 +43,7 @@ from .sampling import sample
 from .scores import Score
 from .sde import SDE
 
-__all__ = ["Comparison", "compare", "METRICS", "DEFAULT_SOLVERS", "DEFAULT_BUDGETS", "criteria_met"]
+__all__ = ["Comparison", "compare", "METRICS", "DEFAULT_SOLVERS", "criteria_met"]
 
 TWO_SAMPLE = {"sliced_w2": M.sliced_wasserstein, "mmd": M.mmd, "energy": M.energy_distance}
 ANALYTIC = ("log_prob_gap", "weight_tv")
@@ -62,24 +63,6 @@ DEFAULT_SOLVERS = (
     "adaptive_sde",
 )
 """The ten samplers of the main job, `diffsolve compare` with no arguments."""
-# Steps for fixed-step solvers, tolerances (rtol = atol) for adaptive ones.
-DEFAULT_BUDGETS: dict[str, tuple[float, ...]] = {
-    "sde:euler": (25, 50, 100, 200, 400),
-    "sde:srk": (25, 50, 100, 200),
-    "pc": (25, 50, 100, 200),
-    "ode:euler": (10, 20, 50, 100, 200),
-    "ode:rk4": (3, 5, 10, 20),
-    "ode:dopri5": (1e-2, 1e-3, 1e-4, 1e-5),
-    "ddim": (5, 10, 20, 50, 100, 300),
-    "dpm_solver2": (3, 5, 10, 20),
-    "dpm_solver3": (2, 4, 7, 14),
-    "dpm_solver++2m": (5, 10, 15, 20, 30, 50),
-    "edm_heun": (3, 5, 10, 20, 40),
-    "adaptive_sde": (0.5, 0.2, 0.1, 0.05, 0.02),
-}
-"""Each default solver's budgets: steps for fixed-step solvers, tolerances (rtol = atol) for adaptive ones."""
-_FALLBACK_FIXED = (10, 20, 50, 100)
-_FALLBACK_ADAPTIVE = (1e-2, 1e-3, 1e-4)
 
 
 @dataclass
@@ -282,8 +265,8 @@ def compare(
             metrics only; the null pairs are disjoint halves of it).
         solvers: Names from `solvers()`; default `DEFAULT_SOLVERS`.
         budgets: `{solver: [budget, ...]}` or one list for every solver: integers are steps (fixed-step
-            solvers), floats below 1 are tolerances rtol = atol (adaptive ones). Default
-            `DEFAULT_BUDGETS`.
+            solvers), floats below 1 are tolerances rtol = atol (adaptive ones). Default: each
+            solver's own `Solver.budgets`.
         n: Samples per solve.
         seeds: One row per seed; each seed fixes the prior draws and the Brownian path.
         metrics: A subset of `METRICS`; default all that apply to the reference.
@@ -408,7 +391,7 @@ def compare(
                     }
                     for m in metrics:
                         if m == "path_error":
-                            key = _reference_key(solver, info.stochastic)
+                            key = info.reference or "ode"
                             if key not in refs:
                                 refs[key] = _reference_solve(score, sde, x_T, key, eps, seed, reference_steps)
                             row[m] = M.path_error(x, refs[key])
@@ -471,7 +454,7 @@ def _plan(
     for solver in solvers:
         info = infos[solver]
         if budgets is None:
-            chosen = DEFAULT_BUDGETS.get(solver, _FALLBACK_ADAPTIVE if info.adaptive else _FALLBACK_FIXED)
+            chosen = info.budgets
         elif isinstance(budgets, Mapping):
             if solver not in budgets:
                 raise ValueError(f"budgets has no entry for {solver!r}")
@@ -495,12 +478,6 @@ def _plan(
     return plan
 
 
-def _reference_key(solver: str, stochastic: bool) -> str:
-    if not stochastic:
-        return "ode"
-    return "srk" if solver == "sde:srk" else "sde"
-
-
 def _reference_solve(
     score: Score, sde: SDE, x_T: Tensor, key: str, eps: float, seed: int, steps: int
 ) -> Tensor:
@@ -508,8 +485,7 @@ def _reference_solve(
         x = x_T.to(torch.float64)
         out = sample(_Float64Score(score), sde, x_T=x, solver="ode:dopri5", rtol=1e-8, atol=1e-8, eps=eps)
         return out.samples.to(x_T.dtype)
-    solver = "sde:srk" if key == "srk" else "sde:euler"
-    return sample(score, sde, x_T=x_T, solver=solver, steps=steps, eps=eps, seed=seed).samples
+    return sample(score, sde, x_T=x_T, solver=key, steps=steps, eps=eps, seed=seed).samples
 
 
 class _Float64Score:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["NonFiniteError", "StepSizeError"]
+__all__ = ["NonFiniteError", "StepSizeError", "FiniteGuard"]
 
 
 class NonFiniteError(FloatingPointError):
@@ -46,3 +46,43 @@ class StepSizeError(RuntimeError):
             f"the step size of solver {solver!r} underflowed at t = {t:.6g}: the problem is too stiff there for "
             "these settings. Try looser rtol/atol, float64, or a larger eps (the score stiffens as t -> 0)"
         )
+
+
+class FiniteGuard:
+    """Checks a solve's state for NaN/Inf once per step, without a host sync per score call.
+
+    On the CPU a check costs one reduction and raises at once. On an accelerator the flag stays on
+    the device: the time of the first non-finite step is kept there and read back once, at
+    `raise_if_failed()` (the end of the solve), so the error still names the step where the
+    state first went non-finite. Solvers call `check(x, t)` once per step, never per score call.
+
+    Args:
+        what: What is checked, for the message (default "the state").
+    """
+
+    def __init__(self, what: str = "the state") -> None:
+        self.what = what
+        self._first_bad: object = None  # a 0-d float64 device tensor, NaN while all steps were finite
+
+    def check(self, x: object, t: float | object) -> None:
+        """Check the state `x` reached at forward time `t` (a float or a 0-d tensor)."""
+        import torch
+
+        finite = torch.isfinite(x).all()
+        if x.device.type == "cpu":
+            if not bool(finite):
+                raise NonFiniteError(self.what, float(t))
+            return
+        t = torch.as_tensor(t, dtype=torch.float64, device=x.device)
+        if self._first_bad is None:
+            self._first_bad = torch.full((), float("nan"), dtype=torch.float64, device=x.device)
+        first = self._first_bad
+        self._first_bad = torch.where(torch.isnan(first) & ~finite, t, first)
+
+    def raise_if_failed(self) -> None:
+        """Raise `NonFiniteError` at the first step that failed (one device sync), if any did."""
+        if self._first_bad is not None:
+            t = float(self._first_bad)
+            self._first_bad = None
+            if t == t:
+                raise NonFiniteError(self.what, t)

@@ -24,16 +24,14 @@ from typing import Any
 
 import numpy as np
 import torch
-import torchdiffeq
 from torch import Tensor
 
-from ._validation import check_batched, check_positive, check_problem, describe
-from .adapters import LikelihoodODE
+from ._validation import check_batched, check_positive, describe
+from .adapters import LikelihoodODE, odeint
 from .divergence import AUTO_EXACT_MAX_DIM, make_probes
-from .errors import NonFiniteError, StepSizeError
-from .samplers.grids import fixed_step_grid
+from .samplers.generic import run_pf_ode
 from .samplers.registry import get_solver
-from .scores import Score
+from .scores import Score, check_problem
 from .sde import SDE
 
 __all__ = ["LikelihoodResult", "log_likelihood", "bits_per_dim", "dequantize"]
@@ -132,6 +130,8 @@ def log_likelihood(
         raise ValueError(f"probe must be 'rademacher' or 'gaussian', got {probe!r}")
     method = solver.removeprefix("ode:") if isinstance(solver, str) else solver
     info = get_solver(f"ode:{method}" if isinstance(method, str) else method)
+    if info.run is not run_pf_ode:
+        raise ValueError(f"solver must be a torchdiffeq method on the PF-ODE ('ode:...'), got {solver!r}")
     if info.adaptive:
         if steps is not None:
             raise ValueError(
@@ -158,12 +158,7 @@ def log_likelihood(
     func = LikelihoodODE(score, sde, divergence, probes=v, eps=eps)
     delta0 = x.new_zeros((x.shape[0],) if divergence == "exact" else (x.shape[0], probes))
     ts = torch.tensor([eps, sde.T], dtype=torch.float64, device=x.device)
-    if info.adaptive:
-        kwargs: dict[str, Any] = {"rtol": rtol, "atol": atol}
-        options = {} if method == "scipy_solver" else func.odeint_options()
-    else:
-        kwargs = {}
-        options = {"grid_constructor": fixed_step_grid(steps)}
+    budget: dict[str, Any] = {"rtol": rtol, "atol": atol} if info.adaptive else {"steps": steps}
     settings = {
         "solver": f"ode:{method}",
         "rtol": rtol if info.adaptive else None,
@@ -180,20 +175,12 @@ def log_likelihood(
         "sde": repr(sde),
     }
 
-    integrate = torchdiffeq.odeint_adjoint if adjoint else torchdiffeq.odeint
-    extra = {"adjoint_params": ()} if adjoint else {}
     start = time.perf_counter()
-    try:
-        with torch.no_grad():
-            xs, deltas = integrate(func, (x, delta0), ts, method=method, options=options, **kwargs, **extra)
-            latent, delta = xs[-1], deltas[-1]
-            prior = prior_log_prob(latent)
-    except NonFiniteError as err:
-        raise err.with_solver(f"ode:{method}") from None
-    except AssertionError as err:
-        if "underflow in dt" in str(err):
-            raise StepSizeError(float(func.last_t), f"ode:{method}") from err
-        raise
+    with torch.no_grad():
+        out = odeint(func, (x, delta0), ts, method=method, adjoint=adjoint, adjoint_params=(), **budget)
+        xs, deltas = out.ys
+        latent, delta = xs[-1], deltas[-1]
+        prior = prior_log_prob(latent)
     if x.device.type == "cuda":
         torch.cuda.synchronize(x.device)
     seconds = time.perf_counter() - start

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,31 +12,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._validation import append_dims, check_batched, check_positive, check_problem, describe
-from .errors import NonFiniteError
-from .samplers import diffusion
-from .samplers.generic import solve_pf_ode, solve_reverse_sde
+from ._validation import append_dims, check_batched, check_positive, describe
+from .errors import FiniteGuard, NonFiniteError
+from .samplers.base import SolveRequest
 from .samplers.grids import GRIDS
 from .samplers.grids import time_grid as make_time_grid
-from .samplers.pc import pc_sampler
-from .samplers.registry import get_solver
-from .scores import Score, evaluate_score
+from .samplers.registry import Solver, get_solver
+from .scores import Score, check_problem, evaluate_score
 from .sde import SDE
 
 __all__ = ["SampleResult", "sample"]
-
-_DEFAULT_STEPS = {"sde": 1000, "ode": 100, "diffusion": 1000}
-_DEFAULT_TOL = 1e-5
-# Gotta Go Fast's own tolerances (Jolicoeur-Martineau et al. 2021, Section 4): an order-1
-# stochastic solver at 1e-5 would take millions of steps.
-_DEFAULT_TOL_ADAPTIVE_SDE = (0.05, 0.0078)
-_GRID_SAMPLERS = {
-    "ddim": (diffusion.ddim, "logsnr"),
-    "dpm_solver2": (diffusion.dpm_solver2, "logsnr"),
-    "dpm_solver3": (diffusion.dpm_solver3, "logsnr"),
-    "dpm_solver++2m": (diffusion.dpm_solver_pp_2m, "logsnr"),
-    "edm_heun": (diffusion.edm_heun, "karras"),
-}
 
 
 @dataclass
@@ -50,6 +36,8 @@ class SampleResult:
         x_T: The prior draw the solve started from.
         trajectory: States at `times`, shape `(len(times), n, *event)`, when asked for.
         times: Forward times of `trajectory`, from T down to eps.
+        steps_taken: Steps the solver took (accepted steps of an adaptive one).
+        steps_rejected: Steps an adaptive solver's error control rejected (0 for fixed-step ones).
     """
 
     samples: Tensor
@@ -59,6 +47,8 @@ class SampleResult:
     x_T: Tensor
     trajectory: Tensor | None = None
     times: Tensor | None = field(default=None)
+    steps_taken: int | None = None
+    steps_rejected: int = 0
 
     def __repr__(self) -> str:
         return (
@@ -67,10 +57,9 @@ class SampleResult:
         )
 
 
-def _seeds(seed: int) -> tuple[int, int]:
-    """Independent 31-bit seeds for the prior draw and the Langevin corrector, derived from `seed`."""
-    prior, corrector = np.random.SeedSequence(seed).generate_state(2)
-    return int(prior) & 0x7FFFFFFF, int(corrector) & 0x7FFFFFFF
+def _prior_seed(seed: int) -> int:
+    """A 31-bit seed for the prior draw, derived from `seed` (independent of the Brownian path's)."""
+    return int(np.random.SeedSequence(seed).generate_state(2)[0]) & 0x7FFFFFFF
 
 
 def sample(
@@ -79,7 +68,7 @@ def sample(
     n: int | None = None,
     *,
     x_T: Tensor | None = None,
-    solver: str = "sde:euler",
+    solver: str | Solver = "sde:euler",
     steps: int | None = None,
     rtol: float | None = None,
     atol: float | None = None,
@@ -90,26 +79,24 @@ def sample(
     device: torch.device | str | None = None,
     denoise: bool = False,
     return_trajectory: bool = False,
-    snr: float = 0.16,
-    corrector_steps: int = 1,
     time_grid: str | None = None,
     progress: bool = False,
+    **options: Any,
 ) -> SampleResult:
     r"""Draw samples by integrating from the prior at T down to `eps` with any registered solver.
 
-    Fixed-step solvers take `steps` (default 1000 for `sde:`/`pc`, 100 for `ode:`, 50 for the
-    diffusion samplers `ddim`, `dpm_solver*`, `edm_heun`) and refuse `rtol`/`atol`; adaptive ones
-    take `rtol`/`atol` (default 1e-5; `adaptive_sde`: rtol 0.05, atol 0.0078 as in its paper) and
-    refuse `steps`. Stochastic
-    solvers are driven by the Brownian path `ReverseSDE.brownian_motion(..., seed)`, the same path at
-    every step count. See `solvers()` for the names.
+    Fixed-step solvers take `steps` (each solver's default: 1000 for `sde:`/`pc`, 100 for `ode:`,
+    50 for `ddim`, `dpm_solver*`, `edm_heun`) and refuse `rtol`/`atol`; adaptive ones take
+    `rtol`/`atol` (default 1e-5; `adaptive_sde`: 0.05 and 0.0078, as in its paper) and refuse
+    `steps`. Stochastic solvers are driven by the Brownian path that `seed` names, the same path
+    at every step count. `solvers()` lists the names, their defaults and their options.
 
     Args:
         score: A `Score`, `score(x, t)` with `t` of shape `(B,)`.
         sde: The forward SDE the score belongs to.
         n: Number of samples drawn from the prior (needs `event_shape`, or a score that has one).
         x_T: Start from these prior draws instead, shape `(n, *event)`; dtype and device follow it.
-        solver: A name from `solvers()`, e.g. `"sde:euler"`, `"ode:dopri5"`, `"pc"`.
+        solver: A name from `solvers()` (e.g. `"sde:euler"`, `"ode:dopri5"`, `"pc"`), or a `Solver`.
         steps: Number of solver steps (never NFE) for fixed-step solvers.
         rtol: Relative tolerance of adaptive solvers.
         atol: Absolute tolerance of adaptive solvers.
@@ -121,11 +108,11 @@ def sample(
         denoise: Add Tweedie's one-step denoising $\hat x_0 = (x + \sigma^2 s)/\alpha$ at eps (+1 NFE).
         return_trajectory: Also return states along the way (every step for fixed-step solvers,
             101 equally spaced times for adaptive ones).
-        snr: Signal-to-noise ratio of the `pc` corrector.
-        corrector_steps: Langevin steps per `pc` step.
-        time_grid: Grid of `ddim`, `dpm_solver2`, `dpm_solver3`, `dpm_solver++2m` and `edm_heun`:
-            `"uniform"` in t, `"logsnr"` (their default) or `"karras"` (`edm_heun`'s default).
+        time_grid: The time grid of solvers that offer a choice (`"uniform"`, `"logsnr"`, `"karras"`;
+            `Solver.time_grid` is the default).
         progress: Show a progress bar over forward time (T down to eps) with the running NFE.
+        **options: The solver's own options (`Solver.options`), e.g. `snr=0.16, corrector_steps=1`
+            for `pc`; any other solver refuses them.
 
     Returns:
         A `SampleResult`.
@@ -134,57 +121,115 @@ def sample(
         ValueError, TypeError: On bad arguments, naming the argument, what was given and what was expected.
         NonFiniteError: If the score or the state becomes NaN/Inf; names t and the solver.
     """
-    info = get_solver(solver)
-    if info.name == "ode:explicit_adams":
-        warnings.warn(
-            "ode:explicit_adams is unstable in torchdiffeq 0.2.5 (its error grows as steps shrink); "
-            "prefer ode:implicit_adams or ode:rk4",
-            UserWarning,
-            stacklevel=2,
-        )
+    method = get_solver(solver)
     check_problem(score, sde, eps)
-
-    if info.adaptive:
-        if steps is not None:
-            raise ValueError(
-                f"steps is for fixed-step solvers; {solver!r} is adaptive: give rtol/atol instead"
-            )
-        default_rtol, default_atol = (
-            _DEFAULT_TOL_ADAPTIVE_SDE if info.name == "adaptive_sde" else (_DEFAULT_TOL, _DEFAULT_TOL)
-        )
-        rtol = default_rtol if rtol is None else rtol
-        atol = default_atol if atol is None else atol
-        check_positive(rtol, "rtol")
-        check_positive(atol, "atol")
-    else:
-        if rtol is not None or atol is not None:
-            raise ValueError(
-                f"rtol/atol are for adaptive solvers; {solver!r} is fixed-step: give steps instead"
-            )
-        default = 50 if info.name in _GRID_SAMPLERS else _DEFAULT_STEPS[info.family]
-        steps = default if steps is None else steps
-        check_positive(steps, "steps", integer=True)
-    if info.name in _GRID_SAMPLERS:
-        time_grid = _GRID_SAMPLERS[info.name][1] if time_grid is None else time_grid
-        if time_grid not in GRIDS:
-            raise ValueError(f"time_grid must be one of {', '.join(GRIDS)}; got {time_grid!r}")
-    elif time_grid is not None:
-        raise ValueError(
-            f"time_grid applies to {', '.join(_GRID_SAMPLERS)}; {solver!r} steps uniformly in t or adaptively"
-        )
-    if info.name == "pc":
-        check_positive(snr, "snr")
-        check_positive(corrector_steps, "corrector_steps", integer=True, allow_zero=True)
-
-    if seed is None:
-        if info.stochastic or x_T is None:
-            # Drawn here and echoed in `settings`, so that the run can be repeated.
-            seed = int(np.random.SeedSequence().generate_state(1)[0]) & 0x7FFFFFFF
-    elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+    steps, rtol, atol = _check_budget(method, steps, rtol, atol)
+    options = _check_options(method, options, time_grid)
+    if seed is None and (method.stochastic or x_T is None):
+        seed = int(np.random.SeedSequence().generate_state(1)[0]) & 0x7FFFFFFF  # echoed in settings
+    elif seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
         raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
     seed = None if seed is None else int(seed)
-    prior_seed, corrector_seed = _seeds(seed) if seed is not None else (0, 0)
+    x_T = _initial_state(score, sde, n, x_T, event_shape, seed, dtype, device)
+    if method.warning:
+        warnings.warn(method.warning, UserWarning, stacklevel=2)
 
+    settings: dict[str, Any] = {
+        "solver": method.name, "family": method.family, "steps": steps, "rtol": rtol, "atol": atol,
+        "eps": eps, "seed": seed, "dtype": str(x_T.dtype).removeprefix("torch."), "device": str(x_T.device),
+        "denoise": denoise, "sde": repr(sde), **options,
+    }  # fmt: skip
+    grid_kind = options.pop("time_grid", None)
+    grid = None if steps is None else make_time_grid(sde, steps, eps, grid_kind or "uniform").to(x_T.device)
+    bar = _Progress(sde.T, eps, method.name) if progress else None
+    request = SolveRequest(
+        score, sde, x_T, eps, method.name, steps, rtol, atol, seed if method.stochastic else None, grid,
+        options, return_trajectory, bar,
+    )  # fmt: skip
+    _sync(x_T.device)
+    start = time.perf_counter()
+    try:
+        with torch.no_grad():
+            out = method.run(request)
+            samples, nfe = out.samples, out.nfe
+            if denoise:
+                samples, nfe = _tweedie(score, sde, samples, eps), nfe + 1
+    except NonFiniteError as err:
+        raise err.with_solver(method.name) from None
+    finally:
+        if bar is not None:
+            bar.close()
+    _sync(x_T.device)
+    return SampleResult(
+        samples=samples.detach(), nfe=nfe, seconds=time.perf_counter() - start, settings=settings, x_T=x_T,
+        trajectory=None if out.trajectory is None else out.trajectory.detach(), times=out.times,
+        steps_taken=out.accepted, steps_rejected=out.rejected,
+    )  # fmt: skip
+
+
+def _check_budget(
+    method: Solver, steps: int | None, rtol: float | None, atol: float | None
+) -> tuple[int | None, float | None, float | None]:
+    """Fill in and check the budget: `steps` for fixed-step solvers, `rtol`/`atol` for adaptive ones."""
+    if method.adaptive:
+        if steps is not None:
+            raise ValueError(
+                f"steps is for fixed-step solvers; {method.name!r} is adaptive: give rtol/atol instead"
+            )
+        rtol = method.default_rtol if rtol is None else rtol
+        atol = method.default_atol if atol is None else atol
+        check_positive(rtol, "rtol")
+        check_positive(atol, "atol")
+        return None, rtol, atol
+    if rtol is not None or atol is not None:
+        raise ValueError(
+            f"rtol/atol are for adaptive solvers; {method.name!r} is fixed-step: give steps instead"
+        )
+    steps = method.default_steps if steps is None else steps
+    check_positive(steps, "steps", integer=True)
+    return int(steps), None, None
+
+
+def _check_options(method: Solver, options: Mapping[str, Any], time_grid: str | None) -> dict[str, Any]:
+    """The solver's options with defaults filled in (and `time_grid` where it offers a choice)."""
+    unknown = [k for k in options if k not in method.options]
+    if unknown:
+        accepted = ", ".join(method.options) or "none"
+        raise TypeError(
+            f"{method.name!r} does not take {', '.join(map(repr, unknown))}; its own options are: {accepted}"
+        )
+    checked = method.defaults()
+    for name, value in options.items():
+        method.options[name].check(value, name)
+        checked[name] = value
+    if method.time_grid is not None:
+        time_grid = method.time_grid if time_grid is None else time_grid
+        if time_grid not in GRIDS:
+            raise ValueError(f"time_grid must be one of {', '.join(GRIDS)}; got {time_grid!r}")
+        checked["time_grid"] = time_grid
+    elif time_grid is not None:
+        offer = ", ".join(s.name for s in _grid_solvers())
+        raise ValueError(f"time_grid applies to {offer}; {method.name!r} steps uniformly in t or adaptively")
+    return checked
+
+
+def _grid_solvers() -> list[Solver]:
+    from .samplers.registry import solvers
+
+    return [s for s in solvers() if s.time_grid is not None]
+
+
+def _initial_state(
+    score: Score,
+    sde: SDE,
+    n: int | None,
+    x_T: Tensor | None,
+    event_shape: tuple[int, ...] | None,
+    seed: int | None,
+    dtype: torch.dtype | None,
+    device: torch.device | str | None,
+) -> Tensor:
+    """The given `x_T` (checked against `n` and `event_shape`), or `n` prior draws from `seed`."""
     if x_T is not None:
         x_T = check_batched(x_T, "x_T")
         if n is not None and n != x_T.shape[0]:
@@ -193,126 +238,27 @@ def sample(
             raise ValueError(
                 f"event_shape={tuple(event_shape)} disagrees with x_T's shape {tuple(x_T.shape)}"
             )
-    else:
-        if n is None:
-            raise ValueError("give n (the number of samples) or x_T (the prior draws to start from)")
-        check_positive(n, "n", integer=True)
-        if event_shape is None:
-            event_shape = getattr(score, "event_shape", None)
-        if event_shape is None:
-            raise ValueError(
-                "event_shape is needed to draw n samples from the prior: this score does not say"
-            )
-        gen = torch.Generator().manual_seed(prior_seed)
-        x_T = sde.prior_sample((n, *event_shape), dtype=dtype, generator=gen).to(device or "cpu")
-
-    settings: dict[str, Any] = {
-        "solver": info.name,
-        "family": info.family,
-        "steps": steps,
-        "rtol": rtol,
-        "atol": atol,
-        "eps": eps,
-        "seed": seed,
-        "dtype": str(x_T.dtype).removeprefix("torch."),
-        "device": str(x_T.device),
-        "denoise": denoise,
-        "sde": repr(sde),
-    }
-    if info.name == "pc":
-        settings.update(snr=snr, corrector_steps=corrector_steps)
-    if time_grid is not None:
-        settings["time_grid"] = time_grid
-
-    bar = _Progress(sde.T, eps, info.name) if progress else None
-    _sync(x_T.device)
-    start = time.perf_counter()
-    try:
-        with torch.no_grad():
-            if info.family == "sde":
-                out = solve_reverse_sde(
-                    score,
-                    sde,
-                    x_T,
-                    method=info.name.removeprefix("sde:"),
-                    steps=steps,
-                    eps=eps,
-                    seed=seed,
-                    return_trajectory=return_trajectory,
-                    callback=bar,
-                )
-            elif info.family == "ode":
-                out = solve_pf_ode(
-                    score,
-                    sde,
-                    x_T,
-                    method=info.name.removeprefix("ode:"),
-                    adaptive=info.adaptive,
-                    steps=steps,
-                    rtol=rtol,
-                    atol=atol,
-                    eps=eps,
-                    return_trajectory=return_trajectory,
-                    callback=bar,
-                )
-            elif info.name in _GRID_SAMPLERS:
-                grid = make_time_grid(sde, steps, eps, time_grid)
-                out = _GRID_SAMPLERS[info.name][0](
-                    score, sde, x_T, grid, return_trajectory=return_trajectory, callback=bar
-                )
-            elif info.name == "adaptive_sde":
-                out = diffusion.adaptive_sde(
-                    score,
-                    sde,
-                    x_T,
-                    eps=eps,
-                    seed=seed,
-                    rtol=rtol,
-                    atol=atol,
-                    return_trajectory=return_trajectory,
-                    callback=bar,
-                )
-            else:
-                out = pc_sampler(
-                    score,
-                    sde,
-                    x_T,
-                    steps=steps,
-                    eps=eps,
-                    seed=seed,
-                    corrector_seed=corrector_seed,
-                    snr=snr,
-                    corrector_steps=corrector_steps,
-                    return_trajectory=return_trajectory,
-                    callback=bar,
-                )
-            samples, nfe = out.samples, out.nfe
-            if denoise:
-                samples = _tweedie(score, sde, samples, eps)
-                nfe += 1
-    except NonFiniteError as err:
-        raise err.with_solver(info.name) from None
-    finally:
-        if bar is not None:
-            bar.close()
-    _sync(x_T.device)
-    seconds = time.perf_counter() - start
-    return SampleResult(
-        samples=samples.detach(),
-        nfe=nfe,
-        seconds=seconds,
-        settings=settings,
-        x_T=x_T,
-        trajectory=None if out.trajectory is None else out.trajectory.detach(),
-        times=out.times,
-    )
+        return x_T
+    if n is None:
+        raise ValueError("give n (the number of samples) or x_T (the prior draws to start from)")
+    check_positive(n, "n", integer=True)
+    if event_shape is None:
+        event_shape = getattr(score, "event_shape", None)
+    if event_shape is None:
+        raise ValueError("event_shape is needed to draw n samples from the prior: this score does not say")
+    gen = torch.Generator().manual_seed(_prior_seed(seed))
+    return sde.prior_sample((n, *event_shape), dtype=dtype, generator=gen).to(device or "cpu")
 
 
 def _tweedie(score: Score, sde: SDE, x: Tensor, eps: float) -> Tensor:
     t = torch.full((x.shape[0],), eps, dtype=x.dtype, device=x.device)
     alpha, sigma = sde.marginal(t)
     s = evaluate_score(score, x, t)
-    return (x + append_dims(sigma**2, x.dim()) * s) / append_dims(alpha, x.dim())
+    out = (x + append_dims(sigma**2, x.dim()) * s) / append_dims(alpha, x.dim())
+    guard = FiniteGuard("the denoised state")
+    guard.check(out, eps)
+    guard.raise_if_failed()
+    return out
 
 
 def _sync(device: torch.device) -> None:

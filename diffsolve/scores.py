@@ -16,14 +16,12 @@ from __future__ import annotations
 
 from typing import Literal, Protocol, runtime_checkable
 
-import torch
 from torch import Tensor, nn
 
-from ._validation import append_dims, describe
-from .errors import NonFiniteError
+from ._validation import append_dims, check_positive, describe
 from .sde import SDE
 
-__all__ = ["Score", "ScoreModel", "evaluate_score"]
+__all__ = ["Score", "ScoreModel", "evaluate_score", "check_problem"]
 
 Parameterization = Literal["eps", "score", "x0"]
 
@@ -90,7 +88,9 @@ def evaluate_score(score: Score, x: Tensor, t: Tensor) -> Tensor:
     Raises:
         TypeError: If the score returns something other than a tensor of `x`'s dtype.
         ValueError: If the output's shape or device differs from `x`'s.
-        NonFiniteError: If the output holds NaN or Inf.
+
+    Finiteness is not checked here (it would cost a host sync per call on a GPU): the solvers check
+    their state once per step (`errors.FiniteGuard`), which a non-finite score reaches at once.
     """
     out = score(x, t)
     if not isinstance(out, Tensor):
@@ -103,6 +103,25 @@ def evaluate_score(score: Score, x: Tensor, t: Tensor) -> Tensor:
         )
     if out.device != x.device:
         raise ValueError(f"the score returned a tensor on {out.device}; expected x's device {x.device}")
-    if not bool(torch.isfinite(out).all()):
-        raise NonFiniteError("the score", float(t.reshape(-1)[0]))
     return out
+
+
+def check_problem(score: object, sde: object, eps: float) -> None:
+    """The checks every solve starts with: a diffsolve SDE, a callable score, and eps in (0, T).
+
+    Args:
+        score: What should be a `Score`.
+        sde: What should be a diffsolve `SDE`.
+        eps: What should be the truncation time, in (0, T).
+
+    Raises:
+        TypeError: If `sde` is not a diffsolve SDE or `score` is not callable.
+        ValueError: If `eps` is not in (0, T).
+    """
+    if not isinstance(sde, SDE):
+        raise TypeError(f"sde must be a diffsolve SDE (VPSDE, SubVPSDE, VESDE), got {describe(sde)}")
+    if not callable(score):
+        raise TypeError(f"score must be callable as score(x, t), got {describe(score)}")
+    check_positive(eps, "eps")
+    if not eps < sde.T:
+        raise ValueError(f"eps must lie in (0, T) = (0, {sde.T}), got {eps!r}")

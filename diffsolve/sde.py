@@ -72,12 +72,28 @@ class SDE(abc.ABC):
 
     def diffusion(self, t: float | Tensor) -> Tensor:
         """The diffusion coefficient $g(t)$, shaped like `t`."""
-        return self._g2(as_time(t, like=None, T=self.T)).sqrt()
+        return self.g2(t).sqrt()
+
+    def g2(self, t: float | Tensor) -> Tensor:
+        """The squared diffusion coefficient $g(t)^2$, shaped like `t`."""
+        return self._g2(as_time(t, like=None, T=self.T))
 
     def marginal(self, t: float | Tensor) -> tuple[Tensor, Tensor]:
         """The scale and standard deviation $(\\alpha_t, \\sigma_t)$ of $x_t \\mid x_0$, shaped like `t`."""
-        log_alpha, sigma = self._log_alpha_sigma(as_time(t, like=None, T=self.T))
+        log_alpha, sigma = self.log_alpha_sigma(t)
         return log_alpha.exp(), sigma
+
+    def log_alpha_sigma(self, t: float | Tensor) -> tuple[Tensor, Tensor]:
+        """$(\\log\\alpha_t, \\sigma_t)$, shaped like `t`: the log-scale without the rounding of `log(alpha)`."""
+        return self._log_alpha_sigma(as_time(t, like=None, T=self.T))
+
+    def log_snr(self, t: float | Tensor) -> Tensor:
+        """Half the log signal-to-noise ratio $\\lambda_t = \\log(\\alpha_t/\\sigma_t)$, decreasing in t.
+
+        The time variable of DPM-Solver and DEIS; computed in `t`'s dtype (pass float64 for grids).
+        """
+        log_alpha, sigma = self.log_alpha_sigma(t)
+        return log_alpha - sigma.log()
 
     def perturb(
         self,
@@ -126,12 +142,12 @@ class SDE(abc.ABC):
         return -0.5 * sq / s**2 - d * (math.log(s) + 0.5 * math.log(2 * math.pi))
 
     def reverse_drift(self, x: Tensor, t: Tensor, score: Tensor) -> Tensor:
-        """Drift of the reverse-time SDE in forward time: $f(t)x - g(t)^2 s$, for `t` of shape `(B,)`."""
+        """Drift of the reverse-time SDE in forward time: $f(t)x - g(t)^2 s$, for `t` 0-d or of shape `(B,)`."""
         g2 = append_dims(self._g2(t).to(x.dtype), x.dim())
         return append_dims(self._f(t).to(x.dtype), x.dim()) * x - g2 * score
 
     def pf_drift(self, x: Tensor, t: Tensor, score: Tensor) -> Tensor:
-        """Drift of the probability-flow ODE in forward time: $f(t)x - \\tfrac12 g(t)^2 s$."""
+        """Drift of the probability-flow ODE in forward time: $f(t)x - \\tfrac12 g(t)^2 s$, `t` 0-d or `(B,)`."""
         g2 = append_dims(self._g2(t).to(x.dtype), x.dim())
         return append_dims(self._f(t).to(x.dtype), x.dim()) * x - 0.5 * g2 * score
 

@@ -73,7 +73,7 @@ class _TimeSampler:
         self.sde, self.eps, self.importance = sde, eps, importance
         if importance:
             grid = torch.linspace(eps, sde.T, 20_001, dtype=torch.float64)
-            dens = sde._g2(grid) / sde.marginal(grid)[1] ** 2
+            dens = sde.g2(grid) / sde.marginal(grid)[1] ** 2
             cdf = torch.cat(
                 [torch.zeros(1, dtype=torch.float64), torch.cumsum((dens[1:] + dens[:-1]) / 2, 0)]
             )
@@ -117,7 +117,7 @@ def dsm_loss(
     resid = (model(xt, t) * s + z).flatten(1).square().sum(1)
     if weighting == "eps":
         return resid.mean()
-    g2_over_s2 = sde._g2(t) / sigma**2
+    g2_over_s2 = sde.g2(t) / sigma**2
     if importance_norm is not None:
         # t was drawn with density (g^2/sigma^2) / Z: the weight g^2/sigma^2 over (T - eps) times that density.
         return (resid * importance_norm).mean()

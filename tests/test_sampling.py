@@ -191,7 +191,8 @@ def test_float64_end_to_end(problem):
 
 def test_solvers_registry():
     names = {s.name: s for s in ds.solvers()}
-    assert names["sde:euler"].order == 1.0 and names["sde:srk"].order == 1.5
+    assert names["sde:euler"].strong_order == 1.0 and names["sde:srk"].strong_order == 1.5
+    assert names["ode:rk4"].order == 4 and names["sde:euler"].order is None
     assert names["ode:dopri5"].adaptive and not names["ode:rk4"].adaptive
     assert names["pc"].family == "diffusion" and names["pc"].stochastic
     assert {s.family for s in ds.solvers()} == {"sde", "ode", "diffusion"}

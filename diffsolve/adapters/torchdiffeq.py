@@ -11,23 +11,33 @@ selection evaluates at $t_0 + h_0$, and the last step steps past the final time 
 back. Below $\epsilon$ the score may be undefined (VP's $\sigma_t$ is NaN for $t < 0$), so the time
 the score sees is clamped into $[\epsilon, T]$. `sample()` and `log_likelihood()` also pass
 `step_t` so that the last step ends exactly at $\epsilon$ and the clamp never changes a result;
-do the same when calling `odeint` yourself (`options=pf.odeint_options()`).
+do the same when calling `odeint` yourself (`options=pf.odeint_options()`), or call this module's
+`odeint`, the one wrapper every part of diffsolve integrates with: it holds every torchdiffeq quirk
+(`step_t` for adaptive methods, an equal-step `grid_constructor` for fixed-step ones, and the
+translation of torchdiffeq's `AssertionError("underflow in dt")` into `StepSizeError`).
+
+Finiteness is checked once per solver step (torchdiffeq's `callback_step`) and at the end, never
+per score call, so a solve on a GPU makes no host sync per NFE (see `errors.FiniteGuard`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
+import torchdiffeq
 from torch import Tensor, nn
 
-from .._validation import check_problem
 from ..divergence import exact_divergence, hutchinson_divergence
-from ..errors import NonFiniteError
-from ..scores import Score, evaluate_score
+from ..errors import FiniteGuard, NonFiniteError, StepSizeError
+from ..scores import Score, check_problem, evaluate_score
 from ..sde import SDE
+from .grid import fixed_step_grid
 
-__all__ = ["ProbabilityFlowODE"]
+__all__ = ["ProbabilityFlowODE", "LikelihoodODE", "odeint", "OdeintOutput"]
 
 
 class ProbabilityFlowODE(nn.Module):
@@ -53,26 +63,42 @@ class ProbabilityFlowODE(nn.Module):
         self.nfe = 0
         self.callback: Callable[[Tensor], None] | None = None
         self.last_t: Tensor | None = None
+        self.guard = FiniteGuard()
+        self.last_out: Tensor | None = None
+        self.accepted = 0
+        self.rejected = 0
 
     def reset(self) -> None:
-        """Zero the NFE counter."""
+        """Zero the NFE and step counters."""
         self.nfe = 0
+        self.accepted = self.rejected = 0
+
+    def callback_step(self, t0: Tensor, y0: Tensor, dt: Tensor) -> None:
+        """torchdiffeq calls this before every step: the once-per-step finiteness check."""
+        self.guard.check(y0, t0)
+
+    def callback_accept_step(self, t0: Tensor, y0: Tensor, dt: Tensor) -> None:
+        """torchdiffeq calls this after an adaptive step is accepted."""
+        self.accepted += 1
+
+    def callback_reject_step(self, t0: Tensor, y0: Tensor, dt: Tensor) -> None:
+        """torchdiffeq calls this after an adaptive step is rejected."""
+        self.rejected += 1
 
     def odeint_options(self) -> dict[str, Tensor]:
         """Options for torchdiffeq's adaptive solvers that make a step end exactly at eps and at T."""
         return {"step_t": torch.tensor([self.eps, self.sde.T], dtype=torch.float64)}
 
     def forward(self, t: Tensor, x: Tensor) -> Tensor:
-        t = torch.as_tensor(t, device=x.device).to(x.dtype).clamp(self.eps, self.sde.T)
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device).clamp(self.eps, self.sde.T)
         self.last_t = t
-        if not bool(torch.isfinite(x).all()):
-            raise NonFiniteError("the state", float(t))
-        tb = t.expand(x.shape[0])
-        score = evaluate_score(self.score, x, tb)
+        score = evaluate_score(self.score, x, t.expand(x.shape[0]))
         self.nfe += 1
         if self.callback is not None:
             self.callback(t)
-        return self.sde.pf_drift(x, tb, score)
+        out = self.sde.pf_drift(x, t, score)  # a 0-d t: the coefficients are scalars, not (B,) vectors
+        self.last_out = out  # kept (not checked) so that a collapsed step can be traced to a NaN
+        return out
 
 
 class LikelihoodODE(nn.Module):
@@ -133,9 +159,27 @@ class LikelihoodODE(nn.Module):
         self.pf.reset()
         self.vjps = 0
 
+    @property
+    def guard(self) -> FiniteGuard:
+        return self.pf.guard
+
     def odeint_options(self) -> dict[str, Tensor]:
         """Options for torchdiffeq's adaptive solvers that make a step end exactly at eps and at T."""
         return self.pf.odeint_options()
+
+    def callback_step(self, t0: Tensor, y0: Tensor, dt: Tensor) -> None:
+        """torchdiffeq calls this before every step (flat or as the tuple): the finiteness check."""
+        if isinstance(y0, tuple):
+            y0 = torch.cat([y.reshape(-1) for y in y0])
+        self.pf.callback_step(t0, y0, dt)
+
+    def callback_accept_step(self, t0: Tensor, y0: Tensor, dt: Tensor) -> None:
+        """Counts accepted adaptive steps."""
+        self.pf.callback_accept_step(t0, y0, dt)
+
+    def callback_reject_step(self, t0: Tensor, y0: Tensor, dt: Tensor) -> None:
+        """Counts rejected adaptive steps."""
+        self.pf.callback_reject_step(t0, y0, dt)
 
     def forward(self, t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         x = state[0]
@@ -150,3 +194,95 @@ class LikelihoodODE(nn.Module):
             f, div = hutchinson_divergence(drift, x, self.probes)
             self.vjps += self.probes.shape[0]
         return f, div
+
+
+@dataclass
+class OdeintOutput:
+    """What `odeint` returns.
+
+    Attributes:
+        ys: The solution at each output time (a tuple of tensors for a tuple state).
+        accepted: Steps taken (accepted steps of an adaptive method).
+        rejected: Rejected steps of an adaptive method (0 for fixed-step methods).
+    """
+
+    ys: Tensor | tuple[Tensor, ...]
+    accepted: int
+    rejected: int
+
+
+def odeint(
+    func: ProbabilityFlowODE | LikelihoodODE,
+    y0: Tensor | tuple[Tensor, ...],
+    t: Tensor,
+    *,
+    method: str,
+    steps: int | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    adjoint: bool = False,
+    adjoint_params: Sequence[Tensor] | None = None,
+    solver: str | None = None,
+) -> OdeintOutput:
+    """Integrate `func` with torchdiffeq: the one recipe `sample`, `log_likelihood` and `analysis` use.
+
+    A fixed-step method (`steps` given) steps on `steps` equal intervals between `t[0]` and `t[-1]`,
+    whatever the output times; an adaptive one (`rtol`/`atol` given) is told to end a step exactly
+    at eps and at T (`step_t`). The state is checked for NaN/Inf once per step.
+
+    Args:
+        func: A `ProbabilityFlowODE` or `LikelihoodODE`.
+        y0: The initial state (a tuple for `LikelihoodODE`).
+        t: Output times, monotone (decreasing from T to sample, increasing to encode).
+        method: A torchdiffeq method name (`"dopri5"`, `"rk4"`, ...).
+        steps: Number of equal steps of a fixed-step method.
+        rtol: Relative tolerance of an adaptive method.
+        atol: Absolute tolerance of an adaptive method.
+        adjoint: Use `torchdiffeq.odeint_adjoint` (gradients by the adjoint ODE).
+        adjoint_params: The parameters the adjoint differentiates (default: the score's, if a module).
+        solver: The name errors report (default `"ode:<method>"`).
+
+    Returns:
+        An `OdeintOutput`.
+
+    Raises:
+        StepSizeError: If an adaptive step size underflows (torchdiffeq's "underflow in dt").
+        NonFiniteError: If the state becomes NaN/Inf; names the step's t and the solver.
+    """
+    name = solver or f"ode:{method}"
+    pf = func.pf if isinstance(func, LikelihoodODE) else func
+    kwargs: dict[str, Any] = {}
+    if steps is not None:
+        options: dict[str, Any] = {"grid_constructor": fixed_step_grid(steps)}
+    else:
+        kwargs = {"rtol": rtol, "atol": atol}
+        options = {} if method == "scipy_solver" else pf.odeint_options()
+    if adjoint:
+        integrate = torchdiffeq.odeint_adjoint
+        kwargs["adjoint_params"] = tuple(func.parameters()) if adjoint_params is None else tuple(adjoint_params)
+    else:
+        integrate = torchdiffeq.odeint
+    pf.accepted = pf.rejected = 0
+    try:
+        with warnings.catch_warnings():
+            # Fixed-step methods have no accept/reject callbacks; torchdiffeq warns that they are unused.
+            warnings.filterwarnings("ignore", message="Solver .* does not support callbacks")
+            ys = integrate(func, y0, t, method=method, options=options, **kwargs)
+        last = ys[-1] if isinstance(ys, Tensor) else torch.cat([y[-1].reshape(-1) for y in ys])
+        pf.guard.check(last, t[-1])
+        pf.guard.raise_if_failed()
+    except NonFiniteError as err:
+        raise err.with_solver(name) from None
+    except AssertionError as err:  # torchdiffeq reports a collapsed step size by assertion
+        if "underflow in dt" not in str(err) or pf.last_t is None:
+            raise
+        try:
+            pf.guard.raise_if_failed()
+        except NonFiniteError as bad:
+            raise bad.with_solver(name) from None
+        if pf.last_out is not None and not bool(torch.isfinite(pf.last_out).all()):
+            # A non-finite stage fails every attempt until the step size collapses: name the cause.
+            raise NonFiniteError("the drift", float(pf.last_t), name) from None
+        raise StepSizeError(float(pf.last_t), name) from err
+    accepted = pf.accepted if steps is None else steps
+    return OdeintOutput(ys, accepted, pf.rejected)

@@ -8,6 +8,11 @@ $$dx = \big[g(t)^2 s(x, t) - f(t)x\big]\,ds + g(t)\,dW_s, \qquad t = T - s.$$
 
 The noise $g(t)\,dW$ does not depend on $x$ (additive noise), so the Itô and Stratonovich forms
 coincide and torchsde may use its additive-noise schemes (SRA1 for `srk`: 2 drift stages per step).
+
+This module holds every torchsde quirk in one place: the change of variable (`ReverseSDE`), the
+Brownian path a seed names (`brownian_motion`, and `ReverseBrownian` for samplers that step in
+forward time), and `sdeint`, the one wrapper that picks the Itô or Stratonovich declaration a
+method needs and steps exactly `steps` times.
 """
 
 from __future__ import annotations
@@ -18,12 +23,16 @@ import torch
 import torchsde
 from torch import Tensor, nn
 
-from .._validation import check_problem
-from ..errors import NonFiniteError
-from ..scores import Score, evaluate_score
+from ..errors import FiniteGuard, NonFiniteError
+from ..scores import Score, check_problem, evaluate_score
 from ..sde import SDE
+from .grid import uniform_grid
 
-__all__ = ["ReverseSDE", "BROWNIAN_TOL"]
+__all__ = ["ReverseSDE", "BROWNIAN_TOL", "STRATONOVICH_METHODS", "brownian_motion", "ReverseBrownian", "sdeint"]
+
+STRATONOVICH_METHODS = frozenset({"reversible_heun", "heun", "midpoint", "euler_heun"})
+"""torchsde methods offered only in Stratonovich form; with additive noise the two forms are one SDE,
+so `sdeint` declares the same SDE as Stratonovich with diagonal noise for them."""
 
 # Resolution of the Brownian tree: queries are rounded to 9 decimals, so paths are the same whatever
 # the step size. Rounding shifts each query point by < 5e-10, which moves a solution by about
@@ -76,6 +85,7 @@ class ReverseSDE(nn.Module):
         self.sde_type = sde_type
         self.nfe = 0
         self.callback: Callable[[Tensor], None] | None = None
+        self.guard = FiniteGuard()
         self._cache: tuple[Tensor, int, Tensor, Tensor] | None = None
 
     @property
@@ -105,8 +115,7 @@ class ReverseSDE(nn.Module):
         if cache is not None and y is cache[0] and y._version == cache[1] and torch.equal(s, cache[2]):
             return cache[3]
         t = self.forward_time(s, y)
-        if not bool(torch.isfinite(y).all()):
-            raise NonFiniteError("the state", float(t))
+        self.guard.check(y, t)
         x = self.to_event(y)
         tb = t.expand(y.shape[0])
         score = evaluate_score(self.score, x, tb)
@@ -118,7 +127,7 @@ class ReverseSDE(nn.Module):
         return out
 
     def _g(self, s: Tensor, y: Tensor) -> Tensor:
-        return self.sde.diffusion(self.forward_time(s, y))
+        return self.sde.g2(self.forward_time(s, y)).sqrt()
 
     def g(self, s: Tensor, y: Tensor) -> Tensor:
         """Diffusion: `(B, D)` for diagonal noise; for additive noise the `(B, D, D)` matrix $g(t) I$.
@@ -145,29 +154,119 @@ class ReverseSDE(nn.Module):
     ) -> torchsde.BrownianInterval:
         """The Brownian path over solver time $[0, T - \\epsilon]$ that `sample(..., seed=seed)` uses.
 
-        Built with `halfway_tree=True` and `tol=BROWNIAN_TOL`, so the path depends on `seed` alone,
-        not on where it is queried: the same seed at 100 and at 1000 steps gives the same path.
-
-        torchsde draws the path differently when it also carries space-time Lévy areas, which `srk`
-        needs: with `"space-time"` the same seed gives another path (shared by all `srk` runs). It is
-        not the default because it costs about 3x as much per query (measured: 4.8 s vs 1.5 s for
-        1000 queries at batch 1000 x 2).
+        The same as `brownian_motion(y0, seed, s_end=self.s_end, ...)`; see there.
 
         Args:
             y0: The flat initial state `(B, D)`; gives the size, dtype and device.
             seed: The entropy of the path.
             levy_area_approximation: `"none"` or `"space-time"` (as in torchsde).
         """
-        if y0.dim() != 2:
-            raise ValueError(f"y0 must be flat (batch, D), got shape {tuple(y0.shape)}")
-        return torchsde.BrownianInterval(
-            t0=0.0,
-            t1=self.s_end,
-            size=tuple(y0.shape),
-            dtype=y0.dtype,
-            device=y0.device,
-            entropy=int(seed),
-            levy_area_approximation=levy_area_approximation,
-            halfway_tree=True,
-            tol=BROWNIAN_TOL,
-        )
+        return brownian_motion(y0, seed, s_end=self.s_end, levy_area_approximation=levy_area_approximation)
+
+
+def brownian_motion(
+    y0: Tensor, seed: int, *, s_end: float, levy_area_approximation: str = "none"
+) -> torchsde.BrownianInterval:
+    """The Brownian path over solver time $[0, s_{end}]$ that a seed names.
+
+    Built with `halfway_tree=True` and `tol=BROWNIAN_TOL`, so the path depends on `seed` alone,
+    not on where it is queried: the same seed at 100 and at 1000 steps gives the same path.
+
+    torchsde draws the path differently when it also carries space-time Lévy areas, which `srk`
+    needs: with `"space-time"` the same seed gives another path (shared by all `srk` runs). It is
+    not the default because it costs about 3x as much per query (measured: 4.8 s vs 1.5 s for
+    1000 queries at batch 1000 x 2).
+
+    Args:
+        y0: The flat initial state `(B, D)`; gives the size, dtype and device.
+        seed: The entropy of the path.
+        s_end: The end of solver time, $T - \\epsilon$.
+        levy_area_approximation: `"none"` or `"space-time"` (as in torchsde).
+    """
+    if y0.dim() != 2:
+        raise ValueError(f"y0 must be flat (batch, D), got shape {tuple(y0.shape)}")
+    return torchsde.BrownianInterval(
+        t0=0.0,
+        t1=s_end,
+        size=tuple(y0.shape),
+        dtype=y0.dtype,
+        device=y0.device,
+        entropy=int(seed),
+        levy_area_approximation=levy_area_approximation,
+        halfway_tree=True,
+        tol=BROWNIAN_TOL,
+    )
+
+
+class ReverseBrownian:
+    """The reverse SDE's Brownian path queried in forward time, for samplers that step from T down to eps.
+
+    `increment(t, t_next)` is $W(T - t_{next}) - W(T - t)$ in solver time, shaped like the state:
+    the same path `sample(..., seed=seed)` gives the `sde:` solvers, so a hand-written step (`pc`,
+    `adaptive_sde`) sees the same noise.
+
+    Args:
+        x_T: The initial state `(B, *event)`; gives the size, dtype and device.
+        sde: The forward SDE (its `T`).
+        eps: The final forward time.
+        seed: The entropy of the path.
+    """
+
+    def __init__(self, x_T: Tensor, sde: SDE, eps: float, seed: int) -> None:
+        self.T = float(sde.T)
+        self.shape = x_T.shape
+        self.bm = brownian_motion(x_T.reshape(x_T.shape[0], -1), seed, s_end=self.T - eps)
+
+    def increment(self, t: float, t_next: float) -> Tensor:
+        """The increment over forward times `t > t_next`, i.e. solver times $T - t < T - t_{next}$."""
+        return self.bm(self.T - t, self.T - t_next).reshape(self.shape)
+
+
+def sdeint(
+    rsde: ReverseSDE,
+    x_T: Tensor,
+    *,
+    method: str,
+    steps: int,
+    seed: int,
+    return_trajectory: bool = False,
+    solver: str | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Integrate `rsde` from T down to eps in `steps` equal steps with torchsde, on the path `seed` names.
+
+    Stratonovich-only methods (`STRATONOVICH_METHODS`) get the same SDE declared with diagonal noise
+    in Stratonovich form; `srk` gets the path with space-time Lévy areas it needs.
+
+    Args:
+        rsde: The reverse SDE (its `noise_type`/`sde_type` are set here to what `method` needs).
+        x_T: The initial state `(B, *event)`.
+        method: A torchsde method name (`"euler"`, `"srk"`, `"milstein"`, `"heun"`, ...).
+        steps: Number of equal steps in solver time.
+        seed: The entropy of the Brownian path (`brownian_motion`).
+        return_trajectory: Return the state at every step, not only the first and last.
+        solver: The name errors report (default `"sde:<method>"`).
+
+    Returns:
+        `(states, times)`: states `(len(times), B, *event)` at forward times `times` (T first).
+
+    Raises:
+        NonFiniteError: If the state becomes NaN/Inf; names the step's t and the solver.
+    """
+    strat = method in STRATONOVICH_METHODS
+    rsde.noise_type = "diagonal" if strat else "additive"
+    rsde.sde_type = "stratonovich" if strat else "ito"
+    rsde.event_shape = tuple(x_T.shape[1:])
+    y0 = x_T.reshape(x_T.shape[0], -1)
+    bm = rsde.brownian_motion(y0, seed, levy_area_approximation="space-time" if method == "srk" else "none")
+    s_grid = uniform_grid(0.0, rsde.s_end, steps, device=x_T.device)
+    ts = s_grid if return_trajectory else s_grid[[0, -1]]
+    # torchsde advances by repeated `t + dt`; a step a hair longer than the grid spacing keeps
+    # rounding from adding a spurious last step of size ~1e-16 (it then clamps at the final time).
+    dt = rsde.s_end / steps * (1 + 1e-12)
+    try:
+        ys = torchsde.sdeint(rsde, y0, ts, bm=bm, method=method, dt=dt)
+        rsde.guard.check(ys[-1], rsde.eps)
+        rsde.guard.raise_if_failed()
+    except NonFiniteError as err:
+        raise err.with_solver(solver or f"sde:{method}") from None
+    return rsde.to_event(ys), rsde.sde.T - ts

@@ -1,5 +1,35 @@
-"""Samplers: the registry, shared time grids, the generic `sde:`/`ode:` solvers and diffusion-specific ones."""
+"""Samplers: the registry, shared time grids, the generic `sde:`/`ode:` solvers and diffusion-specific ones.
 
-from .registry import SOLVERS, SolverInfo, get_solver, solvers
+Each solver module registers its own solvers when imported; importing this package registers all
+the built-ins, in the order `solvers()` lists them.
+"""
 
-__all__ = ["SOLVERS", "SolverInfo", "get_solver", "solvers"]
+from . import generic  # noqa: I001, F401  (each module registers its solvers: this is the listing order)
+from . import diffusion, adaptive_sde, pc  # noqa: I001, F401
+from .base import ScoreLedger, SolveOutput, SolveRequest
+from .registry import (
+    ENTRY_POINT_GROUP,
+    SOLVERS,
+    Option,
+    Solver,
+    SolverInfo,
+    get_solver,
+    register_solver,
+    solvers,
+    unregister_solver,
+)
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "SOLVERS",
+    "Option",
+    "ScoreLedger",
+    "SolveOutput",
+    "SolveRequest",
+    "Solver",
+    "SolverInfo",
+    "get_solver",
+    "register_solver",
+    "solvers",
+    "unregister_solver",
+]

@@ -1,4 +1,4 @@
-r"""The diffusion-specific samplers people compare against: DDIM, DPM-Solver, DPM-Solver++, EDM, Gotta Go Fast.
+r"""The diffusion-specific samplers people compare against: DDIM, DPM-Solver, DPM-Solver++, EDM.
 
 All of them use the marginal $x_t = \alpha_t x_0 + \sigma_t z$ of the forward SDE, its half
 log-SNR $\lambda_t = \log(\alpha_t/\sigma_t)$, and the score only through
@@ -10,7 +10,9 @@ $g^2 = \mathrm{d}\sigma^2/\mathrm{d}t - 2f\sigma^2$, so the probability-flow ODE
 $\tilde x = x/\alpha$ against $\tilde\sigma = \sigma/\alpha = e^{-\lambda}$,
 $\mathrm{d}\tilde x/\mathrm{d}\tilde\sigma = \hat\epsilon$ (Karras et al. 2022, eq. 4; Lu et al. 2022, eq. 3.4).
 Each sampler runs on a grid $T = t_0 > \dots > t_N = \epsilon$ from `grids.time_grid`; one score
-call on the batch is one NFE.
+call on the batch is one NFE. The coefficients $\alpha, \sigma, \lambda$ on the grid are computed
+once, in float64, before the first step, and the first-order exponential update that DDIM,
+DPM-Solver and DPM-Solver++ share is written once (`first_order_update`).
 
 | sampler | update from $s = t_i$ to $t = t_{i+1}$, $h = \lambda_t - \lambda_s$ | order | NFE/step |
 | --- | --- | ---: | ---: |
@@ -19,7 +21,6 @@ call on the batch is one NFE.
 | `dpm_solver3` | DPM-Solver-3, intermediate points at $\lambda_s + h/3$, $\lambda_s + 2h/3$ | 3 | 3 |
 | `dpm_solver++2m` | multistep, $x_t = \frac{\sigma_t}{\sigma_s} x_s - \alpha_t (e^{-h} - 1) D$ | 2 | 1 |
 | `edm_heun` | Heun's method on $\mathrm{d}\tilde x/\mathrm{d}\tilde\sigma = \hat\epsilon$ | 2 | 2 |
-| `adaptive_sde` | embedded Euler–Maruyama / improved Euler pair on the reverse SDE | 1 | 2 per attempt |
 
 References:
     Song, Meng, Ermon, "Denoising Diffusion Implicit Models", ICLR 2021.
@@ -29,8 +30,6 @@ References:
     2022 (Algorithm 2, 2M).
     Karras, Aittala, Aila, Laine, "Elucidating the Design Space of Diffusion-Based Generative
     Models", NeurIPS 2022 (Algorithm 1).
-    Jolicoeur-Martineau, Li, Piché-Taillefer, Kachman, Mitliagkas, "Gotta Go Fast When Generating
-    Data with Score-Based Models", 2021 (Algorithm 1).
 """
 
 from __future__ import annotations
@@ -41,37 +40,50 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ..adapters import ReverseSDE
-from ..errors import NonFiniteError, StepSizeError
+from ..errors import FiniteGuard
 from ..scores import Score
 from ..sde import SDE
-from .generic import ScoreLedger, SolveOutput
-from .grids import log_snr, t_of_log_snr
+from .base import ScoreLedger, SolveOutput, SolveRequest, run_on_grid
+from .grids import t_of_log_snr
+from .registry import SOLVERS, Solver
 
-__all__ = ["ddim", "dpm_solver2", "dpm_solver3", "dpm_solver_pp_2m", "edm_heun", "adaptive_sde"]
+__all__ = ["ddim", "dpm_solver2", "dpm_solver3", "dpm_solver_pp_2m", "edm_heun", "first_order_update"]
 
 
-def _run(
-    step: Callable[[Tensor, int], Tensor],
-    x_T: Tensor,
-    grid: Tensor,
-    ledger: ScoreLedger,
-    return_trajectory: bool,
-) -> SolveOutput:
-    x = x_T
-    traj = [x] if return_trajectory else None
-    for i in range(len(grid) - 1):
-        x = step(x, i)
-        if traj is not None:
-            traj.append(x)
-    if not bool(torch.isfinite(x).all()):
-        raise NonFiniteError("the state", float(grid[-1]))
-    return SolveOutput(
-        samples=x,
-        nfe=ledger.nfe,
-        trajectory=torch.stack(traj) if traj is not None else None,
-        times=grid if return_trajectory else None,
-    )
+def _schedule(sde: SDE, times: Tensor) -> tuple[list[float], list[float], list[float]]:
+    r"""$\alpha_t$, $\sigma_t$ and $\lambda_t = \log(\alpha_t/\sigma_t)$ at `times`, as float64 Python lists."""
+    log_alpha, sigma = sde.log_alpha_sigma(times.double())
+    return log_alpha.exp().tolist(), sigma.tolist(), (log_alpha - sigma.log()).tolist()
+
+
+def first_order_update(
+    x: Tensor, pred: Tensor, *, a_s: float, sig_s: float, a_t: float, sig_t: float, h: float, data: bool = False
+) -> Tensor:
+    r"""The exponential-Euler step from $s$ to $t$ (DDIM = DPM-Solver-1 = DPM-Solver++(1)), $h = \lambda_t - \lambda_s$.
+
+    Noise prediction $\hat\epsilon$: $x_t = \frac{\alpha_t}{\alpha_s} x_s - \sigma_t (e^{h} - 1)\,\hat\epsilon$;
+    data prediction $\hat x_0$ (`data=True`): $x_t = \frac{\sigma_t}{\sigma_s} x_s - \alpha_t (e^{-h} - 1)\,\hat x_0$.
+
+    Args:
+        x: The state at $s$.
+        pred: $\hat\epsilon$ or $\hat x_0$ (or a multistep combination of them).
+        a_s: $\alpha_s$.
+        sig_s: $\sigma_s$.
+        a_t: $\alpha_t$.
+        sig_t: $\sigma_t$.
+        h: $\lambda_t - \lambda_s$ (> 0 when stepping towards the data).
+        data: Whether `pred` predicts the data (DPM-Solver++) rather than the noise.
+
+    References:
+        Lu et al. 2022, eq. (3.7) (`dpm_solver_first_update` in their code); Lu et al. 2022b, eq. (9).
+    """
+    if data:
+        return (sig_t / sig_s) * x - (a_t * math.expm1(-h)) * pred
+    return (a_t / a_s) * x - (sig_t * math.expm1(h)) * pred
+
+
+def _phi1(z: float) -> float:
+    return math.expm1(z) / z
 
 
 def ddim(
@@ -99,15 +111,16 @@ def ddim(
         A `SolveOutput`: the samples at $\epsilon$, the NFE, and the trajectory if asked for.
     """
     ledger = ScoreLedger(score, sde, callback)
-    lam = log_snr(sde, grid)
+    times = grid.tolist()
+    alpha, sigma, lam = _schedule(sde, grid)
 
     def step(x: Tensor, i: int) -> Tensor:
-        s, t = float(grid[i]), float(grid[i + 1])
-        (a_s, _), (a_t, sig_t) = ledger.coefficients(s), ledger.coefficients(t)
-        h = float(lam[i + 1] - lam[i])
-        return (a_t / a_s) * x - sig_t * math.expm1(h) * ledger.eps(x, s)
+        eps_hat = -sigma[i] * ledger(x, times[i])
+        return first_order_update(
+            x, eps_hat, a_s=alpha[i], sig_s=sigma[i], a_t=alpha[i + 1], sig_t=sigma[i + 1], h=lam[i + 1] - lam[i]
+        )
 
-    return _run(step, x_T, grid, ledger, return_trajectory)
+    return run_on_grid(step, x_T, grid, ledger, return_trajectory)
 
 
 def dpm_solver2(
@@ -137,18 +150,22 @@ def dpm_solver2(
         A `SolveOutput`: the samples at $\epsilon$, the NFE, and the trajectory if asked for.
     """
     ledger = ScoreLedger(score, sde, callback)
-    lam = log_snr(sde, grid)
-    mids = t_of_log_snr(sde, (lam[:-1] + lam[1:]) / 2, lo=float(grid[-1]), hi=float(grid[0]))
+    times = grid.tolist()
+    alpha, sigma, lam = _schedule(sde, grid)
+    lam_t = torch.tensor(lam, dtype=torch.float64)
+    mids = t_of_log_snr(sde, (lam_t[:-1] + lam_t[1:]) / 2, lo=times[-1], hi=times[0])
+    a_mid, sig_mid, _ = _schedule(sde, mids)
+    t_mid = mids.tolist()
 
     def step(x: Tensor, i: int) -> Tensor:
-        s, s1, t = float(grid[i]), float(mids[i]), float(grid[i + 1])
-        (a_s, _), (a_1, sig_1), (a_t, sig_t) = (ledger.coefficients(v) for v in (s, s1, t))
-        h = float(lam[i + 1] - lam[i])
-        e_s = ledger.eps(x, s)
-        u = (a_1 / a_s) * x - sig_1 * math.expm1(h / 2) * e_s
-        return (a_t / a_s) * x - sig_t * math.expm1(h) * ledger.eps(u, s1)
+        h = lam[i + 1] - lam[i]
+        here = {"a_s": alpha[i], "sig_s": sigma[i]}
+        e_s = -sigma[i] * ledger(x, times[i])
+        u = first_order_update(x, e_s, **here, a_t=a_mid[i], sig_t=sig_mid[i], h=h / 2)
+        e_mid = -sig_mid[i] * ledger(u, t_mid[i])
+        return first_order_update(x, e_mid, **here, a_t=alpha[i + 1], sig_t=sigma[i + 1], h=h)
 
-    return _run(step, x_T, grid, ledger, return_trajectory)
+    return run_on_grid(step, x_T, grid, ledger, return_trajectory)
 
 
 def dpm_solver3(
@@ -181,26 +198,28 @@ def dpm_solver3(
     """
     r1, r2 = 1.0 / 3.0, 2.0 / 3.0
     ledger = ScoreLedger(score, sde, callback)
-    lam = log_snr(sde, grid)
-    lo, hi = float(grid[-1]), float(grid[0])
-    s1s = t_of_log_snr(sde, lam[:-1] + r1 * (lam[1:] - lam[:-1]), lo=lo, hi=hi)
-    s2s = t_of_log_snr(sde, lam[:-1] + r2 * (lam[1:] - lam[:-1]), lo=lo, hi=hi)
-
-    def phi1(z: float) -> float:
-        return math.expm1(z) / z
+    times = grid.tolist()
+    alpha, sigma, lam = _schedule(sde, grid)
+    lam_t = torch.tensor(lam, dtype=torch.float64)
+    lo, hi = times[-1], times[0]
+    t1s = t_of_log_snr(sde, lam_t[:-1] + r1 * (lam_t[1:] - lam_t[:-1]), lo=lo, hi=hi)
+    t2s = t_of_log_snr(sde, lam_t[:-1] + r2 * (lam_t[1:] - lam_t[:-1]), lo=lo, hi=hi)
+    (a_1, sig_1, _), (a_2, sig_2, _) = _schedule(sde, t1s), _schedule(sde, t2s)
+    t1s, t2s = t1s.tolist(), t2s.tolist()
 
     def step(x: Tensor, i: int) -> Tensor:
-        s, s1, s2, t = float(grid[i]), float(s1s[i]), float(s2s[i]), float(grid[i + 1])
-        (a_s, _), (a_1, sig_1), (a_2, sig_2), (a_t, sig_t) = (ledger.coefficients(v) for v in (s, s1, s2, t))
-        h = float(lam[i + 1] - lam[i])
-        e_s = ledger.eps(x, s)
-        u1 = (a_1 / a_s) * x - sig_1 * math.expm1(r1 * h) * e_s
-        d1 = ledger.eps(u1, s1) - e_s
-        u2 = (a_2 / a_s) * x - sig_2 * math.expm1(r2 * h) * e_s - (sig_2 * r2 / r1) * (phi1(r2 * h) - 1) * d1
-        d2 = ledger.eps(u2, s2) - e_s
-        return (a_t / a_s) * x - sig_t * math.expm1(h) * e_s - (sig_t / r2) * (phi1(h) - 1) * d2
+        h = lam[i + 1] - lam[i]
+        here = {"a_s": alpha[i], "sig_s": sigma[i]}
+        e_s = -sigma[i] * ledger(x, times[i])
+        u1 = first_order_update(x, e_s, **here, a_t=a_1[i], sig_t=sig_1[i], h=r1 * h)
+        d1 = -sig_1[i] * ledger(u1, t1s[i]) - e_s
+        u2 = first_order_update(x, e_s, **here, a_t=a_2[i], sig_t=sig_2[i], h=r2 * h)
+        u2 = u2 - (sig_2[i] * r2 / r1) * (_phi1(r2 * h) - 1) * d1
+        d2 = -sig_2[i] * ledger(u2, t2s[i]) - e_s
+        x_t = first_order_update(x, e_s, **here, a_t=alpha[i + 1], sig_t=sigma[i + 1], h=h)
+        return x_t - (sigma[i + 1] / r2) * (_phi1(h) - 1) * d2
 
-    return _run(step, x_T, grid, ledger, return_trajectory)
+    return run_on_grid(step, x_T, grid, ledger, return_trajectory)
 
 
 def dpm_solver_pp_2m(
@@ -230,24 +249,36 @@ def dpm_solver_pp_2m(
         A `SolveOutput`: the samples at $\epsilon$, the NFE, and the trajectory if asked for.
     """
     ledger = ScoreLedger(score, sde, callback)
-    lam = log_snr(sde, grid)
-    prev: list[tuple[Tensor, float]] = []
-
-    def step(x: Tensor, i: int) -> Tensor:
-        s, t = float(grid[i]), float(grid[i + 1])
-        (_, sig_s), (a_t, sig_t) = ledger.coefficients(s), ledger.coefficients(t)
-        h = float(lam[i + 1] - lam[i])
-        d = ledger.x0(x, s)
-        if prev:
-            x0_prev, h_prev = prev[0]
-            r = h_prev / h
-            big_d = (1 + 1 / (2 * r)) * d - (1 / (2 * r)) * x0_prev
+    times = grid.tolist()
+    alpha, sigma, lam = _schedule(sde, grid)
+    guard = FiniteGuard()
+    x = x_T
+    traj = [x] if return_trajectory else None
+    old_x0: Tensor | None = None  # the previous step's data prediction (k-diffusion's old_denoised)
+    h_prev = 0.0
+    for i in range(len(times) - 1):
+        h = lam[i + 1] - lam[i]
+        x0_hat = (x + sigma[i] ** 2 * ledger(x, times[i])) / alpha[i]
+        if old_x0 is None:
+            d = x0_hat
         else:
-            big_d = d
-        prev[:] = [(d, h)]
-        return (sig_t / sig_s) * x - a_t * math.expm1(-h) * big_d
-
-    return _run(step, x_T, grid, ledger, return_trajectory)
+            r = h_prev / h
+            d = (1 + 1 / (2 * r)) * x0_hat - (1 / (2 * r)) * old_x0
+        x = first_order_update(
+            x, d, a_s=alpha[i], sig_s=sigma[i], a_t=alpha[i + 1], sig_t=sigma[i + 1], h=h, data=True
+        )
+        old_x0, h_prev = x0_hat, h
+        guard.check(x, times[i + 1])
+        if traj is not None:
+            traj.append(x)
+    guard.raise_if_failed()
+    return SolveOutput(
+        samples=x,
+        nfe=ledger.nfe,
+        trajectory=torch.stack(traj) if traj is not None else None,
+        times=grid if return_trajectory else None,
+        accepted=len(times) - 1,
+    )
 
 
 def edm_heun(
@@ -278,116 +309,47 @@ def edm_heun(
         A `SolveOutput`: the samples at $\epsilon$, the NFE, and the trajectory if asked for.
     """
     ledger = ScoreLedger(score, sde, callback)
-    alpha, sigma = sde.marginal(grid)
-    sig_tilde = sigma / alpha
+    times = grid.tolist()
+    alpha, sigma, _ = _schedule(sde, grid)
+    sigma_tilde = [s / a for a, s in zip(alpha, sigma, strict=True)]
 
     def step(x: Tensor, i: int) -> Tensor:
-        s, t = float(grid[i]), float(grid[i + 1])
-        a_s, a_t = float(alpha[i]), float(alpha[i + 1])
-        ds = float(sig_tilde[i + 1] - sig_tilde[i])
-        xt = x / a_s
-        d = ledger.eps(x, s)
-        x_euler = xt + ds * d
-        d_next = ledger.eps(a_t * x_euler, t)
-        return a_t * (xt + ds * (d + d_next) / 2)
+        t_cur, t_next = times[i], times[i + 1]
+        d_sigma = sigma_tilde[i + 1] - sigma_tilde[i]
+        x_tilde = x / alpha[i]
+        d = -sigma[i] * ledger(x, t_cur)  # d x_tilde / d sigma_tilde = eps_hat
+        x_tilde_euler = x_tilde + d_sigma * d
+        d_prime = -sigma[i + 1] * ledger(alpha[i + 1] * x_tilde_euler, t_next)
+        return alpha[i + 1] * (x_tilde + d_sigma * (d + d_prime) / 2)
 
-    return _run(step, x_T, grid, ledger, return_trajectory)
+    return run_on_grid(step, x_T, grid, ledger, return_trajectory)
 
 
-def adaptive_sde(
-    score: Score,
-    sde: SDE,
-    x_T: Tensor,
-    *,
-    eps: float,
-    seed: int,
-    rtol: float,
-    atol: float,
-    h_init: float = 0.01,
-    safety: float = 0.9,
-    exponent: float = 0.9,
-    return_trajectory: bool = False,
-    callback: Callable[[Tensor], None] | None = None,
-) -> SolveOutput:
-    r"""Jolicoeur-Martineau et al.'s adaptive reverse-SDE solver ("Gotta Go Fast", Algorithm 1).
+def _on_grid(sampler: Callable[..., SolveOutput]) -> Callable[[SolveRequest], SolveOutput]:
+    def run(req: SolveRequest) -> SolveOutput:
+        return sampler(
+            req.score, req.sde, req.x_T, req.grid, return_trajectory=req.return_trajectory, callback=req.callback
+        )
 
-    From forward time $t$ to $t - h$, with one Brownian increment $\Delta W$ for both stages:
-    $x' = x + h\,b(x, t) + g(t)\Delta W$ (Euler–Maruyama), $\tilde x = x + h\,b(x', t - h) + g(t - h)\Delta W$,
-    $x'' = (x' + \tilde x)/2$ (improved Euler), where $b = g^2 s - f x$ is the reverse drift.
-    The error $E = \mathrm{RMS}\big((x' - x'')/\delta\big)$, $\delta = \max(\text{atol},
-    \text{rtol}\cdot\max(|x'|, |x'_{\text{prev}}|))$, is taken over the whole batch (one step size for
-    all samples, so that they all follow one Brownian path); the step is accepted when $E \le 1$ and
-    the state becomes $x''$. The next step is $h \leftarrow \min(t - \epsilon,\ \theta h E^{-r})$
-    with $\theta$ = `safety` and $r$ = `exponent`. The increments come from one
-    `torchsde.BrownianInterval` (`ReverseSDE.brownian_motion(seed)`), so a rejected step's smaller
-    retry queries the same path: rejection does not change the noise the solution sees.
+    return run
 
-    Cost: 2 NFE per attempt, 1 for a retry after a rejection (the score at $(x, t)$ is kept).
-    Strong and weak order 1.
 
-    Args:
-        score: A `Score`, called as `score(x, t)` with `t` of shape `(B,)`.
-        sde: The forward SDE.
-        x_T: Initial state at $T$, `(B, *event)`.
-        eps: Final forward time.
-        seed: Entropy of the Brownian path.
-        rtol: Relative tolerance (Jolicoeur-Martineau et al. use 0.05 for images).
-        atol: Absolute tolerance, in the data's units.
-        h_init: First step size, in $t$.
-        safety: The factor $\theta$ of the step-size update.
-        exponent: The exponent $r$ of the step-size update.
-        return_trajectory: Also keep the state after every accepted step.
-        callback: Called with each forward time the score is evaluated at.
+def _exponential(name: str, sampler: Callable[..., SolveOutput], order: int, nfe: int, budgets: tuple, text: str, **kw):
+    return Solver(
+        name, "diffusion", _on_grid(sampler), nfe, order=order, default_steps=50,
+        time_grid=kw.pop("time_grid", "logsnr"), budgets=budgets, verified=True, description=text, **kw,
+    )  # fmt: skip
 
-    Returns:
-        A `SolveOutput` (its `times` are those of the accepted steps).
 
-    Raises:
-        StepSizeError: If the step size collapses.
-        NonFiniteError: If the state becomes non-finite.
-    """
-    b = x_T.shape[0]
-    rev = ReverseSDE(score, sde, eps)
-    bm = rev.brownian_motion(x_T.reshape(b, -1), seed)
-    ledger = ScoreLedger(score, sde, callback)
-    T = sde.T
-
-    def drift(x: Tensor, t: float, s: Tensor) -> Tensor:
-        # reverse_drift is f x - g^2 s in forward time; stepping down in t negates it
-        return -sde.reverse_drift(x, torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device), s)
-
-    def g(t: float) -> float:
-        return float(sde.diffusion(t))
-
-    x, t, h = x_T, T, min(h_init, T - eps)
-    x_prev = x_T
-    s_x = ledger(x, t)
-    traj, times = ([x], [t]) if return_trajectory else (None, None)
-    while t > eps:
-        if h < 1e-10 * T:
-            raise StepSizeError(t, "adaptive_sde")
-        t_next = eps if t - h <= eps * (1 + 1e-12) else t - h
-        h = t - t_next
-        dw = bm(T - t, T - t_next).reshape(x.shape)
-        x1 = x + h * drift(x, t, s_x) + g(t) * dw
-        s1 = ledger(x1, t_next)
-        x_tilde = x + h * drift(x1, t_next, s1) + g(t_next) * dw
-        x2 = (x1 + x_tilde) / 2
-        delta = (rtol * torch.maximum(x1.abs(), x_prev.abs())).clamp_min(atol)
-        err = float(((x1 - x2) / delta).square().mean().sqrt())
-        if not math.isfinite(err):
-            raise NonFiniteError("the state", t_next)
-        if err <= 1.0:
-            x, x_prev, t = x2, x1, t_next
-            if t > eps:
-                s_x = ledger(x, t)
-            if traj is not None:
-                traj.append(x)
-                times.append(t)
-        h = min(t - eps, safety * h * max(err, 1e-10) ** -exponent) if t > eps else 0.0
-    return SolveOutput(
-        samples=x,
-        nfe=ledger.nfe,
-        trajectory=torch.stack(traj) if traj is not None else None,
-        times=torch.tensor(times, dtype=torch.float64) if times is not None else None,
-    )
+for _solver in [
+    _exponential("ddim", ddim, 1, 1, (5, 10, 20, 50, 100, 300),
+                 "DDIM, deterministic (= DPM-Solver-1): exponential Euler in log-SNR"),
+    _exponential("dpm_solver2", dpm_solver2, 2, 2, (3, 5, 10, 20),
+                 "DPM-Solver-2, single-step, midpoint in log-SNR (Lu et al. 2022)"),
+    _exponential("dpm_solver3", dpm_solver3, 3, 3, (2, 4, 7, 14), "DPM-Solver-3, single-step (Lu et al. 2022)"),
+    _exponential("dpm_solver++2m", dpm_solver_pp_2m, 2, 1, (5, 10, 15, 20, 30, 50),
+                 "DPM-Solver++(2M), multistep, data prediction (Lu et al. 2022b)"),
+    _exponential("edm_heun", edm_heun, 2, 2, (3, 5, 10, 20, 40),
+                 "Karras et al.'s deterministic Heun sampler on the rho = 7 grid (EDM)", time_grid="karras"),
+]:  # fmt: skip
+    SOLVERS[_solver.name] = _solver

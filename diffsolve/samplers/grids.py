@@ -2,48 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from ..adapters.grid import fixed_step_grid, uniform_grid
+
 __all__ = ["uniform_grid", "fixed_step_grid", "time_grid", "log_snr", "t_of_log_snr", "GRIDS"]
-
-
-def uniform_grid(t_start: float, t_end: float, steps: int, *, device: torch.device | None = None) -> Tensor:
-    """`steps + 1` equally spaced times from `t_start` to `t_end` (either direction), in float64.
-
-    The end points are exact, so a solver stepping on this grid ends exactly at `t_end`.
-
-    Args:
-        t_start: First time.
-        t_end: Last time.
-        steps: Number of intervals.
-        device: Where the grid lives.
-    """
-    grid = torch.linspace(t_start, t_end, steps + 1, dtype=torch.float64, device=device)
-    grid[0], grid[-1] = t_start, t_end
-    return grid
-
-
-def fixed_step_grid(steps: int) -> Callable[[Any, Tensor, Tensor], Tensor]:
-    """A torchdiffeq `grid_constructor` that steps on exactly `steps` equal intervals.
-
-    torchdiffeq's default for fixed-step methods is one step per output time; this replaces it.
-    `t` arrives negated when integrating backwards, which `uniform_grid` handles.
-
-    Args:
-        steps: Number of equal intervals between the first and last requested times.
-
-    Returns:
-        A `grid_constructor(func, y0, t)` for `torchdiffeq.odeint(..., options=...)`.
-    """
-
-    def grid_constructor(func: Any, y0: Tensor, t: Tensor) -> Tensor:  # torchdiffeq's signature
-        return uniform_grid(float(t[0]), float(t[-1]), steps, device=t.device).to(t.dtype)
-
-    return grid_constructor
 
 
 GRIDS = ("uniform", "logsnr", "karras")
@@ -57,8 +23,7 @@ def log_snr(sde: Any, t: Tensor) -> Tensor:
         sde: The forward SDE.
         t: Forward times, any shape.
     """
-    log_alpha, sigma = sde._log_alpha_sigma(t.to(torch.float64))
-    return log_alpha - sigma.log()
+    return sde.log_snr(t.to(torch.float64))
 
 
 def t_of_log_snr(sde: Any, lam: Tensor, *, lo: float, hi: float, iterations: int = 64) -> Tensor:

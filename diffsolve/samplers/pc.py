@@ -22,14 +22,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from ..adapters import ReverseSDE
+from .._validation import check_positive
+from ..adapters import ReverseBrownian, uniform_grid
+from ..errors import FiniteGuard
 from ..scores import Score
 from ..sde import SDE
-from .generic import ScoreLedger, SolveOutput
-from .grids import uniform_grid
+from .base import ScoreLedger, SolveOutput, SolveRequest
+from .registry import SOLVERS, Option, Solver
 
 __all__ = ["pc_sampler"]
 
@@ -66,19 +69,20 @@ def pc_sampler(
     Returns:
         A `SolveOutput`.
     """
-    b = x_T.shape[0]
     t_grid = uniform_grid(sde.T, eps, steps)
-    bm = ReverseSDE(score, sde, eps).brownian_motion(x_T.reshape(b, -1), seed)
+    times = t_grid.tolist()
+    path = ReverseBrownian(x_T, sde, eps, seed)
     gen = torch.Generator(device="cpu").manual_seed(corrector_seed)
-    alpha, sigma = sde.marginal(t_grid)
+    alpha, sigma = (v.tolist() for v in sde.marginal(t_grid))
     call = ScoreLedger(score, sde, callback)
+    guard = FiniteGuard()
     x = x_T
     traj = [x] if return_trajectory else None
 
     for i in range(steps):
-        t_cur = float(t_grid[i])
-        a = float(alpha[i] / alpha[i + 1])
-        g2 = float(sigma[i] ** 2 - a**2 * sigma[i + 1] ** 2)
+        t_cur = times[i]
+        a = alpha[i] / alpha[i + 1]
+        g2 = sigma[i] ** 2 - a**2 * sigma[i + 1] ** 2
         for _ in range(corrector_steps):
             grad = call(x, t_cur)
             noise = torch.randn(x.shape, generator=gen, dtype=x.dtype).to(x.device)
@@ -88,14 +92,48 @@ def pc_sampler(
             ratio = torch.where(grad_norm > 0, noise.flatten(1).norm(dim=1).mean() / grad_norm, 0.0)
             delta = 2 * a**2 * (snr * ratio) ** 2
             x = x + delta * grad + (2 * delta).sqrt() * noise
-        s0, s1 = sde.T - t_cur, sde.T - float(t_grid[i + 1])
-        z = bm(s0, s1).reshape(x.shape) / (s1 - s0) ** 0.5
+        z = path.increment(t_cur, times[i + 1]) / (t_cur - times[i + 1]) ** 0.5
         x = (2 - a) * x + g2 * call(x, t_cur) + g2**0.5 * z
+        guard.check(x, times[i + 1])
         if traj is not None:
             traj.append(x)
+    guard.raise_if_failed()
     return SolveOutput(
         samples=x,
         nfe=call.nfe,
         trajectory=torch.stack(traj) if traj is not None else None,
         times=t_grid if return_trajectory else None,
+        accepted=steps,
     )
+
+
+def _corrector_seed(seed: int) -> int:
+    """A 31-bit seed for the Langevin corrector, independent of the Brownian path's."""
+    return int(np.random.SeedSequence(seed).generate_state(2)[1]) & 0x7FFFFFFF
+
+
+def _run(req: SolveRequest) -> SolveOutput:
+    return pc_sampler(
+        req.score, req.sde, req.x_T, steps=req.steps, eps=req.eps, seed=req.seed,
+        corrector_seed=_corrector_seed(req.seed), snr=req.options["snr"],
+        corrector_steps=req.options["corrector_steps"], return_trajectory=req.return_trajectory,
+        callback=req.callback,
+    )  # fmt: skip
+
+
+def _pc_nfe(options: dict) -> int:
+    """1 + corrector_steps"""
+    return 1 + options["corrector_steps"]
+
+
+SOLVERS["pc"] = Solver(
+    "pc", "diffusion", _run, _pc_nfe, stochastic=True, default_steps=1000,
+    options={
+        "snr": Option(0.16, check_positive, "signal-to-noise ratio r of the Langevin corrector"),
+        "corrector_steps": Option(
+            1, lambda v, name: check_positive(v, name, integer=True, allow_zero=True), "Langevin steps per step"
+        ),
+    },
+    budgets=(25, 50, 100, 200),
+    description="Song et al.'s predictor-corrector: reverse-diffusion predictor + Langevin corrector",
+)  # fmt: skip

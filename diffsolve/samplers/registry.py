@@ -1,154 +1,338 @@
-"""The solver registry: one dict from name to what the solver is.
+r"""The solver registry: one dict from name to `Solver`, the object that both describes and runs a solver.
 
-`order` is the strong order for reverse-SDE solvers (the reverse-time noise is additive, so
-Euler–Maruyama has strong order 1), the classical order for ODE solvers, and the order of the
-predictor for `pc`. `nfe_per_step` is what one step really costs in score evaluations.
+A `Solver` carries everything any tool needs to know about it: the runner that solves, its family,
+its default budget (steps or tolerances) and time grid, the options it accepts, a numeric NFE per
+step, its orders (`order` for deterministic methods, `strong_order` and `weak_order` for
+stochastic ones) and whether tests have measured them, the default budgets of `compare`, and the
+reference its path error is read against. `sample`, `compare`, `convergence_order`, `nfe_needed`
+and the CLI read only this object, so a solver added with `register_solver` (or by another
+package through the `diffsolve.solvers` entry-point group) is treated like a built-in.
+
+Like torchdiffeq's `SOLVERS[method]`, dispatch is a plain dict lookup (see docs/architecture.md).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-__all__ = ["SolverInfo", "SOLVERS", "solvers", "get_solver"]
+from .base import SolveOutput, SolveRequest
+
+__all__ = [
+    "Solver",
+    "SolverInfo",
+    "Option",
+    "SOLVERS",
+    "ENTRY_POINT_GROUP",
+    "solvers",
+    "get_solver",
+    "register_solver",
+    "unregister_solver",
+]
+
+ENTRY_POINT_GROUP = "diffsolve.solvers"
+"""The entry-point group through which an installed package adds solvers (the CLI sees them too)."""
+
+NfePerStep = int | Callable[[Mapping[str, Any]], int]
 
 
 @dataclass(frozen=True)
-class SolverInfo:
-    """What a solver is, as `solvers()` lists it.
+class Option:
+    """A solver-specific keyword of `sample` (e.g. `pc`'s `snr`): its default and its check.
+
+    Attributes:
+        default: The value used when the keyword is not given.
+        check: Called as `check(value, name)`; raises `ValueError`/`TypeError` on a bad value.
+        help: One line for `--help` texts and the docs.
+    """
+
+    default: Any
+    check: Callable[[Any, str], None]
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class Solver:
+    r"""A solver: what it is, what it costs, what it accepts, and the runner that solves.
+
+    NFE of a solve is `nfe_start + nfe_per_step * accepted + nfe_per_rejected_step * rejected` (for a
+    fixed-step solver, `accepted` is `steps` and nothing is rejected); the test suite checks this
+    against an independent call counter for every registered solver.
 
     Attributes:
         name: What `sample(..., solver=name)` takes: `"sde:<torchsde method>"`,
-            `"ode:<torchdiffeq method>"` or a diffusion sampler's name.
-        family: `"sde"` (torchsde on the reverse SDE), `"ode"` (torchdiffeq on the PF-ODE) or
+            `"ode:<torchdiffeq method>"` or a plain name.
+        family: `"sde"` (torchsde on the reverse SDE), `"ode"` (the probability-flow ODE) or
             `"diffusion"` (diffusion-specific samplers).
-        order: Strong order for reverse-SDE solvers, classical order for ODE solvers, None where it
-            varies (`ode:scipy_solver`).
+        run: The runner: `run(SolveRequest) -> SolveOutput`.
+        nfe_per_step: Score evaluations per (accepted) step: an int, or a function of the options.
+        order: Order of a deterministic method (global error $O(h^p)$), None for stochastic ones.
+        strong_order: Strong order of a stochastic method on the reverse SDE (additive noise).
+        weak_order: Weak order of a stochastic method.
         adaptive: Whether it controls its own step (takes `rtol`/`atol`, refuses `steps`).
         stochastic: Whether it draws noise (then `seed` selects the Brownian path).
-        nfe_per_step: What one step costs in score evaluations, in words.
+        nfe_start: Score evaluations before the first step (2 for torchdiffeq's adaptive methods).
+        nfe_per_rejected_step: Score evaluations of a rejected step (default: `nfe_per_step`).
+        default_steps: Steps when `steps` is not given (fixed-step solvers).
+        default_rtol: `rtol` when not given (adaptive solvers).
+        default_atol: `atol` when not given (adaptive solvers).
+        time_grid: The default time grid (`"uniform"`, `"logsnr"`, `"karras"`) of a solver that
+            lets the user choose one with `time_grid=`; None when it steps uniformly in t and
+            accepts no choice.
+        options: Solver-specific keywords of `sample`, name -> `Option`.
+        budgets: The budgets `compare` runs by default (steps, or tolerances rtol = atol).
+        reference: For a stochastic solver, the solver whose fine solve on the same Brownian path
+            its path error and strong error are read against; None for deterministic solvers
+            (float64 adaptive reference solve).
+        verified: Whether the test suite measures every order it states (against the analytic
+            score in float64); `diffsolve solvers` and the docs mark the others `unverified`.
         description: One line on the method, with its caveats.
+        warning: A `UserWarning` that `sample` gives whenever it runs (a known defect).
     """
 
     name: str
     family: Literal["sde", "ode", "diffusion"]
-    order: float | None
-    adaptive: bool
-    stochastic: bool
-    nfe_per_step: str
-    description: str
+    run: Callable[[SolveRequest], SolveOutput] = field(repr=False, compare=False)
+    nfe_per_step: NfePerStep = 1
+    order: float | None = None
+    strong_order: float | None = None
+    weak_order: float | None = None
+    adaptive: bool = False
+    stochastic: bool = False
+    nfe_start: int = 0
+    nfe_per_rejected_step: NfePerStep | None = None
+    default_steps: int | None = None
+    default_rtol: float | None = None
+    default_atol: float | None = None
+    time_grid: str | None = None
+    options: Mapping[str, Option] = field(default_factory=dict)
+    budgets: tuple[float, ...] = ()
+    reference: str | None = None
+    verified: bool = False
+    description: str = ""
+    warning: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ValueError(f"a solver's name must be a non-empty string, got {self.name!r}")
+        if self.family not in ("sde", "ode", "diffusion"):
+            raise ValueError(f"family must be 'sde', 'ode' or 'diffusion', got {self.family!r}")
+        if not callable(self.run):
+            raise TypeError(f"run must be callable as run(SolveRequest) -> SolveOutput, got {self.run!r}")
+        if not (isinstance(self.nfe_per_step, int) or callable(self.nfe_per_step)):
+            raise TypeError(f"nfe_per_step must be an int or a function of the options, got {self.nfe_per_step!r}")
+        if self.adaptive:
+            defaults = {"default_rtol": 1e-5, "default_atol": 1e-5}
+            fallback: tuple[float, ...] = (1e-2, 1e-3, 1e-4)
+        else:
+            defaults = {"default_steps": 100}
+            fallback = (10, 20, 50, 100)
+        for key, value in defaults.items():
+            if getattr(self, key) is None:
+                object.__setattr__(self, key, value)
+        if not self.budgets:
+            object.__setattr__(self, "budgets", fallback)
+        if self.stochastic and self.reference is None:
+            object.__setattr__(self, "reference", "sde:euler")
+
+    def step_cost(self, options: Mapping[str, Any] | None = None) -> int:
+        """Score evaluations per accepted step, with these options (defaults where not given)."""
+        return self._evaluate(self.nfe_per_step, options)
+
+    def nfe(self, *, accepted: int, rejected: int = 0, options: Mapping[str, Any] | None = None) -> int:
+        """The NFE a solve with these step counts costs, by this solver's own account.
+
+        Args:
+            accepted: Steps taken (`steps` for a fixed-step solver).
+            rejected: Steps rejected by an adaptive solver.
+            options: The solver's options (defaults where not given).
+        """
+        per_reject = self.nfe_per_step if self.nfe_per_rejected_step is None else self.nfe_per_rejected_step
+        return (
+            self.nfe_start
+            + self._evaluate(self.nfe_per_step, options) * accepted
+            + self._evaluate(per_reject, options) * rejected
+        )
+
+    def nfe_text(self) -> str:
+        """NFE per step in words, for tables: e.g. `"6 (+2 at the start)"`, `"1 + corrector_steps"`."""
+        if callable(self.nfe_per_step):
+            text = getattr(self.nfe_per_step, "__doc__", None) or f"{self.step_cost()} at the defaults"
+        else:
+            text = str(self.nfe_per_step)
+        extra = []
+        if self.adaptive:
+            text += " per accepted step"
+            if self.nfe_per_rejected_step is not None and self.nfe_per_rejected_step != self.nfe_per_step:
+                extra.append(f"{self._evaluate(self.nfe_per_rejected_step, None)} per rejected step")
+        if self.nfe_start:
+            extra.append(f"+{self.nfe_start} at the start")
+        return text + (f" ({', '.join(extra)})" if extra else "")
+
+    def orders_text(self) -> str:
+        """The stated orders, e.g. `"4"`, `"strong 1, weak 1"`, with `(unverified)` if no test measures them."""
+        parts = []
+        if self.order is not None:
+            parts.append(f"{self.order:g}")
+        if self.strong_order is not None:
+            parts.append(f"strong {self.strong_order:g}")
+        if self.weak_order is not None:
+            parts.append(f"weak {self.weak_order:g}")
+        text = ", ".join(parts) or "-"
+        return text if self.verified or not parts else f"{text} (unverified)"
+
+    def defaults(self) -> dict[str, Any]:
+        """The solver's option defaults, name -> value."""
+        return {k: o.default for k, o in self.options.items()}
+
+    def _evaluate(self, cost: NfePerStep, options: Mapping[str, Any] | None) -> int:
+        return int(cost({**self.defaults(), **(options or {})})) if callable(cost) else int(cost)
 
 
-def _sde(method: str, order: float, nfe: str, description: str) -> SolverInfo:
-    return SolverInfo(f"sde:{method}", "sde", order, False, True, nfe, description)
+SolverInfo = Solver
+"""The name `solvers()` returned before solvers ran themselves; the same class now."""
 
-
-def _ode(method: str, order: float | None, adaptive: bool, nfe: str, description: str) -> SolverInfo:
-    return SolverInfo(f"ode:{method}", "ode", order, adaptive, False, nfe, description)
-
-
-def _diffusion(name: str, order: float, nfe: str, description: str) -> SolverInfo:
-    return SolverInfo(name, "diffusion", order, False, False, nfe, description)
-
-
-SOLVERS: dict[str, SolverInfo] = {
-    info.name: info
-    for info in [
-        _sde("euler", 1.0, "1", "Euler–Maruyama (Itô); strong order 1 for additive noise"),
-        _sde("milstein", 1.0, "1", "Milstein (Itô); equals Euler–Maruyama for additive noise"),
-        _sde("srk", 1.5, "2", "Rößler's SRA1 stochastic Runge–Kutta for additive noise (Itô)"),
-        _sde(
-            "reversible_heun",
-            1.0,
-            "1 (+1 at the start)",
-            "Kidger et al.'s reversible Heun (Stratonovich); its parasitic mode grows on contracting drifts "
-            "such as the reverse SDE's (ring2d, 1000 steps: -2.3 nats in mean log p); for reversibility, not accuracy",
-        ),
-        _sde("heun", 1.0, "2", "Stochastic Heun (Stratonovich)"),
-        _sde("midpoint", 1.0, "2", "Stochastic midpoint (Stratonovich)"),
-        _sde("euler_heun", 1.0, "1", "Euler–Heun (Stratonovich)"),
-        _ode("dopri8", 8, True, "13 per attempted step", "Dormand–Prince 8(7) with error control"),
-        _ode("dopri5", 5, True, "6 per attempted step (FSAL)", "Dormand–Prince 5(4) with error control"),
-        _ode("bosh3", 3, True, "3 per attempted step (FSAL)", "Bogacki–Shampine 3(2) with error control"),
-        _ode("fehlberg2", 2, True, "3 per attempted step", "Runge–Kutta–Fehlberg 2(1) with error control"),
-        _ode("adaptive_heun", 2, True, "2 per attempted step", "Heun 2(1) with error control"),
-        _ode("euler", 1, False, "1", "Explicit Euler"),
-        _ode("midpoint", 2, False, "2", "Explicit midpoint"),
-        _ode("heun2", 2, False, "2", "Heun's method (explicit trapezoid)"),
-        _ode("heun3", 3, False, "3", "Heun's third-order method"),
-        _ode("rk4", 4, False, "4", "Classical Runge–Kutta (3/8 rule)"),
-        _ode(
-            "explicit_adams",
-            4,
-            False,
-            "1",
-            "Adams–Bashforth, up to order 4. Unstable in torchdiffeq 0.2.5: its error grows as the step "
-            "shrinks, even on y' = -3y + sin 5t (0.05 at 10 steps, 1e15 at 160); use implicit_adams",
-        ),
-        _ode(
-            "implicit_adams",
-            4,
-            False,
-            "1 + corrector iterations",
-            "Adams–Bashforth–Moulton predictor-corrector",
-        ),
-        _ode(
-            "scipy_solver",
-            None,
-            True,
-            "variable",
-            "scipy.integrate.solve_ivp (LSODA by default; needs scipy)",
-        ),
-        _diffusion("ddim", 1, "1", "DDIM, deterministic (= DPM-Solver-1): exponential Euler in log-SNR"),
-        _diffusion("dpm_solver2", 2, "2", "DPM-Solver-2, single-step, midpoint in log-SNR (Lu et al. 2022)"),
-        _diffusion("dpm_solver3", 3, "3", "DPM-Solver-3, single-step (Lu et al. 2022)"),
-        _diffusion(
-            "dpm_solver++2m", 2, "1", "DPM-Solver++(2M), multistep, data prediction (Lu et al. 2022b)"
-        ),
-        _diffusion(
-            "edm_heun", 2, "2", "Karras et al.'s deterministic Heun sampler on the rho = 7 grid (EDM)"
-        ),
-        SolverInfo(
-            "adaptive_sde",
-            "diffusion",
-            1.0,
-            True,
-            True,
-            "2 per attempted step (1 for a retry)",
-            "Jolicoeur-Martineau et al.'s adaptive reverse-SDE solver (EM / improved Euler pair, error "
-            "control, one Brownian path)",
-        ),
-        SolverInfo(
-            "pc",
-            "diffusion",
-            1.0,
-            False,
-            True,
-            "1 + corrector_steps",
-            "Song et al.'s predictor-corrector: reverse-diffusion predictor + Langevin corrector",
-        ),
-    ]
-}
+SOLVERS: dict[str, Solver] = {}
 """Every solver by name; `solvers()` lists them and `diffsolve solvers` prints them."""
 
+_entry_points_loaded = False
 
-def solvers() -> list[SolverInfo]:
-    """Every solver `sample` accepts, with its family, order, adaptivity and cost per step."""
+
+def _register(solver: Solver, *, replace: bool = False) -> Solver:
+    if not isinstance(solver, Solver):
+        raise TypeError(f"expected a diffsolve Solver, got {type(solver).__name__}")
+    if solver.name in SOLVERS and not replace:
+        raise ValueError(
+            f"a solver named {solver.name!r} is already registered; pick another name or pass replace=True"
+        )
+    SOLVERS[solver.name] = solver
+    return solver
+
+
+def register_solver(
+    solver: Solver | str,
+    step: Callable[..., Any] | None = None,
+    *,
+    order: float | None = None,
+    nfe_per_step: int | None = None,
+    default_steps: int = 20,
+    time_grid: str = "uniform",
+    budgets: Iterable[int] = (5, 10, 20, 50),
+    description: str | None = None,
+    replace: bool = False,
+) -> Solver:
+    r"""Add a solver that `sample`, `compare`, `convergence_order`, `nfe_needed` and the CLI all accept.
+
+    Either pass a full `Solver`, or, the common case, a name and a one-step method on the
+    probability-flow ODE, `step(f, x, t, t_next) -> x_next`, where `f(x, t)` is the PF-ODE drift
+    (each call is one NFE, counted by the same ledger as the built-ins) and `t`, `t_next` are
+    floats. It then steps on the grid `time_grid` from T down to eps (`"uniform"` by default; the
+    user may pick another with `sample(..., time_grid=...)`).
+
+    Args:
+        solver: A `Solver`, or the name of the one-step method.
+        step: The one-step method (only with a name).
+        order: Its order (deterministic global error $O(h^p)$); shown as unverified.
+        nfe_per_step: How many times `step` calls `f` (checked against a counter by `sample`).
+        default_steps: Steps when `sample` is given none.
+        time_grid: Default time grid: `"uniform"`, `"logsnr"` or `"karras"`.
+        budgets: The step counts `compare` runs by default.
+        description: One line for `diffsolve solvers` (default: the first line of `step`'s docstring).
+        replace: Replace a solver registered under the same name (built-ins included).
+
+    Returns:
+        The registered `Solver`.
+
+    Raises:
+        ValueError: On a name already taken (without `replace`), or a one-step method without
+            `nfe_per_step`; TypeError if `step` is not callable.
+    """
+    if isinstance(solver, Solver):
+        if step is not None:
+            raise TypeError("give a Solver, or a name and a step function, not both")
+        return _register(solver, replace=replace)
+    if not callable(step):
+        raise TypeError(f"step must be callable as step(f, x, t, t_next), got {step!r}")
+    if isinstance(nfe_per_step, bool) or not isinstance(nfe_per_step, int) or nfe_per_step < 1:
+        raise ValueError(f"nfe_per_step must be a positive integer (calls of f per step), got {nfe_per_step!r}")
+    from .onestep import one_step_runner
+
+    doc = (getattr(step, "__doc__", None) or "").strip().splitlines()
+    built = Solver(
+        name=solver,
+        family="ode",
+        run=one_step_runner(step, nfe_per_step),
+        nfe_per_step=nfe_per_step,
+        order=order,
+        default_steps=default_steps,
+        time_grid=time_grid,
+        budgets=tuple(budgets),
+        description=description or (doc[0] if doc else f"user-defined one-step method {solver!r}"),
+    )
+    return _register(built, replace=replace)
+
+
+def unregister_solver(name: str) -> Solver:
+    """Remove a solver from the registry (e.g. one registered in a notebook) and return it.
+
+    Args:
+        name: Its registered name.
+    """
+    return SOLVERS.pop(get_solver(name).name)
+
+
+def _load_entry_points() -> None:
+    """Register the solvers of installed packages (group `diffsolve.solvers`), once per process.
+
+    An entry point may name a `Solver`, an iterable of them, or a function that returns them (or
+    registers them itself and returns None). A plugin that fails to load is reported by a warning,
+    never by breaking diffsolve.
+    """
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = ep.load()
+            if callable(obj) and not isinstance(obj, Solver):
+                obj = obj()
+            for item in [obj] if isinstance(obj, Solver) else list(obj or ()):
+                if item.name not in SOLVERS:
+                    _register(item)
+        except Exception as err:  # a broken plugin must not break diffsolve
+            warnings.warn(
+                f"the diffsolve.solvers entry point {ep.name!r} ({ep.value}) failed to load: {err}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+
+def solvers() -> list[Solver]:
+    """Every solver `sample` accepts, built-in, registered or from an installed package."""
+    _load_entry_points()
     return list(SOLVERS.values())
 
 
-def get_solver(name: object) -> SolverInfo:
-    """Look a solver up by name.
+def get_solver(name: object) -> Solver:
+    """Look a solver up by name (a `Solver` is returned as it is).
 
     Args:
-        name: A solver name, as `solvers()` lists them.
+        name: A solver name, as `solvers()` lists them, or a `Solver`.
 
     Returns:
-        Its `SolverInfo`.
+        The `Solver`.
 
     Raises:
         ValueError: On an unknown name; the message lists the valid ones.
     """
+    if isinstance(name, Solver):
+        return name
+    _load_entry_points()
     if not isinstance(name, str) or name not in SOLVERS:
         raise ValueError(f"solver must be one of {', '.join(SOLVERS)}; got {name!r}")
     return SOLVERS[name]

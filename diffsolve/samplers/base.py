@@ -1,0 +1,159 @@
+r"""What every sampler shares: the request it is given, the output it returns, and the score ledger.
+
+A solver's runner takes one `SolveRequest` (the problem, its budget and its options, all checked by
+`sample`) and returns a `SolveOutput`. Hand-written samplers call the score only through a
+`ScoreLedger`, so NFE is counted and the progress callback fires the same way in all of them, and
+step with `run_on_grid`, which checks the state for NaN/Inf once per step (see
+docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..errors import FiniteGuard
+from ..scores import Score, evaluate_score
+from ..sde import SDE
+
+__all__ = ["SolveRequest", "SolveOutput", "ScoreLedger", "run_on_grid"]
+
+
+@dataclass
+class SolveRequest:
+    r"""One solve, as `sample` hands it to a solver's runner (every field already checked).
+
+    Attributes:
+        score: The `Score`.
+        sde: The forward SDE.
+        x_T: The initial state at $T$, `(B, *event)`; dtype and device of the solve.
+        eps: The final forward time.
+        solver: The solver's registered name (for messages).
+        steps: Number of steps (fixed-step solvers), else None.
+        rtol: Relative tolerance (adaptive solvers), else None.
+        atol: Absolute tolerance (adaptive solvers), else None.
+        seed: The seed of the Brownian path and other noise (stochastic solvers), else None.
+        grid: The float64 time grid $T = t_0 > \dots > t_N = \epsilon$ (fixed-step solvers), else None.
+        options: The solver's own options (e.g. `snr` for `pc`), defaults filled in.
+        return_trajectory: Whether to keep the state along the way.
+        callback: Called with the forward time (0-d tensor) after each score evaluation, or None.
+    """
+
+    score: Score
+    sde: SDE
+    x_T: Tensor
+    eps: float
+    solver: str
+    steps: int | None = None
+    rtol: float | None = None
+    atol: float | None = None
+    seed: int | None = None
+    grid: Tensor | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    return_trajectory: bool = False
+    callback: Callable[[Tensor], None] | None = None
+
+    def ledger(self) -> ScoreLedger:
+        """A `ScoreLedger` on this request's score, SDE and callback."""
+        return ScoreLedger(self.score, self.sde, self.callback)
+
+
+@dataclass
+class SolveOutput:
+    r"""What a solver's runner returns; `sample()` wraps it in a `SampleResult`.
+
+    Attributes:
+        samples: The state at the final time $\epsilon$, `(B, *event)`.
+        nfe: Score evaluations the solve made (one call on the batch is one).
+        trajectory: The state at each of `times`, `(len(times), B, *event)`, if it was asked for.
+        times: The forward times of `trajectory`, decreasing from $T$ to $\epsilon$.
+        accepted: Steps taken (accepted steps of an adaptive solver).
+        rejected: Steps rejected by an adaptive solver's error control (0 for fixed-step ones).
+    """
+
+    samples: Tensor
+    nfe: int
+    trajectory: Tensor | None = None
+    times: Tensor | None = None
+    accepted: int | None = None
+    rejected: int = 0
+
+
+class ScoreLedger:
+    r"""Score calls on a batch at one time, with the NFE count and the progress callback.
+
+    Calling the ledger as `ledger(x, t)`, with `t` a float or a 0-d tensor, is one NFE. It checks
+    the score's output shape, dtype and device, but not its finiteness (that would be a host sync
+    per call on a GPU): `run_on_grid` checks the state once per step instead.
+
+    Args:
+        score: A `Score`, called as `score(x, t)` with `t` of shape `(B,)`.
+        sde: The forward SDE.
+        callback: Called with the forward time (0-d tensor) after each evaluation, or None.
+    """
+
+    def __init__(self, score: Score, sde: SDE, callback: Callable[[Tensor], None] | None) -> None:
+        self.score, self.sde, self.callback = score, sde, callback
+        self.nfe = 0
+
+    def __call__(self, x: Tensor, t: float | Tensor) -> Tensor:
+        if isinstance(t, Tensor):
+            tb = t.to(dtype=x.dtype, device=x.device).expand(x.shape[0])
+        else:
+            tb = torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)
+        out = evaluate_score(self.score, x, tb)
+        self.nfe += 1
+        if self.callback is not None:
+            self.callback(tb[0])
+        return out
+
+    def pf_drift(self, x: Tensor, t: float | Tensor) -> Tensor:
+        r"""The probability-flow ODE's drift $f(t)x - \tfrac12 g(t)^2 s(x, t)$ in forward time (one NFE)."""
+        s = self(x, t)
+        tb = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[0])
+        return self.sde.pf_drift(x, tb, s)
+
+
+def run_on_grid(
+    step: Callable[[Tensor, int], Tensor],
+    x_T: Tensor,
+    grid: Tensor,
+    ledger: ScoreLedger,
+    return_trajectory: bool,
+) -> SolveOutput:
+    """Apply `step(x, i)` (from `grid[i]` to `grid[i + 1]`) over the grid, checking the state once per step.
+
+    Args:
+        step: The update from grid point `i` to `i + 1`.
+        x_T: The state at `grid[0]`.
+        grid: Decreasing forward times, float64.
+        ledger: The ledger `step` calls the score through (for the NFE count).
+        return_trajectory: Keep the state at every grid time.
+
+    Returns:
+        A `SolveOutput`.
+
+    Raises:
+        NonFiniteError: At the first grid time where the state is NaN/Inf.
+    """
+    guard = FiniteGuard()
+    times = grid.tolist()
+    x = x_T
+    traj = [x] if return_trajectory else None
+    for i in range(len(times) - 1):
+        x = step(x, i)
+        guard.check(x, times[i + 1])
+        if traj is not None:
+            traj.append(x)
+    guard.raise_if_failed()
+    return SolveOutput(
+        samples=x,
+        nfe=ledger.nfe,
+        trajectory=torch.stack(traj) if traj is not None else None,
+        times=grid if return_trajectory else None,
+        accepted=len(times) - 1,
+    )
