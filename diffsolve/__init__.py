@@ -9,7 +9,7 @@ from .adapters import LikelihoodODE, ProbabilityFlowODE, ReverseSDE
 from .analytic import AnalyticScore, GaussianMixture
 from .errors import NonFiniteError, StepSizeError
 from .likelihood import LikelihoodResult, bits_per_dim, dequantize, log_likelihood
-from .samplers import SolverInfo, solvers
+from .samplers import Solver, SolverInfo, get_solver, register_solver, solvers, unregister_solver
 from .sampling import SampleResult, sample
 from .scores import Score, ScoreModel
 from .sde import SDE, VESDE, VPSDE, SubVPSDE
@@ -35,6 +35,10 @@ __all__ = [
     "sample",
     "SampleResult",
     "solvers",
+    "get_solver",
+    "register_solver",
+    "unregister_solver",
+    "Solver",
     "SolverInfo",
     "NonFiniteError",
     "StepSizeError",

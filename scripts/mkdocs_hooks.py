@@ -48,10 +48,9 @@ def solver_table() -> str:
         "| --- | --- | ---: | :---: | :---: | --- | --- |",
     ]
     for s in solvers():
-        order = "-" if s.order is None else f"{s.order:g}"
         rows.append(
-            f"| `{s.name}` | {s.family} | {order} | {'yes' if s.adaptive else ''} | {'yes' if s.stochastic else ''} "
-            f"| {s.nfe_per_step} | {s.description} |"
+            f"| `{s.name}` | {s.family} | {s.orders_text()} | {'yes' if s.adaptive else ''} "
+            f"| {'yes' if s.stochastic else ''} | {s.nfe_text()} | {s.description} |"
         )
     return "\n".join(rows)
 

@@ -140,7 +140,7 @@ def _run(req: SolveRequest) -> SolveOutput:
 SOLVERS["adaptive_sde"] = Solver(
     "adaptive_sde", "diffusion", _run, nfe_per_step=2, nfe_per_rejected_step=1, strong_order=1.0,
     adaptive=True, stochastic=True, default_rtol=DEFAULT_RTOL, default_atol=DEFAULT_ATOL,
-    budgets=(0.5, 0.2, 0.1, 0.05, 0.02), verified=True,
+    budgets=(0.5, 0.2, 0.1, 0.05, 0.02),
     description="Jolicoeur-Martineau et al.'s adaptive reverse-SDE solver (EM / improved Euler pair, error "
     "control, one Brownian path)",
 )  # fmt: skip
