@@ -379,7 +379,9 @@ def step_diagnostics(
     valid = [s.name.removeprefix("ode:") for s in solvers() if s.adaptive and s.run is run_pf_ode]
     solver = solver.removeprefix("ode:") if isinstance(solver, str) else solver
     if solver not in valid:
-        raise ValueError(f"solver must be an adaptive torchdiffeq method ({', '.join(valid)}), got {solver!r}")
+        raise ValueError(
+            f"solver must be an adaptive torchdiffeq method ({', '.join(valid)}), got {solver!r}"
+        )
     check_positive(rtol, "rtol")
     check_positive(atol, "atol")
     event_shape = tuple(event_shape or getattr(score, "event_shape", None) or ())

@@ -723,7 +723,9 @@ def _solvers() -> int:
             f"{s.name:<20} {s.family:<10} {s.orders_text():<28} {'yes' if s.adaptive else 'no':>8}  "
             f"{s.nfe_text():<40} {s.description}"
         )
-    print("\norders marked (unverified) are stated, not yet measured by the test suite (docs/choosing-a-sampler.md)")
+    print(
+        "\norders marked (unverified) are stated, not yet measured by the test suite (docs/choosing-a-sampler.md)"
+    )
     return 0
 
 

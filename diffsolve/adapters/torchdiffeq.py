@@ -259,7 +259,9 @@ def odeint(
         options = {} if method == "scipy_solver" else pf.odeint_options()
     if adjoint:
         integrate = torchdiffeq.odeint_adjoint
-        kwargs["adjoint_params"] = tuple(func.parameters()) if adjoint_params is None else tuple(adjoint_params)
+        kwargs["adjoint_params"] = (
+            tuple(func.parameters()) if adjoint_params is None else tuple(adjoint_params)
+        )
     else:
         integrate = torchdiffeq.odeint
     pf.accepted = pf.rejected = 0

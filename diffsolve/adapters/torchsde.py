@@ -28,7 +28,14 @@ from ..scores import Score, check_problem, evaluate_score
 from ..sde import SDE
 from .grid import uniform_grid
 
-__all__ = ["ReverseSDE", "BROWNIAN_TOL", "STRATONOVICH_METHODS", "brownian_motion", "ReverseBrownian", "sdeint"]
+__all__ = [
+    "ReverseSDE",
+    "BROWNIAN_TOL",
+    "STRATONOVICH_METHODS",
+    "brownian_motion",
+    "ReverseBrownian",
+    "sdeint",
+]
 
 STRATONOVICH_METHODS = frozenset({"reversible_heun", "heun", "midpoint", "euler_heun"})
 """torchsde methods offered only in Stratonovich form; with additive noise the two forms are one SDE,

@@ -57,7 +57,15 @@ def _schedule(sde: SDE, times: Tensor) -> tuple[list[float], list[float], list[f
 
 
 def first_order_update(
-    x: Tensor, pred: Tensor, *, a_s: float, sig_s: float, a_t: float, sig_t: float, h: float, data: bool = False
+    x: Tensor,
+    pred: Tensor,
+    *,
+    a_s: float,
+    sig_s: float,
+    a_t: float,
+    sig_t: float,
+    h: float,
+    data: bool = False,
 ) -> Tensor:
     r"""The exponential-Euler step from $s$ to $t$ (DDIM = DPM-Solver-1 = DPM-Solver++(1)), $h = \lambda_t - \lambda_s$.
 
@@ -117,7 +125,13 @@ def ddim(
     def step(x: Tensor, i: int) -> Tensor:
         eps_hat = -sigma[i] * ledger(x, times[i])
         return first_order_update(
-            x, eps_hat, a_s=alpha[i], sig_s=sigma[i], a_t=alpha[i + 1], sig_t=sigma[i + 1], h=lam[i + 1] - lam[i]
+            x,
+            eps_hat,
+            a_s=alpha[i],
+            sig_s=sigma[i],
+            a_t=alpha[i + 1],
+            sig_t=sigma[i + 1],
+            h=lam[i + 1] - lam[i],
         )
 
     return run_on_grid(step, x_T, grid, ledger, return_trajectory)
@@ -328,13 +342,20 @@ def edm_heun(
 def _on_grid(sampler: Callable[..., SolveOutput]) -> Callable[[SolveRequest], SolveOutput]:
     def run(req: SolveRequest) -> SolveOutput:
         return sampler(
-            req.score, req.sde, req.x_T, req.grid, return_trajectory=req.return_trajectory, callback=req.callback
+            req.score,
+            req.sde,
+            req.x_T,
+            req.grid,
+            return_trajectory=req.return_trajectory,
+            callback=req.callback,
         )
 
     return run
 
 
-def _exponential(name: str, sampler: Callable[..., SolveOutput], order: int, nfe: int, budgets: tuple, text: str, **kw):
+def _exponential(
+    name: str, sampler: Callable[..., SolveOutput], order: int, nfe: int, budgets: tuple, text: str, **kw
+):
     return Solver(
         name, "diffusion", _on_grid(sampler), nfe, order=order, default_steps=50,
         time_grid=kw.pop("time_grid", "logsnr"), budgets=budgets, verified=True, description=text, **kw,

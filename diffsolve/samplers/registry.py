@@ -122,7 +122,9 @@ class Solver:
         if not callable(self.run):
             raise TypeError(f"run must be callable as run(SolveRequest) -> SolveOutput, got {self.run!r}")
         if not (isinstance(self.nfe_per_step, int) or callable(self.nfe_per_step)):
-            raise TypeError(f"nfe_per_step must be an int or a function of the options, got {self.nfe_per_step!r}")
+            raise TypeError(
+                f"nfe_per_step must be an int or a function of the options, got {self.nfe_per_step!r}"
+            )
         if self.adaptive:
             defaults = {"default_rtol": 1e-5, "default_atol": 1e-5}
             fallback: tuple[float, ...] = (1e-2, 1e-3, 1e-4)
@@ -256,7 +258,9 @@ def register_solver(
     if not callable(step):
         raise TypeError(f"step must be callable as step(f, x, t, t_next), got {step!r}")
     if isinstance(nfe_per_step, bool) or not isinstance(nfe_per_step, int) or nfe_per_step < 1:
-        raise ValueError(f"nfe_per_step must be a positive integer (calls of f per step), got {nfe_per_step!r}")
+        raise ValueError(
+            f"nfe_per_step must be a positive integer (calls of f per step), got {nfe_per_step!r}"
+        )
     from .onestep import one_step_runner
 
     doc = (getattr(step, "__doc__", None) or "").strip().splitlines()
