@@ -7,7 +7,7 @@ batch 512, Adam at 2e-3 with a cosine decay to 0 over `--steps`, EMA 0.999; stop
 reported) if it would exceed `--minutes` of wall clock.
 
 Reports: the probability-flow NLL (exact divergence) of 2000 held-out exact points of p_eps against
-their analytic NLL; the distributional tests of DESIGN.md on 20 000 `ode:dopri5` samples (mean
+their analytic NLL; the distributional tests of docs/architecture.md on 20 000 `ode:dopri5` samples (mean
 log p_eps gap with its SE, component-weight TV with its noise scale); and the RMS error of the
 learned score against the analytic score at several t.
 """

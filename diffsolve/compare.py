@@ -5,7 +5,7 @@ stochastic ones are driven by one Brownian path per seed, so that differences be
 from the solvers, not from the noise. Each row is one (solver, budget, seed); its NFE is counted by
 a wrapper around the score (every call on a batch is one), its seconds are wall-clock.
 
-Accuracy, following DESIGN.md's "How sample quality is judged":
+Accuracy, as docs/architecture.md ("How sample quality is judged") sets out:
 
 - `path_error`: RMS distance to a reference solve from the same $x_T$ (deterministic samplers:
   float64 `ode:dopri5` at rtol = atol = 1e-8; stochastic ones: the same Brownian path solved by
@@ -271,7 +271,7 @@ def compare(
         seeds: One row per seed; each seed fixes the prior draws and the Brownian path.
         metrics: A subset of `METRICS`; default all that apply to the reference.
         eps: Final time of every solve (and of the exact reference $p_\epsilon$).
-        null_pairs: Exact-vs-exact pairs for the two-sample nulls (>= 2; DESIGN.md asks for >= 10).
+        null_pairs: Exact-vs-exact pairs for the two-sample nulls (>= 2; docs/architecture.md asks for >= 10).
         reference_steps: Steps of the fine `sde:euler` / `sde:srk` solve that stochastic solvers'
             path errors read against.
         two_sample_n: Points of each set the two-sample distances use (MMD and energy cost

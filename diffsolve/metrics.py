@@ -1,4 +1,4 @@
-r"""Sample-quality metrics, read against their noise (DESIGN.md, "How sample quality is judged").
+r"""Sample-quality metrics, read against their noise (docs/architecture.md, "How sample quality is judged").
 
 A distance between two finite sample sets is a random number, so every figure here comes with its
 scale of Monte-Carlo noise: a standard error, or the distribution of the same statistic between

@@ -52,6 +52,7 @@ def test_the_guides_have_runnable_examples():
         "docs/how-to/compare.md",
         "docs/how-to/convergence.md",
         "docs/how-to/train.md",
+        "docs/how-to/custom-solver.md",
         "README.md",
     ]:
         assert page in names, f"{page} has no {MARKER} example"

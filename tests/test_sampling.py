@@ -1,4 +1,4 @@
-"""sample() against the closed-form marginal of ring2d under VP (DESIGN.md, "How sample quality is judged")."""
+"""sample() against the closed-form marginal of ring2d under VP (docs/architecture.md, "How sample quality is judged")."""
 
 import math
 

@@ -85,9 +85,10 @@ def first_order_update(
     References:
         Lu et al. 2022, eq. (3.7) (`dpm_solver_first_update` in their code); Lu et al. 2022b, eq. (9).
     """
+    # x * c + pred * (-k) as two fused operations: this update runs once per NFE.
     if data:
-        return (sig_t / sig_s) * x - (a_t * math.expm1(-h)) * pred
-    return (a_t / a_s) * x - (sig_t * math.expm1(h)) * pred
+        return torch.mul(x, sig_t / sig_s).add_(pred, alpha=-a_t * math.expm1(-h))
+    return torch.mul(x, a_t / a_s).add_(pred, alpha=-sig_t * math.expm1(h))
 
 
 def _phi1(z: float) -> float:
