@@ -130,14 +130,11 @@ def test_seeded_runs_are_bit_reproducible(problem):
         assert not torch.equal(a.samples, c.samples)
 
 
-@pytest.mark.filterwarnings("ignore:Functional iteration did not converge")  # implicit_adams at 8 steps
 @pytest.mark.filterwarnings("ignore:ode.explicit_adams is unstable")
 def test_every_registered_solver_runs(problem):
     gm, sde, score = problem
     for info in ds.solvers():
         kwargs = {} if info.adaptive else {"steps": 8}
-        if info.name == "ode:scipy_solver":
-            pytest.importorskip("scipy")
         res = ds.sample(score, sde, 64, solver=info.name, seed=0, **kwargs)
         assert res.samples.shape == (64, 2) and res.nfe > 0
         assert res.settings["solver"] == info.name
