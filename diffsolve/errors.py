@@ -73,7 +73,7 @@ class FiniteGuard:
         if x.device.type == "cpu":
             # One reduction: NaN and Inf propagate through a sum; an overflowing sum of finite
             # values is told apart by the exact check, which only then runs.
-            if not math.isfinite(float(x.sum())) and not bool(torch.isfinite(x).all()):
+            if not math.isfinite(float(x.detach().sum())) and not bool(torch.isfinite(x).all()):
                 raise NonFiniteError(self.what, float(t))
             return
         finite = torch.isfinite(x).all()
