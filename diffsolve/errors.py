@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import torch
+
 __all__ = ["NonFiniteError", "StepSizeError", "FiniteGuard"]
 
 
@@ -64,12 +66,12 @@ class FiniteGuard:
 
     def __init__(self, what: str = "the state") -> None:
         self.what = what
-        self._first_bad: object = None  # a 0-d float64 device tensor, NaN while all steps were finite
+        self._first_bad: torch.Tensor | None = (
+            None  # a 0-d float64 device tensor, NaN while all steps were finite
+        )
 
-    def check(self, x: object, t: float | object) -> None:
+    def check(self, x: torch.Tensor, t: float | torch.Tensor) -> None:
         """Check the state `x` reached at forward time `t` (a float or a 0-d tensor)."""
-        import torch
-
         if x.device.type == "cpu":
             # One reduction: NaN and Inf propagate through a sum; an overflowing sum of finite
             # values is told apart by the exact check, which only then runs.

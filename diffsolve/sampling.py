@@ -17,7 +17,7 @@ from .errors import FiniteGuard, NonFiniteError
 from .samplers.base import SolveRequest
 from .samplers.grids import GRIDS
 from .samplers.grids import time_grid as make_time_grid
-from .samplers.registry import Solver, get_solver
+from .samplers.registry import Solver, get_solver, solvers
 from .scores import Score, check_problem, evaluate_score
 from .sde import SDE
 
@@ -208,15 +208,9 @@ def _check_options(method: Solver, options: Mapping[str, Any], time_grid: str | 
             raise ValueError(f"time_grid must be one of {', '.join(GRIDS)}; got {time_grid!r}")
         checked["time_grid"] = time_grid
     elif time_grid is not None:
-        offer = ", ".join(s.name for s in _grid_solvers())
+        offer = ", ".join(s.name for s in solvers() if s.time_grid is not None)
         raise ValueError(f"time_grid applies to {offer}; {method.name!r} steps uniformly in t or adaptively")
     return checked
-
-
-def _grid_solvers() -> list[Solver]:
-    from .samplers.registry import solvers
-
-    return [s for s in solvers() if s.time_grid is not None]
 
 
 def _initial_state(

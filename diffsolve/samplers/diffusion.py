@@ -40,7 +40,6 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ..errors import FiniteGuard
 from ..scores import Score
 from ..sde import SDE
 from .base import ScoreLedger, SolveOutput, SolveRequest, run_on_grid
@@ -266,12 +265,11 @@ def dpm_solver_pp_2m(
     ledger = ScoreLedger(score, sde, callback)
     times = grid.tolist()
     alpha, sigma, lam = _schedule(sde, grid)
-    guard = FiniteGuard()
-    x = x_T
-    traj = [x] if return_trajectory else None
     old_x0: Tensor | None = None  # the previous step's data prediction (k-diffusion's old_denoised)
     h_prev = 0.0
-    for i in range(len(times) - 1):
+
+    def step(x: Tensor, i: int) -> Tensor:
+        nonlocal old_x0, h_prev
         h = lam[i + 1] - lam[i]
         x0_hat = (x + sigma[i] ** 2 * ledger(x, times[i])) / alpha[i]
         if old_x0 is None:
@@ -279,21 +277,12 @@ def dpm_solver_pp_2m(
         else:
             r = h_prev / h
             d = (1 + 1 / (2 * r)) * x0_hat - (1 / (2 * r)) * old_x0
-        x = first_order_update(
+        old_x0, h_prev = x0_hat, h
+        return first_order_update(
             x, d, a_s=alpha[i], sig_s=sigma[i], a_t=alpha[i + 1], sig_t=sigma[i + 1], h=h, data=True
         )
-        old_x0, h_prev = x0_hat, h
-        guard.check(x, times[i + 1])
-        if traj is not None:
-            traj.append(x)
-    guard.raise_if_failed()
-    return SolveOutput(
-        samples=x,
-        nfe=ledger.nfe,
-        trajectory=torch.stack(traj) if traj is not None else None,
-        times=grid if return_trajectory else None,
-        accepted=len(times) - 1,
-    )
+
+    return run_on_grid(step, x_T, grid, ledger, return_trajectory)
 
 
 def edm_heun(

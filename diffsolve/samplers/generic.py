@@ -53,8 +53,7 @@ def run_pf_ode(req: SolveRequest) -> SolveOutput:
         n_out = TRAJECTORY_POINTS if req.return_trajectory else 2
         t = uniform_grid(req.sde.T, req.eps, n_out - 1, device=req.x_T.device)
     else:
-        t = uniform_grid(req.sde.T, req.eps, req.steps, device=req.x_T.device)
-        t = t if req.return_trajectory else t[[0, -1]]
+        t = req.grid if req.return_trajectory else req.grid[[0, -1]]  # uniform in t, from sample()
     out = odeint(
         ode, req.x_T, t, method=method, steps=req.steps, rtol=req.rtol, atol=req.atol, solver=req.solver
     )

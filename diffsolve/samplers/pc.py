@@ -28,10 +28,9 @@ from torch import Tensor
 
 from .._validation import check_positive
 from ..adapters import ReverseBrownian, uniform_grid
-from ..errors import FiniteGuard
 from ..scores import Score
 from ..sde import SDE
-from .base import ScoreLedger, SolveOutput, SolveRequest
+from .base import ScoreLedger, SolveOutput, SolveRequest, run_on_grid
 from .registry import SOLVERS, Option, Solver
 
 __all__ = ["pc_sampler"]
@@ -75,11 +74,8 @@ def pc_sampler(
     gen = torch.Generator(device="cpu").manual_seed(corrector_seed)
     alpha, sigma = (v.tolist() for v in sde.marginal(t_grid))
     call = ScoreLedger(score, sde, callback)
-    guard = FiniteGuard()
-    x = x_T
-    traj = [x] if return_trajectory else None
 
-    for i in range(steps):
+    def step(x: Tensor, i: int) -> Tensor:
         t_cur = times[i]
         a = alpha[i] / alpha[i + 1]
         g2 = sigma[i] ** 2 - a**2 * sigma[i + 1] ** 2
@@ -93,18 +89,9 @@ def pc_sampler(
             delta = 2 * a**2 * (snr * ratio) ** 2
             x = x + delta * grad + (2 * delta).sqrt() * noise
         z = path.increment(t_cur, times[i + 1]) / (t_cur - times[i + 1]) ** 0.5
-        x = (2 - a) * x + g2 * call(x, t_cur) + g2**0.5 * z
-        guard.check(x, times[i + 1])
-        if traj is not None:
-            traj.append(x)
-    guard.raise_if_failed()
-    return SolveOutput(
-        samples=x,
-        nfe=call.nfe,
-        trajectory=torch.stack(traj) if traj is not None else None,
-        times=t_grid if return_trajectory else None,
-        accepted=steps,
-    )
+        return (2 - a) * x + g2 * call(x, t_cur) + g2**0.5 * z
+
+    return run_on_grid(step, x_T, t_grid, call, return_trajectory)
 
 
 def _corrector_seed(seed: int) -> int:
