@@ -154,7 +154,8 @@ class GaussianMixture:
         _, mu, s = self._params(x.device)
         if alpha is None:
             return mu, 1.0 / s**2
-        if alpha.dim() == 0 or bool((alpha == alpha[0]).all()):
+        # Both must agree: under VE alpha is 1 at every t while sigma is not.
+        if alpha.dim() == 0 or bool(((alpha == alpha[0]) & (sigma == sigma[0])).all()):
             # One time for the whole batch (the usual case in a solve): no (B, K, D) moments.
             a, sg = alpha.reshape(-1)[0], sigma.reshape(-1)[0]
             return a * mu, 1.0 / (a**2 * s**2 + sg**2)

@@ -42,21 +42,24 @@ STRATONOVICH_CASES = [
 @pytest.mark.parametrize(
     "solver, kind, theory, steps, n", STRATONOVICH_CASES, ids=[c[0] for c in STRATONOVICH_CASES]
 )
-def test_stated_strong_orders_of_the_other_torchsde_methods(problem, solver, kind, theory, steps, n):
+@pytest.mark.parametrize("seed", [0, 1])
+def test_stated_strong_orders_of_the_other_torchsde_methods(problem, solver, kind, theory, steps, n, seed):
     gm, sde, score = problem
-    res = convergence_order(score, sde, solver, steps=steps, kind=kind, n=n, seed=0, bootstrap=100)
+    res = convergence_order(score, sde, solver, steps=steps, kind=kind, n=n, seed=seed, bootstrap=100)
     # theory must lie in the bootstrap interval widened by the issue's ±0.15 bar
     assert res.order_ci[0] - 0.15 <= theory <= res.order_ci[1] + 0.15, res.to_markdown()
     assert abs(res.order - theory) <= 0.15, res.to_markdown()
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("solver, kind, theory, steps, n", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
-def test_measured_order_matches_theory(problem, solver, kind, theory, steps, n):
+def test_measured_order_matches_theory(problem, solver, kind, theory, steps, n, seed):
     gm, sde, score = problem
-    res = convergence_order(score, sde, solver, steps=steps, kind=kind, n=n, seed=0, bootstrap=100)
+    res = convergence_order(score, sde, solver, steps=steps, kind=kind, n=n, seed=seed, bootstrap=100)
+    # Theory, not the estimate, is what must lie in the bootstrap interval widened by the ±0.15 bar.
+    assert res.order_ci[0] - 0.15 <= theory <= res.order_ci[1] + 0.15, res.to_markdown()
     assert abs(res.order - theory) <= 0.15, res.to_markdown()
-    assert res.order_ci[0] <= res.order <= res.order_ci[1]
     assert res.errors == sorted(res.errors, reverse=True)
 
 

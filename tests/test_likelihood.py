@@ -62,8 +62,9 @@ def test_float32_defaults(problem, sde_name):
     x = gm.marginal(EPS, sde).sample(500, seed=1, dtype=torch.float32)
     res = ds.log_likelihood(gm.score_fn(sde), sde, x, prior_log_prob=_exact_prior(gm, sde))
     assert res.log_prob.dtype == torch.float32
-    # The bar: 2e-2 nats with float32 and default tolerances (measured: 1e-4 to 5e-4).
-    assert (res.log_prob.double() - gm.log_prob_t(x.double(), EPS, sde)).abs().mean().item() <= 2e-2
+    # Measured with float32 and default tolerances: 6.5e-5 to 1.0e-4 on ring2d, 2.7e-4 to 5.1e-4 on
+    # the 16-D mixture (all six cases, this seed); 1.5e-3 is 3x the largest, room for platform round-off.
+    assert (res.log_prob.double() - gm.log_prob_t(x.double(), EPS, sde)).abs().mean().item() <= 1.5e-3
 
 
 @pytest.mark.slow

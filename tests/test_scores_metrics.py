@@ -4,32 +4,36 @@ import torch
 import diffsolve as ds
 from diffsolve import metrics
 
+# Data N(m, s0^2 I): x_t = alpha x0 + sigma z is Gaussian, and by Gaussian conditioning
+#   E[x0 | x_t] = m + alpha s0^2 (x_t - alpha m) / v,   E[z | x_t] = sigma (x_t - alpha m) / v,
+#   grad log p_t(x_t) = -(x_t - alpha m) / v,            v = alpha^2 s0^2 + sigma^2.
+# Each "network" below outputs one of these posterior means, written from these formulas alone.
+M, S0 = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64), 0.7
 
-class _Oracle(torch.nn.Module):
-    """A 'network' that outputs exactly what each parameterisation asks for, from the analytic mixture."""
 
-    def __init__(self, gm, sde, kind):
+class _PosteriorMean(torch.nn.Module):
+    def __init__(self, sde, kind):
         super().__init__()
-        self.gm, self.sde, self.kind = gm, sde, kind
+        self.sde, self.kind = sde, kind
 
     def forward(self, x, t):
-        s = self.gm.score_t(x, t, self.sde)
-        alpha, sigma = self.sde.marginal(t)
-        alpha, sigma = alpha[:, None], sigma[:, None]
-        if self.kind == "score":
-            return s
-        if self.kind == "eps":
-            return -sigma * s  # eps = -sigma * score
-        return (x + sigma**2 * s) / alpha  # Tweedie: E[x0 | x_t]
+        alpha, sigma = (v[:, None] for v in self.sde.marginal(t))
+        v = alpha**2 * S0**2 + sigma**2
+        r = x - alpha * M
+        return {"x0": M + alpha * S0**2 * r / v, "eps": sigma * r / v, "score": -r / v}[self.kind]
 
 
 @pytest.mark.parametrize("kind", ["eps", "x0", "score"])
-def test_score_model_parameterisations_recover_the_score(any_sde, kind):
-    gm = ds.GaussianMixture.random(dim=3, k=2, seed=0)
-    model = ds.ScoreModel(_Oracle(gm, any_sde, kind), any_sde, parameterization=kind)
-    x = torch.randn(16, 3, dtype=torch.float64)
-    t = torch.rand(16, dtype=torch.float64) * 0.9 + 0.05
-    torch.testing.assert_close(model(x, t), gm.score_t(x, t, any_sde))
+def test_score_model_turns_each_posterior_mean_into_the_gaussian_score(any_sde, kind):
+    model = ds.ScoreModel(_PosteriorMean(any_sde, kind), any_sde, parameterization=kind)
+    x = torch.randn(16, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    t = torch.rand(16, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 0.9 + 0.05
+    alpha, sigma = (v[:, None] for v in any_sde.marginal(t))
+    expected = -(x - alpha * M) / (alpha**2 * S0**2 + sigma**2)
+    torch.testing.assert_close(model(x, t), expected)
+    # ...which is also the analytic oracle's score for the one-component mixture.
+    gm = ds.GaussianMixture([1.0], M[None], S0)
+    torch.testing.assert_close(gm.score_t(x, t, any_sde), expected)
 
 
 def test_sliced_wasserstein_of_a_shift_is_the_shift():
