@@ -7,8 +7,9 @@ every number checked against the closed-form Gaussian-mixture marginals.
 
 from .adapters import LikelihoodODE, ProbabilityFlowODE, ReverseSDE
 from .analytic import AnalyticScore, GaussianMixture
+from .datasets import dequantize
 from .errors import NonFiniteError, StepSizeError
-from .likelihood import LikelihoodResult, bits_per_dim, dequantize, log_likelihood
+from .likelihood import LikelihoodResult, bits_per_dim, log_likelihood
 from .samplers import Solver, SolverInfo, get_solver, register_solver, solvers, unregister_solver
 from .sampling import SampleResult, sample
 from .scores import Score, ScoreModel

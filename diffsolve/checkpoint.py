@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +22,17 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from . import sde as sde_module
+from .io import atomic_write_bytes
 from .nn import ARCHITECTURES
 from .scores import ScoreModel
 
-__all__ = ["FORMAT_VERSION", "CheckpointError", "save", "load", "atomic_write_bytes"]
+__all__ = [
+    "FORMAT_VERSION",
+    "CheckpointError",
+    "save",
+    "load",
+    "atomic_write_bytes",
+]  # the last: see diffsolve.io
 
 FORMAT_VERSION = 1
 """The checkpoint format this version writes; `load` refuses newer ones with a clear error."""
@@ -37,26 +43,6 @@ _SDES = {"VPSDE": sde_module.VPSDE, "SubVPSDE": sde_module.SubVPSDE, "VESDE": sd
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, truncated, corrupted, from a newer format, or does not fit its model."""
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same directory and an atomic rename.
-
-    Args:
-        path: The destination; its directory must exist.
-        data: The bytes to write.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _config(model: ScoreModel, metadata: dict[str, Any] | None) -> dict[str, Any]:

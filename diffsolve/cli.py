@@ -608,7 +608,7 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _atomic_bytes(path: Path, data: bytes) -> None:
-    from .checkpoint import atomic_write_bytes
+    from .io import atomic_write_bytes
 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, data)

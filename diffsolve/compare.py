@@ -37,7 +37,7 @@ from torch import Tensor
 from . import metrics as M
 from ._validation import check_positive, describe
 from .analytic import GaussianMixture
-from .checkpoint import atomic_write_bytes
+from .io import atomic_write_bytes
 from .samplers.registry import get_solver
 from .sampling import sample
 from .scores import Score

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._validation import check_positive
+from ._validation import check_batched, check_positive
 from .analytic import GaussianMixture
 
-__all__ = ["TOY_DATASETS", "MIXTURES", "toy2d", "mixture", "digits", "DIGITS_LEVELS"]
+__all__ = ["TOY_DATASETS", "MIXTURES", "toy2d", "mixture", "digits", "DIGITS_LEVELS", "dequantize"]
 
 DIGITS_LEVELS = 17  # grey levels 0..16 in scikit-learn's 8x8 digits
 """Grey levels of scikit-learn's 8x8 digits (0..16): the `bins` to dequantise them with."""
@@ -184,3 +184,47 @@ def digits(
     if scale == "[-1, 1]":
         x = 2 * x - 1
     return torch.as_tensor(x[:, None], dtype=dtype)
+
+
+def dequantize(
+    x: Tensor,
+    *,
+    bins: int = 256,
+    low: float = 0.0,
+    high: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""Uniform dequantisation of data with `bins` levels on $[\text{low}, \text{high}]$.
+
+    Level $k \in \{0, \dots, \text{bins}-1\}$, stored as $\text{low} + k\,(\text{high}-\text{low})/(\text{bins}-1)$
+    (as `ToTensor` stores 8-bit images in [0, 1]), becomes $\text{low} + (k + u)\,(\text{high}-\text{low})/\text{bins}$
+    with $u \sim U[0, 1)$: a continuous variable whose density, integrated over a level's cell, is the
+    probability of that level. Likelihoods of the result are what `bits_per_dim` converts.
+
+    Args:
+        x: Quantised data `(B, *event)` on the level grid.
+        bins: Number of levels.
+        low: The value of level 0.
+        high: The value of level `bins - 1`.
+        generator: Source of the uniform noise.
+
+    Returns:
+        The dequantised data, shaped like `x`: each value uniform in its level's cell of width
+        $(\text{high}-\text{low})/\text{bins}$.
+
+    Raises:
+        ValueError: If `x` has values outside $[\text{low}, \text{high}]$ or the range is empty.
+    """
+    x = check_batched(x, "x", min_dim=1)
+    check_positive(bins, "bins", integer=True)
+    if not high > low:
+        raise ValueError(f"high must be > low, got low={low!r}, high={high!r}")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < low or hi > high:
+        raise ValueError(
+            f"x must lie in the declared range [{low}, {high}], got values in [{lo:.6g}, {hi:.6g}]"
+        )
+    width = high - low
+    k = torch.round((x - low) / width * (bins - 1))
+    u = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+    return low + (k + u) * (width / bins)

@@ -34,7 +34,7 @@ from .samplers.registry import get_solver
 from .scores import Score, check_problem
 from .sde import SDE
 
-__all__ = ["LikelihoodResult", "log_likelihood", "bits_per_dim", "dequantize"]
+__all__ = ["LikelihoodResult", "log_likelihood", "bits_per_dim"]
 
 
 @dataclass
@@ -203,50 +203,6 @@ def log_likelihood(
         std_error=std_error,
         per_probe=None if per_probe is None else per_probe.detach(),
     )
-
-
-def dequantize(
-    x: Tensor,
-    *,
-    bins: int = 256,
-    low: float = 0.0,
-    high: float = 1.0,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    r"""Uniform dequantisation of data with `bins` levels on $[\text{low}, \text{high}]$.
-
-    Level $k \in \{0, \dots, \text{bins}-1\}$, stored as $\text{low} + k\,(\text{high}-\text{low})/(\text{bins}-1)$
-    (as `ToTensor` stores 8-bit images in [0, 1]), becomes $\text{low} + (k + u)\,(\text{high}-\text{low})/\text{bins}$
-    with $u \sim U[0, 1)$: a continuous variable whose density, integrated over a level's cell, is the
-    probability of that level. Likelihoods of the result are what `bits_per_dim` converts.
-
-    Args:
-        x: Quantised data `(B, *event)` on the level grid.
-        bins: Number of levels.
-        low: The value of level 0.
-        high: The value of level `bins - 1`.
-        generator: Source of the uniform noise.
-
-    Returns:
-        The dequantised data, shaped like `x`: each value uniform in its level's cell of width
-        $(\text{high}-\text{low})/\text{bins}$.
-
-    Raises:
-        ValueError: If `x` has values outside $[\text{low}, \text{high}]$ or the range is empty.
-    """
-    x = check_batched(x, "x", min_dim=1)
-    check_positive(bins, "bins", integer=True)
-    if not high > low:
-        raise ValueError(f"high must be > low, got low={low!r}, high={high!r}")
-    lo, hi = float(x.min()), float(x.max())
-    if lo < low or hi > high:
-        raise ValueError(
-            f"x must lie in the declared range [{low}, {high}], got values in [{lo:.6g}, {hi:.6g}]"
-        )
-    width = high - low
-    k = torch.round((x - low) / width * (bins - 1))
-    u = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-    return low + (k + u) * (width / bins)
 
 
 def bits_per_dim(log_prob: Tensor, event_size: int, *, bins: int = 256, scale: float = 1.0) -> Tensor:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -319,13 +318,6 @@ def save_figure(fig: Figure, path: str | os.PathLike, **kwargs: Any) -> Path:
     Returns:
         The path written.
     """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, **{"dpi": 150, **kwargs})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    from .io import atomic_write
+
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, **{"dpi": 150, **kwargs}), keep_suffix=True)

@@ -35,7 +35,8 @@ from torch import Tensor
 
 from . import checkpoint
 from ._validation import append_dims, check_batched, check_positive
-from .likelihood import dequantize as dequantize_data
+from .datasets import dequantize as dequantize_data
+from .io import atomic_write_bytes
 from .scores import ScoreModel
 
 __all__ = ["TrainResult", "train", "dsm_loss"]
@@ -301,9 +302,7 @@ def _save(directory, model, ema, opt, gen, step, losses, settings, metadata) -> 
     tensors["rng"] = gen.get_state()
     tensors["losses"] = torch.tensor(losses, dtype=torch.float64)
     header = {"step": step, "settings": settings, "param_groups": state["param_groups"]}
-    checkpoint.atomic_write_bytes(
-        directory / TRAIN_STATE, st_save(tensors, metadata={"diffsolve": json.dumps(header)})
-    )
+    atomic_write_bytes(directory / TRAIN_STATE, st_save(tensors, metadata={"diffsolve": json.dumps(header)}))
 
 
 def _restore(directory: Path, model, ema, opt, gen, settings) -> tuple[int, list[float]]:
