@@ -21,7 +21,9 @@ CASES = [
     ("ode:euler", "ode", 1.0, [32, 64, 128, 256], 500),
     ("ode:midpoint", "ode", 2.0, [32, 64, 128, 256], 500),
     ("ode:heun2", "ode", 2.0, [32, 64, 128, 256], 500),
-    ("ode:heun3", "ode", 3.0, [32, 64, 128, 256], 500),
+    # heun3 is still pre-asymptotic at 32 steps: on seed 1 the successive slopes from 32 were 2.69,
+    # 2.86, 2.93 (fit 2.83), so its range starts at 64.
+    ("ode:heun3", "ode", 3.0, [64, 128, 256, 512], 500),
     ("ode:rk4", "ode", 4.0, [32, 64, 128, 256], 500),
     ("sde:euler", "strong", 1.0, [32, 64, 128, 256], 2000),
     ("sde:srk", "strong", 1.5, [16, 32, 64, 128], 8000),
@@ -118,7 +120,7 @@ def test_bad_input_before_any_work(problem):
 
 
 def test_exact_second_moment_against_monte_carlo(problem):
-    from diffsolve.analysis import _exact_second_moment, second_moment
+    from diffsolve.analysis.convergence import _exact_second_moment, second_moment
 
     gm, sde, _ = problem
     x = gm.marginal(0.3, sde).sample(400_000, seed=1)

@@ -1,0 +1,24 @@
+"""Numerical analysis of score-based samplers, one module per question.
+
+- `convergence`: measured convergence orders (strong, weak, ODE) with fitted slopes and intervals;
+- `stiffness`: where adaptive solvers spend their steps, and the drift Jacobian's spectrum;
+- `truncation`: likelihood and sample error against eps and against the tolerance.
+"""
+
+from .convergence import KINDS, ConvergenceResult, convergence_order, second_moment
+from .stiffness import JacobianSpectrum, StepDiagnostics, jacobian_spectrum, step_diagnostics
+from .truncation import likelihood_work_precision, nll_vs_eps, sample_error_vs_eps
+
+__all__ = [
+    "KINDS",
+    "ConvergenceResult",
+    "convergence_order",
+    "second_moment",
+    "StepDiagnostics",
+    "step_diagnostics",
+    "JacobianSpectrum",
+    "jacobian_spectrum",
+    "nll_vs_eps",
+    "likelihood_work_precision",
+    "sample_error_vs_eps",
+]

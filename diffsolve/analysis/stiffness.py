@@ -1,0 +1,203 @@
+r"""Stiffness and step-size diagnostics: where adaptive PF-ODE solvers spend their steps, and the
+spectrum of the drift's Jacobian along trajectories."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .._validation import check_positive
+from ..adapters import ProbabilityFlowODE, odeint
+from ..samplers.generic import run_pf_ode
+from ..samplers.registry import solvers
+from ..scores import Score
+from ..sde import SDE
+
+__all__ = ["StepDiagnostics", "step_diagnostics", "JacobianSpectrum", "jacobian_spectrum"]
+
+
+@dataclass
+class StepDiagnostics:
+    """Where an adaptive PF-ODE solve spends its steps (from torchdiffeq's step callbacks).
+
+    Attributes:
+        accepted: `(t0, h)` of every accepted step, forward time t0 at the step's start, h > 0.
+        rejected: `(t0, h)` of every rejected attempt.
+        nfe: Score evaluations of the solve.
+        settings: solver, rtol, atol, eps, n.
+    """
+
+    accepted: list[tuple[float, float]]
+    rejected: list[tuple[float, float]]
+    nfe: int
+    settings: dict[str, Any]
+
+    def attempts_per_unit_time(self, bins: Sequence[float]) -> list[float]:
+        """Attempted steps (accepted and rejected) starting in each bin `[bins[i], bins[i+1])`, per
+        unit of t (bins increasing; the last bin includes its right end)."""
+        counts = []
+        for lo, hi in zip(bins, bins[1:], strict=False):
+            k = sum(
+                1 for t, _ in self.accepted + self.rejected if lo <= t < hi or (hi == bins[-1] and t == hi)
+            )
+            counts.append(k / (hi - lo))
+        return counts
+
+    def nfe_per_unit_time(self, bins: Sequence[float]) -> list[float]:
+        """Score evaluations per unit of t in each bin: the solve's NFE shared out in proportion to the
+        attempted steps that start in the bin (each attempt of an explicit RK method costs the same)."""
+        attempts = len(self.accepted) + len(self.rejected)
+        return [a * self.nfe / attempts for a in self.attempts_per_unit_time(bins)] if attempts else []
+
+
+def step_diagnostics(
+    score: Score,
+    sde: SDE,
+    *,
+    solver: str = "dopri5",
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    n: int = 1000,
+    seed: int = 0,
+    eps: float = 1e-3,
+    event_shape: tuple[int, ...] | None = None,
+) -> StepDiagnostics:
+    r"""Solve the probability-flow ODE with an adaptive torchdiffeq method and record every step.
+
+    torchdiffeq's `callback_accept_step` / `callback_reject_step` hooks record the start time and
+    size of each accepted and rejected step, so the result shows where the solver spends its work.
+
+    Args:
+        score: A `Score`, called as `score(x, t)` with `t` of shape `(B,)`.
+        sde: The forward SDE.
+        solver: An adaptive Runge–Kutta method of torchdiffeq: `"dopri5"`, `"dopri8"`, `"bosh3"`,
+            `"fehlberg2"` or `"adaptive_heun"`.
+        rtol: Relative tolerance.
+        atol: Absolute tolerance.
+        n: Prior draws in the batch (torchdiffeq takes one step size for the whole batch).
+        seed: Seed of the prior draws.
+        eps: Final forward time.
+        event_shape: Shape of one sample; taken from the score when it says it (`AnalyticScore` does).
+
+    Returns:
+        A `StepDiagnostics`.
+
+    Raises:
+        ValueError: If `solver` is not an adaptive Runge–Kutta method of torchdiffeq.
+    """
+    valid = [s.name.removeprefix("ode:") for s in solvers() if s.adaptive and s.run is run_pf_ode]
+    solver = solver.removeprefix("ode:") if isinstance(solver, str) else solver
+    if solver not in valid:
+        raise ValueError(
+            f"solver must be an adaptive torchdiffeq method ({', '.join(valid)}), got {solver!r}"
+        )
+    check_positive(rtol, "rtol")
+    check_positive(atol, "atol")
+    event_shape = tuple(event_shape or getattr(score, "event_shape", None) or ())
+    if not event_shape:
+        raise ValueError("event_shape is needed: this score does not say its event shape")
+
+    class _Recording(ProbabilityFlowODE):
+        def __init__(self) -> None:
+            super().__init__(score, sde, eps)
+            self.accepted_steps: list[tuple[float, float]] = []
+            self.rejected_steps: list[tuple[float, float]] = []
+
+        def callback_accept_step(self, t0: Tensor, y0: Tensor, dt: Tensor) -> None:
+            super().callback_accept_step(t0, y0, dt)
+            self.accepted_steps.append((float(t0), abs(float(dt))))
+
+        def callback_reject_step(self, t0: Tensor, y0: Tensor, dt: Tensor) -> None:
+            super().callback_reject_step(t0, y0, dt)
+            self.rejected_steps.append((float(t0), abs(float(dt))))
+
+    ode = _Recording()
+    x_T = sde.prior_sample((n, *event_shape), generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        odeint(ode, x_T, torch.tensor([sde.T, eps]), method=solver, rtol=rtol, atol=atol)
+    settings = {"solver": solver, "rtol": rtol, "atol": atol, "eps": eps, "n": n, "seed": seed}
+    return StepDiagnostics(ode.accepted_steps, ode.rejected_steps, ode.nfe, settings)
+
+
+@dataclass
+class JacobianSpectrum:
+    """Eigenvalues of the PF-ODE drift's Jacobian along trajectories.
+
+    Attributes:
+        times: Forward times, from T down to eps, shape `(m,)`.
+        spectral_radius: Per time, the median over paths of max |lambda|, shape `(m,)`.
+        min_real: Per time, the median over paths of the most negative real part, shape `(m,)`.
+        max_real: Per time, the median over paths of the largest real part, shape `(m,)`.
+    """
+
+    times: Tensor
+    spectral_radius: Tensor
+    min_real: Tensor
+    max_real: Tensor
+
+
+def jacobian_spectrum(
+    score: Score,
+    sde: SDE,
+    *,
+    n: int = 64,
+    points: int = 60,
+    seed: int = 0,
+    eps: float = 1e-3,
+    event_shape: tuple[int, ...] | None = None,
+) -> JacobianSpectrum:
+    r"""Eigenvalues of $\partial f_{PF}/\partial x$, $f_{PF}(x, t) = f(t)x - \tfrac12 g(t)^2 s(x, t)$,
+    along `n` float64 PF-ODE trajectories at `points` times spaced uniformly in log t from T to eps.
+
+    The full Jacobian is formed (d vector-Jacobian products per point), so this is for small d.
+    Reads where the problem stiffens: as t -> 0 the score's Jacobian grows like
+    $-1/(\alpha_t^2 s^2 + \sigma_t^2)$ for a component of width s.
+
+    Args:
+        score: A `Score`, called as `score(x, t)` with `t` of shape `(B,)`; differentiable in `x`.
+        sde: The forward SDE.
+        n: Number of trajectories (prior draws).
+        points: Number of times, log-spaced from T down to eps.
+        seed: Seed of the prior draws.
+        eps: The last time.
+        event_shape: Shape of one sample; taken from the score when it says it.
+
+    Returns:
+        A `JacobianSpectrum`.
+
+    Raises:
+        ValueError: If the event shape is unknown or has more than 256 dimensions.
+    """
+    event_shape = tuple(event_shape or getattr(score, "event_shape", None) or ())
+    if not event_shape:
+        raise ValueError("event_shape is needed: this score does not say its event shape")
+    d = math.prod(event_shape)
+    if d > 256:
+        raise ValueError(f"jacobian_spectrum forms the full d x d Jacobian; d = {d} is too large (<= 256)")
+    check_positive(points, "points", integer=True)
+    times = torch.logspace(math.log10(sde.T), math.log10(eps), points, dtype=torch.float64)
+    x_T = sde.prior_sample(
+        (n, *event_shape), generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+    )
+    ode = ProbabilityFlowODE(score, sde, eps)
+    with torch.no_grad():
+        states = odeint(ode, x_T, times, method="dopri5", rtol=1e-8, atol=1e-8).ys
+    rad, lo, hi = [], [], []
+    for t, x in zip(times, states, strict=True):
+        xf = x.reshape(n, d).clone().requires_grad_(True)
+        tb = torch.full((n,), float(t), dtype=x.dtype)
+        with torch.enable_grad():
+            s = score(xf.reshape(n, *event_shape), tb).reshape(n, d)
+            drift = sde.pf_drift(xf, tb, s)
+            rows = [torch.autograd.grad(drift[:, i].sum(), xf, retain_graph=i < d - 1)[0] for i in range(d)]
+        jac = torch.stack(rows, 1)  # (n, d, d): jac[b, i, j] = d drift_i / d x_j
+        ev = torch.linalg.eigvals(jac)
+        rad.append(ev.abs().max(1).values.median())
+        lo.append(ev.real.min(1).values.median())
+        hi.append(ev.real.max(1).values.median())
+    return JacobianSpectrum(times, torch.stack(rad), torch.stack(lo), torch.stack(hi))
