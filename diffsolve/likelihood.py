@@ -117,39 +117,17 @@ def log_likelihood(
         NonFiniteError: If the score or the state becomes non-finite (names t and the solver).
         StepSizeError: If an adaptive solver's step underflows (names t and what to try).
     """
-    check_problem(score, sde, eps)
-    x = check_batched(x, "x")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError("x must be finite; it holds NaN or Inf")
-    if divergence not in ("exact", "hutchinson", "auto"):
-        raise ValueError(f"divergence must be 'exact', 'hutchinson' or 'auto', got {divergence!r}")
-    if divergence == "auto":
-        divergence = "exact" if x[0].numel() <= AUTO_EXACT_MAX_DIM else "hutchinson"
-    check_positive(probes, "probes", integer=True)
-    if probe not in ("rademacher", "gaussian"):
-        raise ValueError(f"probe must be 'rademacher' or 'gaussian', got {probe!r}")
-    method = solver.removeprefix("ode:") if isinstance(solver, str) else solver
-    info = get_solver(f"ode:{method}" if isinstance(method, str) else method)
-    if info.run is not run_pf_ode:
-        raise ValueError(f"solver must be a torchdiffeq method on the PF-ODE ('ode:...'), got {solver!r}")
-    if info.adaptive:
-        if steps is not None:
-            raise ValueError(
-                f"steps is for fixed-step solvers; {solver!r} is adaptive: give rtol/atol instead"
-            )
-        check_positive(rtol, "rtol")
-        check_positive(atol, "atol")
-    else:
-        if steps is None:
-            raise ValueError(f"{solver!r} is a fixed-step solver: give steps")
-        check_positive(steps, "steps", integer=True)
+    x, divergence, info = _check_inputs(score, sde, x, eps, divergence, probes, probe, solver)
+    method = info.name.removeprefix("ode:")
+    steps, rtol, atol = info.check_budget(
+        steps, *((rtol, atol) if info.adaptive else (None, None)), fill_defaults=False
+    )
     if prior_log_prob is None:
         prior_log_prob = sde.prior_log_prob
     elif not callable(prior_log_prob):
         raise TypeError(
             f"prior_log_prob must be callable as prior_log_prob(z) -> (B,), got {describe(prior_log_prob)}"
         )
-
     if seed is None and divergence == "hutchinson":
         seed = int(np.random.SeedSequence().generate_state(1)[0]) & 0x7FFFFFFF
     v = None
@@ -160,20 +138,11 @@ def log_likelihood(
     ts = torch.tensor([eps, sde.T], dtype=torch.float64, device=x.device)
     budget: dict[str, Any] = {"rtol": rtol, "atol": atol} if info.adaptive else {"steps": steps}
     settings = {
-        "solver": f"ode:{method}",
-        "rtol": rtol if info.adaptive else None,
-        "atol": atol if info.adaptive else None,
-        "steps": steps,
-        "eps": eps,
-        "divergence": divergence,
-        "probes": probes if divergence == "hutchinson" else None,
-        "probe": probe if divergence == "hutchinson" else None,
-        "seed": seed,
-        "adjoint": adjoint,
-        "dtype": str(x.dtype).removeprefix("torch."),
-        "device": str(x.device),
-        "sde": repr(sde),
-    }
+        "solver": info.name, "rtol": rtol, "atol": atol, "steps": steps, "eps": eps,
+        "divergence": divergence, "probes": probes if divergence == "hutchinson" else None,
+        "probe": probe if divergence == "hutchinson" else None, "seed": seed, "adjoint": adjoint,
+        "dtype": str(x.dtype).removeprefix("torch."), "device": str(x.device), "sde": repr(sde),
+    }  # fmt: skip
 
     start = time.perf_counter()
     with torch.no_grad():
@@ -181,6 +150,9 @@ def log_likelihood(
         xs, deltas = out.ys
         latent, delta = xs[-1], deltas[-1]
         prior = prior_log_prob(latent)
+    if not isinstance(prior, Tensor) or prior.shape != (x.shape[0],):
+        got = tuple(prior.shape) if isinstance(prior, Tensor) else type(prior).__name__
+        raise ValueError(f"prior_log_prob must return shape ({x.shape[0]},), one value per point; got {got}")
     if x.device.type == "cuda":
         torch.cuda.synchronize(x.device)
     seconds = time.perf_counter() - start
@@ -203,6 +175,29 @@ def log_likelihood(
         std_error=std_error,
         per_probe=None if per_probe is None else per_probe.detach(),
     )
+
+
+def _check_inputs(
+    score: Score, sde: SDE, x: object, eps: float, divergence: str, probes: int, probe: str, solver: str
+) -> tuple[Tensor, str, Any]:
+    """The checks `log_likelihood` makes before any work; returns x, the divergence ("auto" resolved)
+    and the solver, which must be a torchdiffeq method on the PF-ODE."""
+    check_problem(score, sde, eps)
+    x = check_batched(x, "x")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("x must be finite; it holds NaN or Inf")
+    if divergence not in ("exact", "hutchinson", "auto"):
+        raise ValueError(f"divergence must be 'exact', 'hutchinson' or 'auto', got {divergence!r}")
+    if divergence == "auto":
+        divergence = "exact" if x[0].numel() <= AUTO_EXACT_MAX_DIM else "hutchinson"
+    check_positive(probes, "probes", integer=True)
+    if probe not in ("rademacher", "gaussian"):
+        raise ValueError(f"probe must be 'rademacher' or 'gaussian', got {probe!r}")
+    method = solver.removeprefix("ode:") if isinstance(solver, str) else solver
+    info = get_solver(f"ode:{method}" if isinstance(method, str) else method)
+    if info.run is not run_pf_ode:
+        raise ValueError(f"solver must be a torchdiffeq method on the PF-ODE ('ode:...'), got {solver!r}")
+    return x, divergence, info
 
 
 def bits_per_dim(log_prob: Tensor, event_size: int, *, bins: int = 256, scale: float = 1.0) -> Tensor:

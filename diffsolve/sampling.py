@@ -123,7 +123,7 @@ def sample(
     """
     method = get_solver(solver)
     check_problem(score, sde, eps)
-    steps, rtol, atol = _check_budget(method, steps, rtol, atol)
+    steps, rtol, atol = method.check_budget(steps, rtol, atol)
     options = _check_options(method, options, time_grid)
     if seed is None and (method.stochastic or x_T is None):
         seed = int(np.random.SeedSequence().generate_state(1)[0]) & 0x7FFFFFFF  # echoed in settings
@@ -165,29 +165,6 @@ def sample(
         trajectory=None if out.trajectory is None else out.trajectory.detach(), times=out.times,
         steps_taken=out.accepted, steps_rejected=out.rejected,
     )  # fmt: skip
-
-
-def _check_budget(
-    method: Solver, steps: int | None, rtol: float | None, atol: float | None
-) -> tuple[int | None, float | None, float | None]:
-    """Fill in and check the budget: `steps` for fixed-step solvers, `rtol`/`atol` for adaptive ones."""
-    if method.adaptive:
-        if steps is not None:
-            raise ValueError(
-                f"steps is for fixed-step solvers; {method.name!r} is adaptive: give rtol/atol instead"
-            )
-        rtol = method.default_rtol if rtol is None else rtol
-        atol = method.default_atol if atol is None else atol
-        check_positive(rtol, "rtol")
-        check_positive(atol, "atol")
-        return None, rtol, atol
-    if rtol is not None or atol is not None:
-        raise ValueError(
-            f"rtol/atol are for adaptive solvers; {method.name!r} is fixed-step: give steps instead"
-        )
-    steps = method.default_steps if steps is None else steps
-    check_positive(steps, "steps", integer=True)
-    return int(steps), None, None
 
 
 def _check_options(method: Solver, options: Mapping[str, Any], time_grid: str | None) -> dict[str, Any]:

@@ -29,7 +29,7 @@ def _help(parser: argparse.ArgumentParser) -> str:
 
 def cli_reference() -> str:
     """Markdown for `diffsolve --help` and `diffsolve COMMAND --help`, every command."""
-    from diffsolve.cli import _parser
+    from diffsolve.cli import build_parser as _parser
 
     parser = _parser()
     parts = ["## `diffsolve`", "", "```text", _help(parser), "```", ""]

@@ -119,3 +119,12 @@ def test_pc_corrector_skips_a_zero_score(setup):
         lambda x, t: torch.zeros_like(x), sde, x_T=torch.randn(8, 2), solver="pc", steps=5, seed=0
     )
     assert bool(torch.isfinite(res.samples).all())
+
+
+@pytest.mark.parametrize("prior", [lambda z: z.sum(1, keepdim=True).expand(-1, 2), lambda z: z.sum()])
+def test_prior_log_prob_of_the_wrong_shape_is_refused(setup, prior):
+    # (B, 2) or a scalar used to be broadcast into the result without a word.
+    _, sde, score = setup
+    x = torch.randn(6, 2)
+    with pytest.raises(ValueError, match=r"prior_log_prob must return shape \(6,\), one value per point"):
+        ds.log_likelihood(score, sde, x, prior_log_prob=prior, rtol=1e-3, atol=1e-3)

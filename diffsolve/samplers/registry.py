@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .._validation import check_positive
 from .base import SolveOutput, SolveRequest
 
 __all__ = [
@@ -184,6 +185,44 @@ class Solver:
             parts.append(f"weak {self.weak_order:g}")
         text = ", ".join(parts) or "-"
         return text if self.verified or not parts else f"{text} (unverified)"
+
+    def check_budget(
+        self, steps: int | None, rtol: float | None, atol: float | None, *, fill_defaults: bool = True
+    ) -> tuple[int | None, float | None, float | None]:
+        """Check a budget and fill in this solver's defaults: `steps` for fixed-step solvers, `rtol`/`atol`
+        for adaptive ones; the other kind is refused.
+
+        Args:
+            steps: Steps (fixed-step solvers) or None.
+            rtol: Relative tolerance (adaptive solvers) or None.
+            atol: Absolute tolerance (adaptive solvers) or None.
+            fill_defaults: Use the solver's defaults for what is not given (else a missing one is an error).
+
+        Returns:
+            `(steps, rtol, atol)`, with None for the kind that does not apply.
+
+        Raises:
+            ValueError, TypeError: On a budget of the wrong kind, a missing one, or a non-positive value.
+        """
+        if self.adaptive:
+            if steps is not None:
+                raise ValueError(
+                    f"steps is for fixed-step solvers; {self.name!r} is adaptive: give rtol/atol instead"
+                )
+            rtol = self.default_rtol if rtol is None else rtol
+            atol = self.default_atol if atol is None else atol
+            check_positive(rtol, "rtol")
+            check_positive(atol, "atol")
+            return None, rtol, atol
+        if rtol is not None or atol is not None:
+            raise ValueError(
+                f"rtol/atol are for adaptive solvers; {self.name!r} is fixed-step: give steps instead"
+            )
+        if steps is None and not fill_defaults:
+            raise ValueError(f"{self.name!r} is a fixed-step solver: give steps")
+        steps = self.default_steps if steps is None else steps
+        check_positive(steps, "steps", integer=True)
+        return int(steps), None, None
 
     def defaults(self) -> dict[str, Any]:
         """The solver's option defaults, name -> value."""

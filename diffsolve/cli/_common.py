@@ -1,0 +1,132 @@
+"""What the commands share: argument types, the help formatter, usage errors, list parsing, the
+problem options, and file writes."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..datasets import MIXTURES
+from ..problems import Problem
+
+__all__ = [
+    "HelpFormatter", "UsageError", "positive_int", "positive_float", "parse_list", "parse_budgets",
+    "add_problem_args", "problem_from_args", "write_file",
+]  # fmt: skip
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show an option's default in its help, except for flags and None ("not given": the help says what then)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or isinstance(action, argparse._StoreTrueAction):
+            return action.help
+        return super()._get_help_string(action)
+
+
+class UsageError(Exception):
+    """A command-line mistake: printed as `diffsolve COMMAND: error: ...`, exit status 2."""
+
+    def __init__(self, command: str, message: str) -> None:
+        super().__init__(f"diffsolve {command}: error: {message}")
+
+
+def parse_list(text: str, what: str, command: str) -> list[str]:
+    """Comma-separated items, stripped; an empty list is a usage error."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise UsageError(command, f"{what} is empty")
+    return items
+
+
+def parse_budgets(text: str, solvers: list[str], command: str) -> dict[str, list[float]]:
+    """`--budgets`: integers are steps (fixed-step solvers), numbers in (0, 1) tolerances (adaptive ones)."""
+    from ..samplers import get_solver
+
+    steps, tols = [], []
+    for item in parse_list(text, "--budgets", command):
+        try:
+            value = float(item)
+        except ValueError:
+            raise UsageError(command, f"--budgets: {item!r} is not a number") from None
+        if value.is_integer() and value >= 1 and "e" not in item.lower() and "." not in item:
+            steps.append(int(value))
+        elif 0 < value < 1:
+            tols.append(value)
+        else:
+            raise UsageError(
+                command,
+                f"--budgets: {item!r} is neither a step count (integer >= 1) nor a tolerance in (0, 1)",
+            )
+    out = {}
+    for s in solvers:
+        chosen = tols if get_solver(s).adaptive else steps
+        if not chosen:
+            kind = "tolerances (e.g. 1e-3)" if get_solver(s).adaptive else "step counts (integers)"
+            raise UsageError(command, f"no budget in --budgets fits {s}: it takes {kind}")
+        out[s] = chosen
+    return out
+
+
+def add_problem_args(p: argparse.ArgumentParser) -> None:
+    """The options that choose a `Problem`: --problem/--sde (analytic) or --model (a checkpoint), --device."""
+    p.add_argument(
+        "--problem",
+        default=None,
+        help=f"analytic problem with its exact score: one of {', '.join(MIXTURES)} (default ring2d)",
+    )
+    p.add_argument(
+        "--sde",
+        choices=["vp", "subvp", "ve"],
+        default=None,
+        help="forward SDE of an analytic problem (default vp)",
+    )
+    p.add_argument(
+        "--model", default=None, help="a checkpoint directory from `diffsolve train` (replaces --problem)"
+    )
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+
+
+def problem_from_args(args: argparse.Namespace, command: str) -> Problem:
+    """The `Problem` the options name; a contradiction or an unknown name is a usage error."""
+    try:
+        if args.model is not None:
+            if args.problem is not None or args.sde is not None:
+                raise UsageError(command, "--model carries its own data and SDE: drop --problem and --sde")
+            return Problem.from_checkpoint(args.model, device=args.device)
+        name = args.problem or "ring2d"
+        if name not in MIXTURES:
+            raise UsageError(command, f"--problem must be one of {', '.join(MIXTURES)}; got {name!r}")
+        return Problem.mixture(name, args.sde or "vp", device=args.device)
+    except ValueError as err:
+        raise UsageError(command, str(err)) from None
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """Write `data` atomically, creating the parent directory."""
+    from ..io import atomic_write_bytes
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, data)

@@ -1,0 +1,101 @@
+"""`diffsolve train`: train a ScoreMLP and save a resumable checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..problems import dataset_names
+from ._common import (
+    HelpFormatter,
+    positive_float,
+    positive_int,
+)
+
+NAME = "train"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add `diffsolve train` and its options."""
+    tr = sub.add_parser(
+        "train",
+        help="train a ScoreMLP by denoising score matching and save a checkpoint directory",
+        description="Train a ScoreMLP score network (eps parameterisation) on a dataset by continuous-time "
+        "denoising score matching, with Adam, gradient clipping and an EMA of the weights. Checkpoints "
+        "(safetensors + JSON) are written atomically to --out every --checkpoint-every steps and at the end; "
+        "--resume continues an interrupted run exactly where it stopped. Datasets: the 2-D toy sets, the "
+        "analytic mixtures (sampled), and the 8x8 digits (needs scikit-learn; scaled to [-1, 1] and "
+        "dequantised).",
+        formatter_class=HelpFormatter,
+    )
+    tr.add_argument("--dataset", required=True, help="one of: " + ", ".join(dataset_names()))
+    tr.add_argument("--sde", choices=["vp", "subvp", "ve"], default="vp", help="forward SDE")
+    tr.add_argument("--steps", type=positive_int, required=True, help="optimisation steps in total")
+    tr.add_argument("--out", required=True, help="checkpoint directory")
+    tr.add_argument(
+        "--weighting", choices=["eps", "likelihood"], default="eps", help="loss weighting lambda(t)"
+    )
+    tr.add_argument(
+        "--importance-sampling",
+        action="store_true",
+        help="with --weighting likelihood: sample t with density proportional to g^2 / sigma^2",
+    )
+    tr.add_argument("--batch-size", type=positive_int, default=256, help="samples per step")
+    tr.add_argument("--lr", type=positive_float, default=2e-3, help="Adam learning rate")
+    tr.add_argument("--width", type=positive_int, default=256, help="hidden width of the ScoreMLP")
+    tr.add_argument("--depth", type=positive_int, default=3, help="residual blocks of the ScoreMLP")
+    tr.add_argument(
+        "--n-data", type=positive_int, default=50_000, help="points drawn for toy sets and mixtures"
+    )
+    tr.add_argument("--checkpoint-every", type=positive_int, default=1000, help="steps between checkpoints")
+    tr.add_argument(
+        "--seed", type=int, default=0, help="seed of the data draw, the initial weights and training"
+    )
+    tr.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    tr.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return tr
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run `diffsolve train`; returns the exit status."""
+    import torch
+
+    from .. import ScoreModel
+    from ..nn import ScoreMLP
+    from ..problems import dataset_names, make_sde, training_data
+    from ..training import train
+
+    if args.dataset not in dataset_names():
+        print(
+            f"diffsolve train: error: --dataset must be one of {', '.join(dataset_names())}; "
+            f"got {args.dataset!r}",
+            file=sys.stderr,
+        )
+        return 2
+    sde = make_sde(args.sde)
+    data, meta = training_data(args.dataset, args.n_data, args.seed)
+    torch.manual_seed(args.seed)
+    net = ScoreMLP(data[0].numel(), width=args.width, depth=args.depth)
+    model = ScoreModel(net, sde, "eps")
+    res = train(
+        model,
+        data,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weighting=args.weighting,
+        importance_sampling=args.importance_sampling,
+        seed=args.seed,
+        checkpoint_dir=args.out,
+        checkpoint_every=args.checkpoint_every,
+        resume=args.resume,
+        progress=not args.no_progress,
+        metadata=meta,
+    )
+    tail = res.losses[-100:]
+    print(
+        f"reached step {res.steps} ({res.steps - res.resumed_from} in this run, {res.seconds:.1f} s); "
+        f"mean loss over the last {len(tail)} steps {sum(tail) / len(tail):.4f}"
+    )
+    print(f"checkpoint (EMA weights): {args.out}")
+    return 0

@@ -1,0 +1,160 @@
+"""The named problems the CLI, the notebooks and the benchmarks share.
+
+A `Problem` is a score, its SDE, and the reference it is judged against: a `GaussianMixture` (the
+analytic problems, with their exact score) or held-out data (a checkpoint from `diffsolve train`,
+judged on data it was not trained on).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from . import checkpoint, datasets
+from .analytic import GaussianMixture
+from .scores import Score
+from .sde import SDE, VESDE, VPSDE, SubVPSDE
+
+__all__ = ["Problem", "SDES", "make_sde", "dataset_names", "training_data", "held_out"]
+
+SDES: dict[str, type[SDE]] = {"vp": VPSDE, "subvp": SubVPSDE, "ve": VESDE}
+"""The forward SDEs by their short names (with their default parameters)."""
+
+HELD_OUT_SEED = 987_654
+"""Seed of the held-out draws a checkpoint is judged on (never a training seed)."""
+
+
+def make_sde(name: str) -> SDE:
+    """The SDE called `name` (`"vp"`, `"subvp"` or `"ve"`) with its default parameters.
+
+    Args:
+        name: A key of `SDES`.
+
+    Raises:
+        ValueError: On an unknown name.
+    """
+    if name not in SDES:
+        raise ValueError(f"sde must be one of {', '.join(SDES)}; got {name!r}")
+    return SDES[name]()
+
+
+def dataset_names() -> list[str]:
+    """Every dataset `training_data` knows: the 2-D toy sets, the analytic mixtures and `"digits"`."""
+    return [*datasets.TOY_DATASETS, *datasets.MIXTURES, "digits"]
+
+
+def training_data(name: str, n: int, seed: int) -> tuple[Tensor, dict[str, Any]]:
+    """The training set called `name` and the metadata a checkpoint records about it.
+
+    Args:
+        name: One of `dataset_names()`.
+        n: Points drawn for toy sets and mixtures (the digits are the fixed training split).
+        seed: Seed of the draw (and of the digits' dequantisation).
+
+    Returns:
+        `(data, metadata)`: float32 data `(N, *event)`, and `{"dataset": name, ...}`.
+
+    Raises:
+        ValueError: On an unknown name.
+    """
+    meta: dict[str, Any] = {"dataset": name}
+    if name == "digits":
+        x = datasets.digits("train", scale="[-1, 1]")
+        gen = torch.Generator().manual_seed(seed)
+        data = datasets.dequantize(x, bins=datasets.DIGITS_LEVELS, low=-1.0, high=1.0, generator=gen)
+        meta["data"] = {"scale": "[-1, 1]", "bins": datasets.DIGITS_LEVELS, "dequantized": True}
+    elif name in datasets.MIXTURES:
+        data = datasets.mixture(name).sample(n, seed=seed, dtype=torch.float32)
+    elif name in datasets.TOY_DATASETS:
+        data = datasets.toy2d(name, n, seed=seed)
+    else:
+        raise ValueError(f"dataset must be one of {', '.join(dataset_names())}; got {name!r}")
+    return data, meta
+
+
+def held_out(name: str | None) -> GaussianMixture | Tensor:
+    """What a model trained on dataset `name` is judged against: the mixture itself, fresh toy-set
+    draws, or the digits' test split (dequantised), none of them seen in training.
+
+    Args:
+        name: The dataset a checkpoint records (`metadata["dataset"]`).
+
+    Raises:
+        ValueError: If `name` is not a known dataset.
+    """
+    if name in datasets.MIXTURES:
+        return datasets.mixture(name)
+    if name in datasets.TOY_DATASETS:
+        return datasets.toy2d(name, 20_000, seed=HELD_OUT_SEED)
+    if name == "digits":
+        x = datasets.digits("test", scale="[-1, 1]")
+        gen = torch.Generator().manual_seed(HELD_OUT_SEED)
+        return datasets.dequantize(x, bins=datasets.DIGITS_LEVELS, low=-1.0, high=1.0, generator=gen)
+    raise ValueError(f"the checkpoint does not say which data it was trained on ({name!r})")
+
+
+@dataclass
+class Problem:
+    """A score, its SDE, and the reference it is judged against.
+
+    Attributes:
+        name: A description for tables.
+        score: The score (exact, or a loaded `ScoreModel`).
+        sde: Its forward SDE.
+        reference: A `GaussianMixture` (analytic) or held-out data `(N, *event)`.
+        event_shape: Shape of one sample.
+        device: Where the solves run.
+    """
+
+    name: str
+    score: Score
+    sde: SDE
+    reference: GaussianMixture | Tensor
+    event_shape: tuple[int, ...]
+    device: torch.device
+
+    @property
+    def analytic(self) -> bool:
+        """Whether the reference is a mixture with closed-form marginals."""
+        return isinstance(self.reference, GaussianMixture)
+
+    @classmethod
+    def mixture(cls, name: str = "ring2d", sde: str = "vp", device: str | torch.device = "cpu") -> Problem:
+        """An analytic problem: a named mixture from `datasets.MIXTURES` with its exact score.
+
+        Args:
+            name: A key of `datasets.MIXTURES` (`"ring2d"`, `"mixture16"`, ...).
+            sde: `"vp"`, `"subvp"` or `"ve"`.
+            device: Where the solves run.
+
+        Raises:
+            ValueError: On an unknown mixture or SDE.
+        """
+        if name not in datasets.MIXTURES:
+            raise ValueError(f"problem must be one of {', '.join(datasets.MIXTURES)}; got {name!r}")
+        mixture, forward = datasets.mixture(name), make_sde(sde)
+        return cls(f"{name}, exact score", mixture.score_fn(forward), forward, mixture, (mixture.dim,),
+                   torch.device(device))  # fmt: skip
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> Problem:
+        """A trained model (`diffsolve train`) judged on the held-out data of its dataset.
+
+        Args:
+            path: The checkpoint directory.
+            device: Where the model is loaded and the solves run.
+
+        Raises:
+            CheckpointError: If the checkpoint cannot be read.
+            ValueError: If it does not record a known dataset.
+        """
+        device = torch.device(device)
+        model = checkpoint.load(path, device=device)
+        dataset = model.checkpoint_config.get("metadata", {}).get("dataset")
+        reference = held_out(dataset)
+        shape = (reference.dim,) if isinstance(reference, GaussianMixture) else tuple(reference.shape[1:])
+        return cls(f"checkpoint {path} ({dataset})", model, model.sde, reference, shape, device)
