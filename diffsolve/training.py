@@ -182,34 +182,10 @@ def train(
     Raises:
         ValueError: On bad arguments, or a NaN/Inf loss (naming the step and suggesting a lower lr).
     """
-    if not isinstance(model, ScoreModel):
-        raise TypeError(f"model must be a ScoreModel, got {type(model).__name__}")
-    data = check_batched(data, "data", min_dim=2)
-    for name, value in (("steps", steps), ("batch_size", batch_size), ("checkpoint_every", checkpoint_every)):
-        check_positive(value, name, integer=True)
-    check_positive(lr, "lr")
-    check_positive(eps, "eps")
-    if lr_schedule not in ("constant", "cosine"):
-        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
-    if not isinstance(warmup_steps, int) or not 0 <= warmup_steps < steps:
-        raise ValueError(f"warmup_steps must be an integer in [0, steps), got {warmup_steps!r}")
-    if weighting not in ("eps", "likelihood"):
-        raise ValueError(f"weighting must be 'eps' or 'likelihood', got {weighting!r}")
-    if importance_sampling and weighting != "likelihood":
-        raise ValueError("importance_sampling applies to weighting='likelihood' only")
-    if optimizer not in ("adam", "adamw"):
-        raise ValueError(f"optimizer must be 'adam' or 'adamw', got {optimizer!r}")
-    if not 0 <= ema_decay < 1:
-        raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay!r}")
-    if resume and checkpoint_dir is None:
-        raise ValueError("resume=True needs checkpoint_dir")
-    if max_seconds is not None:
-        check_positive(max_seconds, "max_seconds")
-    if dequantize is not None:
-        if not (isinstance(dequantize, (tuple, list)) and len(dequantize) == 3):
-            raise ValueError(f"dequantize must be (bins, low, high), got {dequantize!r}")
-        dequantize = (int(dequantize[0]), float(dequantize[1]), float(dequantize[2]))
-        dequantize_data(data, bins=dequantize[0], low=dequantize[1], high=dequantize[2])  # checks the range
+    data, dequantize = _check_arguments(
+        model, data, steps, batch_size, checkpoint_every, lr, eps, lr_schedule, warmup_steps, weighting,
+        importance_sampling, optimizer, ema_decay, grad_clip, resume, checkpoint_dir, max_seconds, dequantize,
+    )  # fmt: skip
 
     params = list(model.net.parameters())
     opt_cls = torch.optim.Adam if optimizer == "adam" else torch.optim.AdamW
@@ -241,28 +217,10 @@ def train(
     start = time.perf_counter()
     model.train()
     while step < steps:
-        idx = torch.randint(0, data.shape[0], (batch_size,), generator=gen)
-        x0 = data[idx.to(data.device)]
-        if dequantize is not None:
-            x0 = dequantize_data(x0, bins=dequantize[0], low=dequantize[1], high=dequantize[2], generator=gen)
-        t = times(batch_size, gen)
-        z = torch.randn(x0.shape, generator=gen, dtype=x0.dtype).to(x0.device)
-        loss = dsm_loss(model, x0, t.to(x0.device), z, weighting, norm)
-        if not bool(torch.isfinite(loss)):
-            raise ValueError(
-                f"the loss became {loss.item()} at step {step + 1}; try a lower learning rate (lr={lr:g}) "
-                "or a larger eps"
-            )
-        for group in opt.param_groups:
-            group["lr"] = _lr_at(step, lr, lr_schedule, warmup_steps, steps)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(params, grad_clip)
-        opt.step()
-        with torch.no_grad():
-            for pe, p in zip(ema.parameters(), model.parameters(), strict=True):
-                pe.lerp_(p, 1 - ema_decay)
+        loss = _optimisation_step(
+            model, ema, opt, params, data, gen, times, norm, step, steps, batch_size, lr, lr_schedule,
+            warmup_steps, weighting, grad_clip, ema_decay, dequantize,
+        )  # fmt: skip
         step += 1
         losses.append(loss.item())
         if bar is not None:
@@ -278,6 +236,81 @@ def train(
     model.eval()
     ema.eval()
     return TrainResult(model, ema, losses, step, time.perf_counter() - start, settings, resumed_from=first)
+
+
+def _optimisation_step(
+    model: ScoreModel, ema: ScoreModel, opt: torch.optim.Optimizer, params: list[Tensor], data: Tensor,
+    gen: torch.Generator, times: Any, norm: float | None, step: int, steps: int, batch_size: int, lr: float,
+    lr_schedule: str, warmup_steps: int, weighting: str, grad_clip: float | None, ema_decay: float,
+    dequantize: tuple[int, float, float] | None,
+) -> Tensor:  # fmt: skip
+    """One step: draw a batch, t and noise from `gen` (in this order, so a resumed run draws the
+    same numbers), take the loss's gradient, clip, step the optimiser, update the EMA."""
+    idx = torch.randint(0, data.shape[0], (batch_size,), generator=gen)
+    x0 = data[idx.to(data.device)]
+    if dequantize is not None:
+        x0 = dequantize_data(x0, bins=dequantize[0], low=dequantize[1], high=dequantize[2], generator=gen)
+    t = times(batch_size, gen)
+    z = torch.randn(x0.shape, generator=gen, dtype=x0.dtype).to(x0.device)
+    loss = dsm_loss(model, x0, t.to(x0.device), z, weighting, norm)
+    if not bool(torch.isfinite(loss)):
+        raise ValueError(
+            f"the loss became {loss.item()} at step {step + 1}; try a lower learning rate (lr={lr:g}) "
+            "or a larger eps"
+        )
+    for group in opt.param_groups:
+        group["lr"] = _lr_at(step, lr, lr_schedule, warmup_steps, steps)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    opt.step()
+    with torch.no_grad():
+        for pe, p in zip(ema.parameters(), model.parameters(), strict=True):
+            pe.lerp_(p, 1 - ema_decay)
+    return loss
+
+
+def _check_arguments(
+    model: object, data: object, steps: int, batch_size: int, checkpoint_every: int, lr: float, eps: float,
+    lr_schedule: str, warmup_steps: int, weighting: str, importance_sampling: bool, optimizer: str,
+    ema_decay: float, grad_clip: float | None, resume: bool, checkpoint_dir: object, max_seconds: float | None,
+    dequantize: object,
+) -> tuple[Tensor, tuple[int, float, float] | None]:  # fmt: skip
+    """Every check `train` makes before any work; returns the data and the normalised `dequantize`."""
+    if not isinstance(model, ScoreModel):
+        raise TypeError(f"model must be a ScoreModel, got {type(model).__name__}")
+    data = check_batched(data, "data", min_dim=2)
+    for name, value in (("steps", steps), ("batch_size", batch_size), ("checkpoint_every", checkpoint_every)):
+        check_positive(value, name, integer=True)
+    check_positive(lr, "lr")
+    check_positive(eps, "eps")
+    if not eps < model.sde.T:
+        raise ValueError(f"eps must lie in (0, T) = (0, {model.sde.T}), got {eps!r}")
+    if grad_clip is not None:
+        check_positive(grad_clip, "grad_clip")  # 0 would freeze the weights; give None for no clipping
+    if lr_schedule not in ("constant", "cosine"):
+        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
+    if not isinstance(warmup_steps, int) or not 0 <= warmup_steps < steps:
+        raise ValueError(f"warmup_steps must be an integer in [0, steps), got {warmup_steps!r}")
+    if weighting not in ("eps", "likelihood"):
+        raise ValueError(f"weighting must be 'eps' or 'likelihood', got {weighting!r}")
+    if importance_sampling and weighting != "likelihood":
+        raise ValueError("importance_sampling applies to weighting='likelihood' only")
+    if optimizer not in ("adam", "adamw"):
+        raise ValueError(f"optimizer must be 'adam' or 'adamw', got {optimizer!r}")
+    if not 0 <= ema_decay < 1:
+        raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay!r}")
+    if resume and checkpoint_dir is None:
+        raise ValueError("resume=True needs checkpoint_dir")
+    if max_seconds is not None:
+        check_positive(max_seconds, "max_seconds")
+    if dequantize is not None:
+        if not (isinstance(dequantize, (tuple, list)) and len(dequantize) == 3):
+            raise ValueError(f"dequantize must be (bins, low, high), got {dequantize!r}")
+        dequantize = (int(dequantize[0]), float(dequantize[1]), float(dequantize[2]))
+        dequantize_data(data, bins=dequantize[0], low=dequantize[1], high=dequantize[2])  # checks the range
+    return data, dequantize
 
 
 def _lr_at(step: int, lr: float, schedule: str, warmup: int, steps: int) -> float:

@@ -133,3 +133,18 @@ def test_resume_from_a_damaged_training_state(tmp_path):
     state.write_bytes(state.read_bytes()[:100])
     with pytest.raises(ds.checkpoint.CheckpointError, match="truncated or corrupted"):
         train(_model(), data, steps=4, batch_size=16, progress=False, checkpoint_dir=tmp_path, resume=True)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"eps": 1.0}, r"eps must lie in \(0, T\)"),
+        ({"grad_clip": 0}, "grad_clip must be > 0"),
+        ({"grad_clip": -1.0}, "grad_clip must be > 0"),
+    ],
+)
+def test_settings_that_would_train_nothing_are_refused(kwargs, message):
+    # eps = T trains on pure noise; grad_clip = 0 never moves the weights: both used to be accepted.
+    model = ds.ScoreModel(ScoreMLP(2, width=8, depth=1), ds.VPSDE())
+    with pytest.raises(ValueError, match=message):
+        train(model, torch.randn(64, 2), steps=2, progress=False, **kwargs)
