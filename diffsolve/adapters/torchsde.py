@@ -66,6 +66,9 @@ class ReverseSDE(nn.Module):
     Attributes:
         nfe: Score evaluations so far (one call on a batch is one). Reset with `reset()`.
         callback: If set, called with the forward time `t` (0-d tensor) after each score evaluation.
+        guard: The `FiniteGuard` that checks the state at every drift call. On the CPU it raises at
+            once; on an accelerator it keeps the first failing time on the device: call
+            `guard.raise_if_failed()` after `torchsde.sdeint` (`adapters.sdeint` does).
     """
 
     def __init__(
