@@ -6,6 +6,7 @@ torchsde needs; `ProbabilityFlowODE` is a torchdiffeq `func(t, x)` in forward ti
 libraries' quirks (see docs/architecture.md).
 """
 
+from .brownian import BrownianPath
 from .grid import fixed_step_grid, uniform_grid
 from .torchdiffeq import LikelihoodODE, OdeintOutput, ProbabilityFlowODE, odeint
 from .torchsde import (
@@ -13,18 +14,21 @@ from .torchsde import (
     STRATONOVICH_METHODS,
     ReverseBrownian,
     ReverseSDE,
+    ZeroBrownian,
     brownian_motion,
     sdeint,
 )
 
 __all__ = [
     "BROWNIAN_TOL",
+    "BrownianPath",
     "STRATONOVICH_METHODS",
     "LikelihoodODE",
     "OdeintOutput",
     "ProbabilityFlowODE",
     "ReverseBrownian",
     "ReverseSDE",
+    "ZeroBrownian",
     "brownian_motion",
     "fixed_step_grid",
     "odeint",

@@ -17,6 +17,7 @@ method needs and steps exactly `steps` times.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable
 
 import torch
@@ -26,6 +27,7 @@ from torch import Tensor, nn
 from ..errors import FiniteGuard, NonFiniteError
 from ..scores import Score, check_problem, evaluate_score
 from ..sde import SDE
+from .brownian import BrownianPath
 from .grid import uniform_grid
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "BROWNIAN_TOL",
     "STRATONOVICH_METHODS",
     "brownian_motion",
+    "ZeroBrownian",
     "ReverseBrownian",
     "sdeint",
 ]
@@ -161,7 +164,7 @@ class ReverseSDE(nn.Module):
         seed: int,
         *,
         levy_area_approximation: str = "none",
-    ) -> torchsde.BrownianInterval:
+    ) -> BrownianPath | torchsde.BrownianInterval:
         """The Brownian path over solver time $[0, T - \\epsilon]$ that `sample(..., seed=seed)` uses.
 
         The same as `brownian_motion(y0, seed, s_end=self.s_end, ...)`; see there.
@@ -175,26 +178,31 @@ class ReverseSDE(nn.Module):
 
 
 def brownian_motion(
-    y0: Tensor, seed: int, *, s_end: float, levy_area_approximation: str = "none"
-) -> torchsde.BrownianInterval:
+    y0: Tensor, seed: int, *, s_end: float, levy_area_approximation: str = "none", row_start: int = 0
+) -> BrownianPath | torchsde.BrownianInterval:
     """The Brownian path over solver time $[0, s_{end}]$ that a seed names.
 
-    Built with `halfway_tree=True` and `tol=BROWNIAN_TOL`, so the path depends on `seed` alone,
-    not on where it is queried: the same seed at 100 and at 1000 steps gives the same path.
+    Without Lévy areas (every method but `srk`) it is a `BrownianPath` (adapters/brownian.py): the
+    same path at every step count (to its resolution of $s_{end}/1024$), each sample's path a function
+    of the seed and its global index, at about two normal draws per step.
 
-    torchsde draws the path differently when it also carries space-time Lévy areas, which `srk`
-    needs: with `"space-time"` the same seed gives another path (shared by all `srk` runs). It is
-    not the default because it costs about 3x as much per query (measured: 4.8 s vs 1.5 s for
-    1000 queries at batch 1000 x 2).
+    `srk` needs space-time Lévy areas, which only torchsde's `BrownianInterval` carries: with
+    `"space-time"` the path is torchsde's (`halfway_tree=True`, `tol=BROWNIAN_TOL`, so it too is the
+    same at every step count), another path than the default one for the same seed.
 
     Args:
         y0: The flat initial state `(B, D)`; gives the size, dtype and device.
         seed: The entropy of the path.
         s_end: The end of solver time, $T - \\epsilon$.
         levy_area_approximation: `"none"` or `"space-time"` (as in torchsde).
+        row_start: Global index of the first sample (for a chunk or shard of a larger run).
     """
     if y0.dim() != 2:
         raise ValueError(f"y0 must be flat (batch, D), got shape {tuple(y0.shape)}")
+    if levy_area_approximation == "none":
+        return BrownianPath(
+            tuple(y0.shape), seed=seed, s_end=s_end, dtype=y0.dtype, device=y0.device, row_start=row_start
+        )
     return torchsde.BrownianInterval(
         t0=0.0,
         t1=s_end,
@@ -206,6 +214,61 @@ def brownian_motion(
         halfway_tree=True,
         tol=BROWNIAN_TOL,
     )
+
+
+class _OnGrid(torchsde.BaseBrownian):
+    """`bm` queried at the grid points torchsde means: its `t + dt` stepping drifts off them by ~1e-12."""
+
+    def __init__(self, bm: torchsde.BaseBrownian, grid: Tensor) -> None:
+        self._bm, self._grid = bm, grid.tolist()
+        self._tol = 1e-6 * (self._grid[-1] - self._grid[0]) / max(len(self._grid) - 1, 1)
+
+    shape = property(lambda self: self._bm.shape)
+    dtype = property(lambda self: self._bm.dtype)
+    device = property(lambda self: self._bm.device)
+    levy_area_approximation = property(lambda self: self._bm.levy_area_approximation)
+
+    def _snap(self, t: float) -> float:
+        i = bisect.bisect_left(self._grid, t)
+        for j in (i - 1, i):
+            if 0 <= j < len(self._grid) and abs(self._grid[j] - t) <= self._tol:
+                return self._grid[j]
+        return t
+
+    def __call__(self, ta, tb=None, return_U: bool = False, return_A: bool = False):
+        ta = self._snap(float(ta))
+        tb = None if tb is None else self._snap(float(tb))
+        return self._bm(ta, tb, return_U=return_U, return_A=return_A)
+
+    def __repr__(self) -> str:
+        return f"_OnGrid({self._bm!r})"
+
+
+class ZeroBrownian(torchsde.BaseBrownian):
+    """A path with no noise (increments and Lévy areas all zero): a method's own noise-free step.
+
+    `sdeint(..., noise_removal=True)` takes its last step on it, so the solve ends with the mean of its last
+    step, as Song et al.'s samplers do (their `x_mean`).
+
+    Args:
+        like: The path it stands in for (shape, dtype, device and Lévy area kind).
+    """
+
+    def __init__(self, like: torchsde.BaseBrownian) -> None:
+        self._like = like
+
+    shape = property(lambda self: self._like.shape)
+    dtype = property(lambda self: self._like.dtype)
+    device = property(lambda self: self._like.device)
+    levy_area_approximation = property(lambda self: self._like.levy_area_approximation)
+
+    def __call__(self, ta, tb=None, return_U: bool = False, return_A: bool = False):
+        zero = torch.zeros(self.shape, dtype=self.dtype, device=self.device)
+        extra = [zero] * (int(return_U) + int(return_A))
+        return (zero, *extra) if extra else zero
+
+    def __repr__(self) -> str:
+        return f"ZeroBrownian({self._like!r})"
 
 
 class ReverseBrownian:
@@ -225,7 +288,7 @@ class ReverseBrownian:
     def __init__(self, x_T: Tensor, sde: SDE, eps: float, seed: int) -> None:
         self.T = float(sde.T)
         self.shape = x_T.shape
-        self.bm = brownian_motion(x_T.reshape(x_T.shape[0], -1), seed, s_end=self.T - eps)
+        self.bm = brownian_motion(x_T.reshape(x_T.shape[0], -1), seed, s_end=self.T - float(eps))
 
     def increment(self, t: float, t_next: float) -> Tensor:
         """The increment over forward times `t > t_next`, i.e. solver times $T - t < T - t_{next}$."""
@@ -241,6 +304,7 @@ def sdeint(
     seed: int,
     return_trajectory: bool = False,
     solver: str | None = None,
+    noise_removal: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Integrate `rsde` from T down to eps in `steps` equal steps with torchsde, on the path `seed` names.
 
@@ -255,6 +319,8 @@ def sdeint(
         seed: The entropy of the Brownian path (`brownian_motion`).
         return_trajectory: Return the state at every step, not only the first and last.
         solver: The name errors report (default `"sde:<method>"`).
+        noise_removal: Take the last step without noise (`ZeroBrownian`): the method's own noise-free step,
+            at the same cost. The other steps see the same path as without it.
 
     Returns:
         `(states, times)`: states `(len(times), B, *event)` at forward times `times` (T first).
@@ -269,14 +335,25 @@ def sdeint(
     y0 = x_T.reshape(x_T.shape[0], -1)
     bm = rsde.brownian_motion(y0, seed, levy_area_approximation="space-time" if method == "srk" else "none")
     s_grid = uniform_grid(0.0, rsde.s_end, steps, device=x_T.device)
-    ts = s_grid if return_trajectory else s_grid[[0, -1]]
+    if isinstance(bm, BrownianPath):
+        bm = _OnGrid(bm, s_grid)
     # torchsde advances by repeated `t + dt`; a step a hair longer than the grid spacing keeps
     # rounding from adding a spurious last step of size ~1e-16 (it then clamps at the final time).
     dt = rsde.s_end / steps * (1 + 1e-12)
+    noisy = s_grid[:-1] if noise_removal else s_grid
     try:
-        ys = torchsde.sdeint(rsde, y0, ts, bm=bm, method=method, dt=dt)
+        if len(noisy) > 1:
+            ys = torchsde.sdeint(
+                rsde, y0, noisy if return_trajectory else noisy[[0, -1]], bm=bm, method=method, dt=dt
+            )
+        else:
+            ys = y0[None]
+        if noise_removal:
+            last = torchsde.sdeint(rsde, ys[-1], s_grid[-2:], bm=ZeroBrownian(bm), method=method, dt=dt)
+            ys = torch.cat([ys if return_trajectory else ys[:1], last[1:]])
         rsde.guard.check(ys[-1], rsde.eps)
         rsde.guard.raise_if_failed()
     except NonFiniteError as err:
         raise err.with_solver(solver or f"sde:{method}") from None
+    ts = s_grid if return_trajectory else s_grid[[0, -1]]
     return rsde.to_event(ys), rsde.sde.T - ts

@@ -275,6 +275,8 @@ def _errors_per_path(
     """Per path and step count: phi(X_h) (weak) or |X_h - X_ref| (strong, ode); the NFE; the reference."""
 
     def solve(**kw: Any) -> Any:
+        if kind == "strong" and "noise_removal" in get_solver(kw["solver"]).options:
+            kw["noise_removal"] = False  # the plain scheme: every step a step of the SDE
         return sample(score, sde, x_T=x_T, eps=eps, seed=seed, **kw)
 
     if kind == "weak":

@@ -18,6 +18,7 @@ from ..errors import NonFiniteError, StepSizeError
 from ..scores import Score
 from ..sde import SDE
 from .base import ScoreLedger, SolveOutput, SolveRequest
+from .noise import NOISE_REMOVAL
 from .registry import SOLVERS, Solver
 
 __all__ = ["adaptive_sde"]
@@ -41,6 +42,7 @@ def adaptive_sde(
     exponent: float = 0.9,
     return_trajectory: bool = False,
     callback: Callable[[Tensor], None] | None = None,
+    noise_removal: bool = True,
 ) -> SolveOutput:
     r"""Jolicoeur-Martineau et al.'s adaptive reverse-SDE solver ("Gotta Go Fast", Algorithm 1).
 
@@ -54,6 +56,9 @@ def adaptive_sde(
     with $\theta$ = `safety` and $r$ = `exponent`. The increments come from one
     Brownian path (`adapters.ReverseBrownian`, the path of the `sde:` solvers), so a rejected step's smaller
     retry queries the same path: rejection does not change the noise the solution sees.
+
+    With `noise_removal` (the default) a step that ends at $\epsilon$ takes $\Delta W = 0$: the run ends
+    with the noise-free mean of its last step (samplers/noise.py).
 
     Cost: 2 NFE per accepted step, 1 per rejected one (the score at $(x, t)$ is kept for the retry).
     Strong and weak order 1.
@@ -71,6 +76,7 @@ def adaptive_sde(
         exponent: The exponent $r$ of the step-size update.
         return_trajectory: Also keep the state after every accepted step.
         callback: Called with each forward time the score is evaluated at.
+        noise_removal: End with the noise-free mean of the last step.
 
     Returns:
         A `SolveOutput` (its `times` are those of the accepted steps).
@@ -100,7 +106,7 @@ def adaptive_sde(
             raise StepSizeError(t, "adaptive_sde")
         t_next = eps if t - h <= eps * (1 + 1e-12) else t - h
         h = t - t_next
-        dw = path.increment(t, t_next)
+        dw = 0.0 if noise_removal and t_next == eps else path.increment(t, t_next)
         x1 = x + h * drift(x, t, s_x) + g(t) * dw
         s1 = ledger(x1, t_next)
         x_tilde = x + h * drift(x1, t_next, s1) + g(t_next) * dw
@@ -134,12 +140,13 @@ def _run(req: SolveRequest) -> SolveOutput:
     return adaptive_sde(
         req.score, req.sde, req.x_T, eps=req.eps, seed=req.seed, rtol=req.rtol, atol=req.atol,
         return_trajectory=req.return_trajectory, callback=req.callback,
+        noise_removal=req.options["noise_removal"],
     )  # fmt: skip
 
 
 SOLVERS["adaptive_sde"] = Solver(
     "adaptive_sde", "diffusion", _run, nfe_per_step=2, nfe_per_rejected_step=1, strong_order=1.0,
-    adaptive=True, stochastic=True, default_rtol=DEFAULT_RTOL, default_atol=DEFAULT_ATOL,
+    adaptive=True, stochastic=True, options={"noise_removal": NOISE_REMOVAL}, default_rtol=DEFAULT_RTOL, default_atol=DEFAULT_ATOL,
     budgets=(0.5, 0.2, 0.1, 0.05, 0.02),
     description="Jolicoeur-Martineau et al.'s adaptive reverse-SDE solver (EM / improved Euler pair, error "
     "control, one Brownian path)",

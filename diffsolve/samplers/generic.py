@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ..adapters import ProbabilityFlowODE, ReverseSDE, odeint, sdeint, uniform_grid
 from .base import SolveOutput, SolveRequest
+from .noise import NOISE_REMOVAL, euler_maruyama
 from .registry import SOLVERS, Solver
 
 __all__ = ["run_reverse_sde", "run_pf_ode", "TRAJECTORY_POINTS"]
@@ -29,7 +30,7 @@ def run_reverse_sde(req: SolveRequest) -> SolveOutput:
     rsde.callback = req.callback
     states, times = sdeint(
         rsde, req.x_T, method=method, steps=req.steps, seed=req.seed,
-        return_trajectory=req.return_trajectory, solver=req.solver,
+        return_trajectory=req.return_trajectory, solver=req.solver, noise_removal=req.options.get("noise_removal", False),
     )  # fmt: skip
     return SolveOutput(
         samples=states[-1],
@@ -68,8 +69,9 @@ def run_pf_ode(req: SolveRequest) -> SolveOutput:
 
 
 def _sde(method: str, strong: float, nfe: int, description: str, **kw: object) -> Solver:
+    kw.setdefault("options", {"noise_removal": NOISE_REMOVAL})
     return Solver(
-        f"sde:{method}", "sde", run_reverse_sde, nfe, strong_order=strong,
+        f"sde:{method}", "sde", kw.pop("run", run_reverse_sde), nfe, strong_order=strong,
         stochastic=True, default_steps=1000, description=description, **kw,
     )  # fmt: skip
 
@@ -85,15 +87,17 @@ def _adaptive(method: str, order: float, nfe: int, description: str, **kw: objec
 
 
 for _solver in [
-    _sde("euler", 1.0, 1, "Euler–Maruyama (Itô); strong order 1 for additive noise",
-         weak_order=1.0, budgets=(25, 50, 100, 200, 400), verified=True),
+    _sde("euler", 1.0, 1, "Euler–Maruyama (Itô); strong order 1 for additive noise; any time grid",
+         weak_order=1.0, budgets=(25, 50, 100, 200, 400), verified=True, run=euler_maruyama,
+         time_grid="uniform"),
     _sde("milstein", 1.0, 1, "Milstein (Itô); equals Euler–Maruyama for additive noise", verified=True),
     _sde("srk", 1.5, 2, "Rößler's SRA1 stochastic Runge–Kutta for additive noise (Itô)",
          budgets=(25, 50, 100, 200), reference="sde:srk", verified=True),
     _sde("reversible_heun", 1.0, 1,
          "Kidger et al.'s reversible Heun (Stratonovich); its parasitic mode grows on contracting drifts "
-         "such as the reverse SDE's (ring2d, 1000 steps: -2.3 nats in mean log p); for reversibility, not accuracy",
-         nfe_start=1),
+         "such as the reverse SDE's (ring2d, 1000 steps: -2.3 nats in mean log p); for reversibility, not accuracy "
+         "(so it keeps its last step's noise: no noise_removal option)",
+         nfe_start=1, options={}),
     _sde("heun", 1.0, 2, "Stochastic Heun (Stratonovich)", verified=True),
     _sde("midpoint", 1.0, 2, "Stochastic midpoint (Stratonovich)", verified=True),
     _sde("euler_heun", 1.0, 1, "Euler–Heun (Stratonovich)", verified=True),

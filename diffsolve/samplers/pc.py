@@ -13,6 +13,7 @@ $x \leftarrow x + \delta\,s + \sqrt{2\delta}\,\xi$ with $\delta = 2 a_i^2 (r \|\
 signal-to-noise ratio $r$ = `snr`. As in Song et al.'s code the norms are averaged over the batch:
 per-sample norms blow up in low dimension, where $\|s\| \to 0$ at a mode's centre while $\|\xi\|$
 does not. (So one sample's step size depends on its batch.) Cost: `1 + corrector_steps` NFE per step.
+The last predictor step returns its mean, without noise, unless `noise_removal=False` (samplers/noise.py).
 
 References:
     Song et al., "Score-Based Generative Modeling through SDEs", ICLR 2021, Algorithms 2-3.
@@ -31,6 +32,7 @@ from ..adapters import ReverseBrownian, uniform_grid
 from ..scores import Score
 from ..sde import SDE
 from .base import ScoreLedger, SolveOutput, SolveRequest, run_on_grid
+from .noise import NOISE_REMOVAL
 from .registry import SOLVERS, Option, Solver
 
 __all__ = ["pc_sampler"]
@@ -49,6 +51,7 @@ def pc_sampler(
     corrector_steps: int,
     return_trajectory: bool,
     callback: Callable[[Tensor], None] | None = None,
+    noise_removal: bool = True,
 ) -> SolveOutput:
     """Run the predictor-corrector sampler from `x_T` at T down to eps in `steps` predictor steps.
 
@@ -64,6 +67,7 @@ def pc_sampler(
         corrector_steps: Langevin updates before each predictor step.
         return_trajectory: Also keep the state after every step.
         callback: Called with each forward time the score is evaluated at.
+        noise_removal: End with the mean of the last predictor step (Song et al.'s `x_mean`).
 
     Returns:
         A `SolveOutput`.
@@ -88,8 +92,11 @@ def pc_sampler(
             ratio = torch.where(grad_norm > 0, noise.flatten(1).norm(dim=1).mean() / grad_norm, 0.0)
             delta = 2 * a**2 * (snr * ratio) ** 2
             x = x + delta * grad + (2 * delta).sqrt() * noise
+        mean = (2 - a) * x + g2 * call(x, t_cur)
+        if noise_removal and i == len(times) - 2:
+            return mean
         z = path.increment(t_cur, times[i + 1]) / (t_cur - times[i + 1]) ** 0.5
-        return (2 - a) * x + g2 * call(x, t_cur) + g2**0.5 * z
+        return mean.add_(z, alpha=g2**0.5)
 
     return run_on_grid(step, x_T, t_grid, call, return_trajectory)
 
@@ -104,7 +111,7 @@ def _run(req: SolveRequest) -> SolveOutput:
         req.score, req.sde, req.x_T, steps=req.steps, eps=req.eps, seed=req.seed,
         corrector_seed=_corrector_seed(req.seed), snr=req.options["snr"],
         corrector_steps=req.options["corrector_steps"], return_trajectory=req.return_trajectory,
-        callback=req.callback,
+        callback=req.callback, noise_removal=req.options["noise_removal"],
     )  # fmt: skip
 
 
@@ -120,6 +127,7 @@ SOLVERS["pc"] = Solver(
         "corrector_steps": Option(
             1, lambda v, name: check_positive(v, name, integer=True, allow_zero=True), "Langevin steps per step"
         ),
+        "noise_removal": NOISE_REMOVAL,
     },
     budgets=(25, 50, 100, 200),
     description="Song et al.'s predictor-corrector: reverse-diffusion predictor + Langevin corrector",
