@@ -144,7 +144,7 @@ def sample(
     bar = _Progress(sde.T, eps, method.name) if progress else None
     request = SolveRequest(
         score, sde, x_T, eps, method.name, steps, rtol, atol, seed if method.stochastic else None, grid,
-        options, return_trajectory, bar,
+        options, return_trajectory, bar, grid_kind,
     )  # fmt: skip
     _sync(x_T.device)
     start = time.perf_counter()

@@ -41,6 +41,8 @@ class SolveRequest:
         options: The solver's own options (e.g. `snr` for `pc`), defaults filled in.
         return_trajectory: Whether to keep the state along the way.
         callback: Called with the forward time (0-d tensor) after each score evaluation, or None.
+        grid_kind: The kind of `grid` (`"uniform"`, `"logsnr"`, `"karras"`), for a solver that builds
+            a grid of its own size (`dpm_solver_fast`).
     """
 
     score: Score
@@ -56,6 +58,7 @@ class SolveRequest:
     options: dict[str, Any] = field(default_factory=dict)
     return_trajectory: bool = False
     callback: Callable[[Tensor], None] | None = None
+    grid_kind: str | None = None
 
     def ledger(self) -> ScoreLedger:
         """A `ScoreLedger` on this request's score, SDE and callback."""

@@ -1,0 +1,334 @@
+r"""Multistep samplers of the PF-ODE: DPM-Solver++(3M), UniPC, iPNDM and DEIS (tAB), one NFE per step.
+
+Notation as in samplers/diffusion.py: on the grid $T = t_0 > \dots > t_N = \epsilon$, $\alpha_i$,
+$\sigma_i$, $\lambda_i = \log(\alpha_i/\sigma_i)$ (increasing), $h_i = \lambda_{i+1} - \lambda_i$; the
+model is the data prediction $\hat x_0 = (x + \sigma^2 s)/\alpha$ or the noise prediction
+$\hat\epsilon = -\sigma s$. In $\tilde x = x/\alpha$ against $\rho = \sigma/\alpha = e^{-\lambda}$ the
+PF-ODE is $\mathrm{d}\tilde x/\mathrm{d}\rho = \hat\epsilon$.
+
+Every multistep method here keeps the model at the last few grid points, so a step costs one score
+call. Its first steps have fewer points to use and run at lower order (order $\min(p, i + 1)$ at step
+$i$); with `lower_order_final` (the default) the last steps do too ($\min(p, N - i)$) on grids of
+fewer than 15 steps, as in Lu et al.'s code and diffusers: a high-order extrapolation over the last,
+stiffest steps near $\epsilon$ costs more accuracy than it gains there, while on fine grids a
+first-order last step would cap the global order at 2.
+
+| sampler | step from $t_i$ to $t_{i+1}$ | order |
+| --- | --- | ---: |
+| `dpm_solver++3m` | DPM-Solver++ multistep in $\hat x_0$, second divided differences in $\lambda$ | 3 |
+| `unipc` | UniPC: UniP-$p$ predictor, then the UniC corrector with the model at the prediction, which is also the next step's model (no extra NFE) | $p + 1$ |
+| `ipndm` | Adams–Bashforth (equal-step coefficients, orders up to 4) on $\mathrm{d}\tilde x/\mathrm{d}\rho = \hat\epsilon$ | 4 |
+| `deis` | tAB-DEIS: $\hat\epsilon$ extrapolated by a polynomial in $t$, integrated exactly against $\mathrm{d}\rho$ | 3 |
+
+References:
+    Lu et al., "DPM-Solver++: Fast Solver for Guided Sampling of Diffusion Probabilistic Models",
+    2022 (multistep, their code's `multistep_dpm_solver_third_update`).
+    Zhao, Bai, Rao, Zhou, Lu, "UniPC: A Unified Predictor-Corrector Framework for Fast Sampling of
+    Diffusion Models", NeurIPS 2023 (Algorithms 2-3, $B(h) = h$ "bh1" and $B(h) = e^h - 1$ "bh2").
+    Zhang, Chen, "Fast Sampling of Diffusion Models with Exponential Integrator", ICLR 2023 (tAB-DEIS,
+    and iPNDM, their improved pseudo-numerical method).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..sde import SDE
+from .base import SolveOutput, SolveRequest, run_on_grid
+from .diffusion import _schedule
+from .noise import check_bool
+from .registry import SOLVERS, Option, Solver
+
+__all__ = ["dpm_solver_pp_3m", "unipc", "ipndm", "deis", "step_orders"]
+
+
+LOWER_ORDER_FINAL_BELOW = 15
+"""`lower_order_final` lowers the last steps' orders on grids of fewer steps than this (as diffusers does)."""
+
+
+def step_orders(order: int, steps: int, lower_order_final: bool) -> list[int]:
+    """The order of each of `steps` multistep steps: warm-up from 1, and down to 1 at the end if asked.
+
+    The final steps are lowered only on grids of fewer than `LOWER_ORDER_FINAL_BELOW` steps, where
+    they help; on finer grids a first-order last step would cap the global order at 2.
+    """
+    final = lower_order_final and steps < LOWER_ORDER_FINAL_BELOW
+    return [min(order, i + 1, steps - i if final else order) for i in range(steps)]
+
+
+class _Model:
+    """The data or noise prediction at grid point `i`, one score call each."""
+
+    def __init__(self, req: SolveRequest, data: bool) -> None:
+        self.ledger = req.ledger()
+        self.times = req.grid.tolist()
+        self.alpha, self.sigma, self.lam = _schedule(req.sde, req.grid)
+        self.data = data
+
+    def __call__(self, x: Tensor, i: int) -> Tensor:
+        s = self.ledger(x, self.times[i])
+        if self.data:
+            return torch.add(x, s, alpha=self.sigma[i] ** 2).div_(self.alpha[i])
+        return s.mul(-self.sigma[i])
+
+
+def _check_lof(req: SolveRequest) -> bool:
+    return req.options["lower_order_final"]
+
+
+def dpm_solver_pp_3m(req: SolveRequest) -> SolveOutput:
+    r"""DPM-Solver++(3M): multistep, data prediction, order 3, 1 NFE per step.
+
+    With $r_0 = h_{i-1}/h_i$, $r_1 = h_{i-2}/h_i$, $D_{1,0} = (m_i - m_{i-1})/r_0$,
+    $D_{1,1} = (m_{i-1} - m_{i-2})/r_1$, $D_1 = D_{1,0} + \frac{r_0}{r_0 + r_1}(D_{1,0} - D_{1,1})$,
+    $D_2 = \frac{D_{1,0} - D_{1,1}}{r_0 + r_1}$ and $\varphi_1 = e^{-h} - 1$, $\varphi_2 = \varphi_1/h + 1$,
+    $\varphi_3 = \varphi_2/h - \tfrac12$:
+    $x_{i+1} = \frac{\sigma_{i+1}}{\sigma_i}x_i - \alpha_{i+1}\varphi_1 m_i + \alpha_{i+1}\varphi_2 D_1
+    - \alpha_{i+1}\varphi_3 D_2$. Orders 1 and 2 (warm-up, final steps) are DPM-Solver++(1) and (2M).
+
+    Args:
+        req: The checked request (options: `lower_order_final`).
+    """
+    model = _Model(req, data=True)
+    alpha, sigma, lam = model.alpha, model.sigma, model.lam
+    orders = step_orders(3, len(lam) - 1, _check_lof(req))
+    hist: list[Tensor] = []
+
+    def step(x: Tensor, i: int) -> Tensor:
+        hist.append(model(x, i))
+        del hist[:-3]
+        h = lam[i + 1] - lam[i]
+        phi_1 = math.expm1(-h)
+        out = torch.mul(x, sigma[i + 1] / sigma[i]).add_(hist[-1], alpha=-alpha[i + 1] * phi_1)
+        order = orders[i]
+        if order >= 2:
+            r0 = (lam[i] - lam[i - 1]) / h
+            d1_0 = (hist[-1] - hist[-2]) / r0
+            if order == 2:
+                return out.add_(d1_0, alpha=-0.5 * alpha[i + 1] * phi_1)
+            r1 = (lam[i - 1] - lam[i - 2]) / h
+            d1_1 = (hist[-2] - hist[-3]) / r1
+            d1 = d1_0 + (r0 / (r0 + r1)) * (d1_0 - d1_1)
+            d2 = (d1_0 - d1_1) / (r0 + r1)
+            phi_2 = phi_1 / h + 1.0
+            phi_3 = phi_2 / h - 0.5
+            out.add_(d1, alpha=alpha[i + 1] * phi_2).add_(d2, alpha=-alpha[i + 1] * phi_3)
+        return out
+
+    return run_on_grid(step, req.x_T, req.grid, model.ledger, req.return_trajectory)
+
+
+def _unipc_coefficients(
+    rks: list[float], hh: float, variant: str, order: int
+) -> tuple[float, list[float], list[float]]:
+    r"""UniPC's $B(h)$ and the predictor and corrector weights $\rho^p$, $\rho^c$ (Zhao et al., Alg. 2-3).
+
+    `rks` are $r_k = (\lambda_{i-k} - \lambda_i)/h$ for the $p - 1$ older points, then 1 (the new point).
+    """
+    b_h = hh if variant == "bh1" else math.expm1(hh)
+    h_phi_k = math.expm1(hh) / hh - 1.0
+    factorial = 1
+    r = np.array(rks, dtype=np.float64)
+    rows, b = [], []
+    for k in range(1, order + 1):
+        rows.append(r ** (k - 1))
+        b.append(h_phi_k * factorial / b_h)
+        factorial *= k + 1
+        h_phi_k = h_phi_k / hh - 1.0 / factorial
+    mat, vec = np.stack(rows), np.array(b)
+    if order == 1:
+        rhos_p, rhos_c = [], [0.5]
+    else:
+        rhos_p = [0.5] if order == 2 else list(np.linalg.solve(mat[:-1, :-1], vec[:-1]))
+        rhos_c = list(np.linalg.solve(mat, vec))
+    return b_h, [float(v) for v in rhos_p], [float(v) for v in rhos_c]
+
+
+def unipc(req: SolveRequest) -> SolveOutput:
+    r"""UniPC (Zhao et al. 2023): the UniP-$p$ predictor and the UniC corrector, 1 NFE per step.
+
+    From $x_i$ with models $m_i, m_{i-1}, \dots$ (data prediction: $\hat x_0$, $\hbar = -h$; noise
+    prediction: $\hat\epsilon$, $\hbar = h$), $D_k = (m_{i-k} - m_i)/r_k$,
+    $\tilde x = \frac{\sigma_{i+1}}{\sigma_i}x_i - \alpha_{i+1}(e^{\hbar} - 1)m_i$ (data; noise:
+    $\frac{\alpha_{i+1}}{\alpha_i}x_i - \sigma_{i+1}(e^{\hbar} - 1)m_i$), the predictor is
+    $x^p = \tilde x - \alpha_{i+1}B(h)\sum_k \rho^p_k D_k$; the model at it, $m_{i+1} = m(x^p, t_{i+1})$,
+    gives the corrector $x_{i+1} = \tilde x - \alpha_{i+1}B(h)\big(\sum_k \rho^c_k D_k + \rho^c_p
+    (m_{i+1} - m_i)\big)$ and is kept as the next step's model. The last step takes no corrector (it
+    would cost an NFE). Order $p + 1$ where the corrector runs.
+
+    Args:
+        req: The checked request (options: `order`, `variant`, `prediction`, `lower_order_final`).
+    """
+    opts = req.options
+    data = opts["prediction"] == "data"
+    model = _Model(req, data=data)
+    alpha, sigma, lam = model.alpha, model.sigma, model.lam
+    n = len(lam) - 1
+    orders = step_orders(opts["order"], n, _check_lof(req))
+    hist: list[Tensor] = [model(req.x_T, 0)]
+
+    def step(x: Tensor, i: int) -> Tensor:
+        order = orders[i]
+        h = lam[i + 1] - lam[i]
+        hh = -h if data else h
+        m0 = hist[-1]
+        rks = [(lam[i - k] - lam[i]) / h for k in range(1, order)] + [1.0]
+        d1s = [(hist[-1 - k] - m0) / rks[k - 1] for k in range(1, order)]
+        b_h, rhos_p, rhos_c = _unipc_coefficients(rks, hh, opts["variant"], order)
+        if data:
+            scale = alpha[i + 1] * b_h
+            base = torch.mul(x, sigma[i + 1] / sigma[i]).add_(m0, alpha=-alpha[i + 1] * math.expm1(hh))
+        else:
+            scale = sigma[i + 1] * b_h
+            base = torch.mul(x, alpha[i + 1] / alpha[i]).add_(m0, alpha=-sigma[i + 1] * math.expm1(hh))
+        pred = base.clone()
+        for rho, d in zip(rhos_p, d1s, strict=False):
+            pred.add_(d, alpha=-scale * rho)
+        if i == n - 1:
+            return pred
+        m_next = model(pred, i + 1)
+        hist.append(m_next)
+        del hist[:-3]
+        for rho, d in zip(rhos_c[:-1], d1s, strict=True):
+            base.add_(d, alpha=-scale * rho)
+        return base.add_(m_next - m0, alpha=-scale * rhos_c[-1])
+
+    return run_on_grid(step, req.x_T, req.grid, model.ledger, req.return_trajectory)
+
+
+_AB = {1: [1.0], 2: [1.5, -0.5], 3: [23 / 12, -16 / 12, 5 / 12], 4: [55 / 24, -59 / 24, 37 / 24, -9 / 24]}
+"""Adams–Bashforth weights for equal steps, newest first."""
+
+
+def ipndm(req: SolveRequest) -> SolveOutput:
+    r"""iPNDM (Zhang & Chen 2023): Adams–Bashforth on $\mathrm{d}\tilde x/\mathrm{d}\rho = \hat\epsilon$, 1 NFE per step.
+
+    $\tilde x_{i+1} = \tilde x_i + (\rho_{i+1} - \rho_i)\sum_k c_k \hat\epsilon_{i-k}$ with the
+    equal-step weights $c$ of order $\min(4, i + 1)$ (and down to 1 at the end with
+    `lower_order_final`), as the method defines them whatever the grid: on an unequal grid its
+    order is that of the grid's smoothness, not 4 (Zhou et al. 2023 use it on the Karras grid).
+
+    Args:
+        req: The checked request (options: `lower_order_final`).
+    """
+    model = _Model(req, data=False)
+    alpha, sigma = model.alpha, model.sigma
+    rho = [s / a for a, s in zip(alpha, sigma, strict=True)]
+    orders = step_orders(4, len(rho) - 1, _check_lof(req))
+    hist: list[Tensor] = []
+
+    def step(x: Tensor, i: int) -> Tensor:
+        hist.append(model(x, i))
+        del hist[:-4]
+        x_tilde = x / alpha[i]
+        d_rho = rho[i + 1] - rho[i]
+        for c, e in zip(_AB[orders[i]], reversed(hist), strict=False):
+            x_tilde.add_(e, alpha=d_rho * c)
+        return x_tilde.mul_(alpha[i + 1])
+
+    return run_on_grid(step, req.x_T, req.grid, model.ledger, req.return_trajectory)
+
+
+def _rho_dot(sde: SDE, t: Tensor) -> Tensor:
+    r"""$\mathrm{d}\rho/\mathrm{d}t$, $\rho = \sigma_t/\alpha_t$, by autograd in float64."""
+    with torch.enable_grad():
+        tt = t.detach().to(torch.float64).requires_grad_(True)
+        log_alpha, sigma = sde.log_alpha_sigma(tt)
+        (grad,) = torch.autograd.grad((sigma * (-log_alpha).exp()).sum(), tt)
+    return grad
+
+
+def deis_coefficients(sde: SDE, grid: Tensor, orders: list[int], nodes: int = 16) -> list[list[float]]:
+    r"""tAB-DEIS weights: $C_{ij} = \int_{t_i}^{t_{i+1}} \ell_j(\tau)\,\rho'(\tau)\,\mathrm{d}\tau$.
+
+    $\ell_j$ is the Lagrange polynomial in $t$ on the nodes $t_i, t_{i-1}, \dots$ (as many as the
+    step's order) that is 1 at $t_{i-j}$; the integral is Gauss–Legendre with `nodes` points in
+    float64 (exact for the polynomial part; $\rho'$ is smooth on the step).
+    """
+    times = grid.to(torch.float64).tolist()
+    gx, gw = np.polynomial.legendre.leggauss(nodes)
+    coeffs = []
+    for i, order in enumerate(orders):
+        a, b = times[i], times[i + 1]
+        tau = (b - a) / 2 * gx + (a + b) / 2
+        weight = _rho_dot(sde, torch.from_numpy(tau)).numpy() * gw * (b - a) / 2
+        pts = [times[i - k] for k in range(order)]
+        row = []
+        for j in range(order):
+            ell = np.ones_like(tau)
+            for k in range(order):
+                if k != j:
+                    ell *= (tau - pts[k]) / (pts[j] - pts[k])
+            row.append(float((ell * weight).sum()))
+        coeffs.append(row)
+    return coeffs
+
+
+def deis(req: SolveRequest) -> SolveOutput:
+    r"""tAB-DEIS (Zhang & Chen 2023): exponential integrator with $\hat\epsilon$ extrapolated in $t$, 1 NFE per step.
+
+    $\tilde x_{i+1} = \tilde x_i + \sum_j C_{ij}\,\hat\epsilon_{i-j}$ (`deis_coefficients`), orders up to
+    3 (warm-up from 1; down to 1 at the end with `lower_order_final`).
+
+    Args:
+        req: The checked request (options: `lower_order_final`).
+    """
+    model = _Model(req, data=False)
+    alpha = model.alpha
+    orders = step_orders(3, len(alpha) - 1, _check_lof(req))
+    coeffs = deis_coefficients(req.sde, req.grid, orders)
+    hist: list[Tensor] = []
+
+    def step(x: Tensor, i: int) -> Tensor:
+        hist.append(model(x, i))
+        del hist[:-3]
+        x_tilde = x / alpha[i]
+        for c, e in zip(coeffs[i], reversed(hist), strict=False):
+            x_tilde.add_(e, alpha=c)
+        return x_tilde.mul_(alpha[i + 1])
+
+    return run_on_grid(step, req.x_T, req.grid, model.ledger, req.return_trajectory)
+
+
+def _choice(*allowed: str):
+    def check(value: object, name: str) -> None:
+        if value not in allowed:
+            raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+
+    return check
+
+
+def _check_order(value: object, name: str) -> None:
+    if isinstance(value, bool) or value not in (1, 2, 3):
+        raise ValueError(f"{name} must be 1, 2 or 3, got {value!r}")
+
+
+LOWER_ORDER_FINAL = Option(True, check_bool, "lower orders on the last steps (as Lu et al.'s and Zhao et al.'s code)")
+"""The `lower_order_final` option every multistep sampler offers."""
+
+
+for _solver in [
+    Solver("dpm_solver++3m", "diffusion", dpm_solver_pp_3m, 1, order=3, default_steps=20, time_grid="logsnr",
+           options={"lower_order_final": LOWER_ORDER_FINAL}, budgets=(5, 6, 8, 10, 12, 15, 20), verified=True,
+           description="DPM-Solver++(3M), multistep, data prediction (Lu et al. 2022b)"),
+    Solver("unipc", "diffusion", unipc, 1, order=4, default_steps=20, time_grid="logsnr",
+           options={
+               "order": Option(3, _check_order, "order p of the UniP predictor (the corrector makes it p + 1)"),
+               "variant": Option("bh2", _choice("bh1", "bh2"), "B(h) = h ('bh1') or e^h - 1 ('bh2')"),
+               "prediction": Option("data", _choice("data", "noise"), "model: data ('data') or noise prediction"),
+               "lower_order_final": LOWER_ORDER_FINAL,
+           },
+           budgets=(5, 6, 8, 10, 12, 15, 20), verified=True,
+           description="UniPC (Zhao et al. 2023): UniP-p predictor + UniC corrector, order p + 1 = 4 by default"),
+    Solver("ipndm", "diffusion", ipndm, 1, order=4, default_steps=20, time_grid="karras",
+           options={"lower_order_final": LOWER_ORDER_FINAL}, budgets=(5, 6, 8, 10, 12, 15, 20), verified=True,
+           description="iPNDM: Adams–Bashforth up to order 4 in (x/alpha, sigma/alpha) (Zhang & Chen 2023)"),
+    Solver("deis", "diffusion", deis, 1, order=3, default_steps=20, time_grid="logsnr",
+           options={"lower_order_final": LOWER_ORDER_FINAL}, budgets=(5, 6, 8, 10, 12, 15, 20), verified=True,
+           description="tAB-DEIS, order 3: exponential integrator, eps extrapolated in t (Zhang & Chen 2023)"),
+]:  # fmt: skip
+    SOLVERS[_solver.name] = _solver
