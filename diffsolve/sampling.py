@@ -79,7 +79,7 @@ def sample(
     device: torch.device | str | None = None,
     denoise: bool = False,
     return_trajectory: bool = False,
-    time_grid: str | None = None,
+    time_grid: str | Tensor | None = None,
     progress: bool = False,
     **options: Any,
 ) -> SampleResult:
@@ -108,8 +108,10 @@ def sample(
         denoise: Add Tweedie's one-step denoising $\hat x_0 = (x + \sigma^2 s)/\alpha$ at eps (+1 NFE).
         return_trajectory: Also return states along the way (every step for fixed-step solvers,
             101 equally spaced times for adaptive ones).
-        time_grid: The time grid of solvers that offer a choice (`"uniform"`, `"logsnr"`, `"karras"`;
-            `Solver.time_grid` is the default).
+        time_grid: The time grid of solvers that offer a choice: a kind (`"uniform"` in t, `"logsnr"`,
+            `"karras"`, `"quadratic"`; `Solver.time_grid` is the default) or an explicit tensor of
+            times decreasing from T to `eps` (then `steps` defaults to its length - 1), such as the
+            grid `analysis.optimize_grid` returns.
         progress: Show a progress bar over forward time (T down to eps) with the running NFE.
         **options: The solver's own options (`Solver.options`), e.g. `snr=0.16, corrector_steps=1`
             for `pc`; any other solver refuses them.
@@ -123,6 +125,10 @@ def sample(
     """
     method = get_solver(solver)
     check_problem(score, sde, eps)
+    explicit = None
+    if isinstance(time_grid, Tensor):
+        explicit, steps = _check_explicit_grid(method, time_grid, steps, sde, eps)
+        time_grid = "explicit"
     steps, rtol, atol = method.check_budget(steps, rtol, atol)
     options = _check_options(method, options, time_grid)
     if seed is None and (method.stochastic or x_T is None):
@@ -140,7 +146,12 @@ def sample(
         "denoise": denoise, "sde": repr(sde), **options,
     }  # fmt: skip
     grid_kind = options.pop("time_grid", None)
-    grid = None if steps is None else make_time_grid(sde, steps, eps, grid_kind or "uniform").to(x_T.device)
+    if explicit is not None:
+        grid = explicit.to(x_T.device)
+    else:
+        grid = (
+            None if steps is None else make_time_grid(sde, steps, eps, grid_kind or "uniform").to(x_T.device)
+        )
     bar = _Progress(sde.T, eps, method.name) if progress else None
     request = SolveRequest(
         score, sde, x_T, eps, method.name, steps, rtol, atol, seed if method.stochastic else None, grid,
@@ -181,13 +192,40 @@ def _check_options(method: Solver, options: Mapping[str, Any], time_grid: str | 
         checked[name] = value
     if method.time_grid is not None:
         time_grid = method.time_grid if time_grid is None else time_grid
-        if time_grid not in GRIDS:
-            raise ValueError(f"time_grid must be one of {', '.join(GRIDS)}; got {time_grid!r}")
+        if time_grid not in GRIDS and time_grid != "explicit":
+            raise ValueError(
+                f"time_grid must be one of {', '.join(GRIDS)} or a tensor of times; got {describe(time_grid)}"
+            )
         checked["time_grid"] = time_grid
     elif time_grid is not None:
         offer = ", ".join(s.name for s in solvers() if s.time_grid is not None)
         raise ValueError(f"time_grid applies to {offer}; {method.name!r} steps uniformly in t or adaptively")
     return checked
+
+
+def _check_explicit_grid(
+    method: Solver, grid: Tensor, steps: int | None, sde: SDE, eps: float
+) -> tuple[Tensor, int]:
+    """An explicit time grid: 1-D, finite, strictly decreasing from T to eps; its steps."""
+    if method.time_grid is None or method.name == "dpm_solver_fast":
+        offer = ", ".join(
+            s.name for s in solvers() if s.time_grid is not None and s.name != "dpm_solver_fast"
+        )
+        raise ValueError(f"an explicit time_grid applies to {offer}; not to {method.name!r}")
+    if grid.dim() != 1 or grid.numel() < 2 or not grid.dtype.is_floating_point:
+        raise ValueError(f"time_grid must be a 1-D float tensor of >= 2 times, got {describe(grid)}")
+    g = grid.detach().to("cpu", torch.float64)
+    if not bool(torch.isfinite(g).all()) or not bool((g[1:] < g[:-1]).all()):
+        raise ValueError(f"time_grid must be finite and strictly decreasing, got {g.tolist()}")
+    T = float(sde.T)
+    if abs(float(g[0]) - T) > 1e-9 * T or abs(float(g[-1]) - eps) > 1e-9 * T:
+        raise ValueError(
+            f"time_grid must run from T = {T} to eps = {eps}, got {float(g[0])} to {float(g[-1])}"
+        )
+    if steps is not None and steps != g.numel() - 1:
+        raise ValueError(f"steps = {steps} does not match the time_grid's {g.numel() - 1} intervals")
+    g[0], g[-1] = T, eps
+    return g, g.numel() - 1
 
 
 def _initial_state(

@@ -10,11 +10,26 @@ from diffsolve import metrics
 from diffsolve.samplers.grids import log_snr, t_of_log_snr, time_grid
 
 EPS = 1e-3
-ORDERS = {"ddim": 1, "dpm_solver2": 2, "dpm_solver++2m": 2, "edm_heun": 2, "dpm_solver3": 3}
+ORDERS = {
+    "ddim": 1, "dpm_solver2": 2, "dpm_solver++2m": 2, "edm_heun": 2, "dpm_solver3": 3,
+    "dpm_solver++2s": 2, "unipc": 4, "deis": 3,
+    # Third-order steps after a first-order start (Lu et al.'s warm-up): second order overall. Measured
+    # slopes 2.31, 2.29, 2.19 over 64..512 steps (docs/benchmarks.md), so they are fitted from 128.
+    "dpm_solver++3m": 2,
+    # Equal-step Adams–Bashforth weights on the (unequal) Karras grid: second order (3.11, 2.07, 1.90).
+    "ipndm": 2,
+    # Third-order steps, ending with orders 2 and 1 (Lu et al.): slopes 2.59 and 2.74 over 128..512 NFE.
+    # Its last first-order step makes it 2 as h -> 0, so it is held between its asymptotic order and
+    # its steps' order.
+    "dpm_solver_fast": (2, 3),
+}  # fmt: skip
 # The asymptotic range of the RMS path error: the first doublings are pre-asymptotic, and the RMS,
 # which a few paths near the boundary between two components dominate, gets there later than the
 # mean distance (measured for 8..256 steps in docs/benchmarks.md).
 STEPS = (64, 128, 256)
+LATE_STEPS = {"dpm_solver++3m": (128, 256, 512), "ipndm": (128, 256, 512), "deis": (128, 256, 512),
+              "dpm_solver_fast": (128, 256, 512)}  # fmt: skip
+"""Solvers whose slope reaches its asymptote later (their measured slopes are quoted in ORDERS)."""
 
 
 @pytest.fixture(scope="module")
@@ -44,17 +59,35 @@ def test_converges_at_its_theoretical_order(problem, paired, name):
     _, sde, score = problem
     x_T, ref = paired
     errors = []
-    for steps in STEPS:
+    steps_list = LATE_STEPS.get(name, STEPS)
+    for steps in steps_list:
         out = ds.sample(score, sde, x_T=x_T, solver=name, steps=steps, eps=EPS)
         errors.append(metrics.path_error(out.samples, ref))
     assert errors == sorted(errors, reverse=True)
-    order = fitted_order(STEPS, errors)
-    assert abs(order - ORDERS[name]) <= 0.3, (name, errors, order)
+    order = fitted_order(steps_list, errors)
+    lo, hi = ORDERS[name] if isinstance(ORDERS[name], tuple) else (ORDERS[name], ORDERS[name])
+    assert lo - 0.3 <= order <= hi + 0.3, (name, errors, order)
 
 
 @pytest.mark.parametrize(
     "name, nfe_per_step",
-    [("ddim", 1), ("dpm_solver2", 2), ("dpm_solver3", 3), ("dpm_solver++2m", 1), ("edm_heun", 2)],
+    [
+        ("ddim", 1),
+        ("dpm_solver2", 2),
+        ("dpm_solver3", 3),
+        ("dpm_solver++2m", 1),
+        ("edm_heun", 2),
+        ("dpm_solver++3m", 1),
+        ("unipc", 1),
+        ("ipndm", 1),
+        ("deis", 1),
+        ("dpm_solver++2s", 2),
+        ("dpm_solver_fast", 1),
+        ("euler_ancestral", 1),
+        ("ddim_eta", 1),
+        ("dpm_solver++2m_sde", 1),
+        ("edm_stochastic", 2),
+    ],
 )
 def test_nfe_equals_an_independent_counter(problem, name, nfe_per_step):
     _, sde, score = problem
@@ -98,6 +131,77 @@ def test_matches_the_exact_distribution_at_a_generous_budget(problem, sw_null, n
     assert abs(gap.value) <= 0.02 + 3 * gap.se, gap
     assert tv.value <= tv.se + 0.01, tv
     assert sw <= sw_null.value + 3 * sw_null.se, (sw, sw_null)
+
+
+STRONG_ORDERS = {"euler_ancestral": 1.0, "ddim_eta": 1.0, "dpm_solver++2m_sde": 1.0}
+"""Stochastic samplers that discretise the reverse SDE: strong order against Euler–Maruyama on the same path."""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(STRONG_ORDERS))
+def test_ancestral_samplers_converge_strongly_on_the_seeds_brownian_path(problem, name):
+    # Uniform grids of 2^k steps query the path at its tree nodes, where every step count sees the
+    # same W; the reference is Euler–Maruyama at 4096 steps on that path (plain schemes: no noise
+    # removal). An unrelated path would leave an O(1) error that does not shrink.
+    _, sde, score = problem
+    x_T = sde.prior_sample((2000, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    plain = {"seed": 3, "eps": EPS, "noise_removal": False}
+    ref = ds.sample(score, sde, x_T=x_T, solver="sde:euler", steps=4096, **plain).samples
+    steps = (32, 64, 128, 256)
+    errors = [
+        metrics.path_error(
+            ds.sample(score, sde, x_T=x_T, solver=name, steps=k, time_grid="uniform", **plain).samples,
+            ref,
+            p=1,
+        )
+        for k in steps
+    ]
+    assert errors == sorted(errors, reverse=True), errors
+    assert abs(fitted_order(steps, errors) - STRONG_ORDERS[name]) <= 0.2, errors
+
+
+def test_unipc_variants_agree_with_each_other_as_steps_grow(problem, paired):
+    # bh1 and bh2, data and noise prediction are four discretisations of one ODE: at 128 steps all are
+    # within 1e-3 of the float64 dopri5 solve (measured 7.6e-5 to 8.9e-5), at 8 steps none is.
+    _, sde, score = problem
+    x_T, ref = paired
+    for kw in ({}, {"variant": "bh1"}, {"prediction": "noise"}, {"variant": "bh1", "prediction": "noise"}):
+        fine = ds.sample(score, sde, x_T=x_T, solver="unipc", steps=128, eps=EPS, **kw).samples
+        coarse = ds.sample(score, sde, x_T=x_T, solver="unipc", steps=8, eps=EPS, **kw).samples
+        assert metrics.path_error(fine, ref) < 1e-3 < metrics.path_error(coarse, ref), kw
+
+
+def test_lower_order_final_lowers_only_the_last_steps_of_short_grids():
+    from diffsolve.samplers.multistep import step_orders
+
+    assert step_orders(3, 6, True) == [1, 2, 3, 3, 2, 1]
+    assert step_orders(3, 6, False) == [1, 2, 3, 3, 3, 3]
+    assert step_orders(3, 20, True) == [1, 2] + [3] * 18  # fine grids keep their order to the end
+
+
+def test_fast_schedule_spends_the_nfe_budget_exactly():
+    from diffsolve.samplers.singlestep import fast_orders
+
+    # Lu et al.'s rule: K = M // 3 + 1 steps, threes then the remainder.
+    assert (
+        fast_orders(12) == [3, 3, 3, 2, 1]
+        and fast_orders(10) == [3, 3, 3, 1]
+        and fast_orders(11) == [3, 3, 3, 2]
+    )
+    assert all(sum(fast_orders(m)) == m for m in range(1, 40))
+
+
+def test_adaptive_dpm_solver_tightens_with_its_tolerance(problem, paired):
+    _, sde, score = problem
+    x_T, ref = paired
+    errs, nfes = [], []
+    for tol in (0.05, 0.01, 0.001):
+        out = ds.sample(score, sde, x_T=x_T, solver="dpm_solver_adaptive", rtol=tol, atol=tol, eps=EPS)
+        errs.append(metrics.path_error(out.samples, ref))
+        nfes.append(out.nfe)
+        assert out.nfe == 3 * out.steps_taken + 2 * out.steps_rejected
+    assert nfes == sorted(nfes) and errs == sorted(errs, reverse=True), (nfes, errs)
+    assert errs[-1] < 0.1 * errs[0]
 
 
 def test_adaptive_sde_converges_on_its_brownian_path(problem):
@@ -153,10 +257,10 @@ def test_log_snr_inverse(vp):
 
 def test_bad_time_grid_and_budget(problem):
     _, sde, score = problem
-    with pytest.raises(ValueError, match="time_grid must be one of uniform, logsnr, karras"):
+    with pytest.raises(ValueError, match="time_grid must be one of uniform, logsnr, karras, quadratic"):
         ds.sample(score, sde, 10, event_shape=(2,), solver="ddim", time_grid="cosine")
     with pytest.raises(ValueError, match="time_grid applies to"):
-        ds.sample(score, sde, 10, event_shape=(2,), solver="sde:euler", time_grid="logsnr")
+        ds.sample(score, sde, 10, event_shape=(2,), solver="sde:milstein", time_grid="logsnr")
     with pytest.raises(ValueError, match="adaptive: give rtol/atol"):
         ds.sample(score, sde, 10, event_shape=(2,), solver="adaptive_sde", steps=10)
     with pytest.raises(ValueError, match="fixed-step: give steps"):

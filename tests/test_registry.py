@@ -62,12 +62,12 @@ def test_option_dependent_cost(problem):
 
 def test_every_verified_order_has_a_measuring_test():
     # The order tests live in test_analysis.py (CASES, STRATONOVICH_CASES) and
-    # test_diffusion_samplers.py (ORDERS, adaptive_sde); a solver may say it is verified only if
+    # test_diffusion_samplers.py (ORDERS, STRONG_ORDERS); a solver may say it is verified only if
     # one of them measures it.
     from test_analysis import CASES, STRATONOVICH_CASES
-    from test_diffusion_samplers import ORDERS
+    from test_diffusion_samplers import ORDERS, STRONG_ORDERS
 
-    measured = {c[0] for c in CASES} | {c[0] for c in STRATONOVICH_CASES} | set(ORDERS)
+    measured = {c[0] for c in CASES} | {c[0] for c in STRATONOVICH_CASES} | set(ORDERS) | set(STRONG_ORDERS)
     claimed = {s.name for s in ds.solvers() if s.verified}
     assert claimed <= measured, claimed - measured
     for s in ds.solvers():

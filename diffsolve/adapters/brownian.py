@@ -128,7 +128,9 @@ class BrownianPath(BaseBrownian):
         return "none"
 
     def __repr__(self) -> str:
-        return f"BrownianPath(shape={self._shape}, seed={self.seed}, s_end={self.s_end}, levels={self.levels})"
+        return (
+            f"BrownianPath(shape={self._shape}, seed={self.seed}, s_end={self.s_end}, levels={self.levels})"
+        )
 
     def __call__(self, ta, tb=None, return_U: bool = False, return_A: bool = False) -> Tensor:
         if return_U or return_A:

@@ -211,6 +211,16 @@ class OdeintOutput:
     rejected: int
 
 
+def _on(grid: Tensor) -> Callable[[Any, Tensor, Tensor], Tensor]:
+    """A torchdiffeq `grid_constructor` that steps on `grid` (negated when torchdiffeq integrates backwards)."""
+
+    def grid_constructor(func: Any, y0: Tensor, t: Tensor) -> Tensor:
+        sign = 1.0 if float(t[0]) == float(grid[0]) else -1.0
+        return (sign * grid).to(device=t.device, dtype=t.dtype)
+
+    return grid_constructor
+
+
 def odeint(
     func: ProbabilityFlowODE | LikelihoodODE,
     y0: Tensor | tuple[Tensor, ...],
@@ -223,6 +233,7 @@ def odeint(
     adjoint: bool = False,
     adjoint_params: Sequence[Tensor] | None = None,
     solver: str | None = None,
+    grid: Tensor | None = None,
 ) -> OdeintOutput:
     """Integrate `func` with torchdiffeq: the one recipe `sample`, `log_likelihood` and `analysis` use.
 
@@ -241,6 +252,8 @@ def odeint(
         adjoint: Use `torchdiffeq.odeint_adjoint` (gradients by the adjoint ODE).
         adjoint_params: The parameters the adjoint differentiates (default: the score's, if a module).
         solver: The name errors report (default `"ode:<method>"`).
+        grid: The step grid of a fixed-step method (from `t[0]` to `t[-1]`), instead of `steps`
+            equal intervals.
 
     Returns:
         An `OdeintOutput`.
@@ -253,7 +266,7 @@ def odeint(
     pf = func.pf if isinstance(func, LikelihoodODE) else func
     kwargs: dict[str, Any] = {}
     if steps is not None:
-        options: dict[str, Any] = {"grid_constructor": fixed_step_grid(steps)}
+        options: dict[str, Any] = {"grid_constructor": fixed_step_grid(steps) if grid is None else _on(grid)}
     else:
         kwargs = {"rtol": rtol, "atol": atol}
         options = {} if method == "scipy_solver" else pf.odeint_options()

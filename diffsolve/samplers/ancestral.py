@@ -10,10 +10,10 @@ counts see the same noise. Each ends with the noise-free mean of its last step u
 
 | sampler | step from $t_i$ to $t_{i+1}$ | NFE/step |
 | --- | --- | ---: |
-| `euler_ancestral` | k-diffusion's: Euler to $\rho_{down}$, then noise $\rho_{up} z$, $\rho_{up}^2 = \eta^2\rho_{i+1}^2(\rho_i^2 - \rho_{i+1}^2)/\rho_i^2$ | 1 |
-| `ddim_eta` | $x_{i+1} = \alpha_{i+1}\hat x_0 + \sqrt{\sigma_{i+1}^2 - c^2}\,\hat\epsilon + c z$, $c = \eta\,\tilde\sigma$ (DDPM's posterior std at $\eta = 1$) | 1 |
-| `dpm_solver++2m_sde` | $x_{i+1} = \frac{\sigma_{i+1}}{\sigma_i}e^{-h}x_i + \alpha_{i+1}(1 - e^{-2h})D + \sigma_{i+1}\sqrt{1 - e^{-2h}}\,z$, $D$ the 2M combination (midpoint form) | 1 |
-| `edm_stochastic` | EDM Algorithm 2: raise $\rho_i$ to $\hat\rho = (1 + \gamma)\rho_i$ with fresh noise, then a Heun step to $\rho_{i+1}$ | 2 |
+| `euler_ancestral` | k-diffusion's: Euler to $\rho_{down}$, then noise $\rho_{up} z$ (`euler_ancestral`) | 1 |
+| `ddim_eta` | DDIM with $\eta$: $c = \eta\,\tilde\sigma$ of fresh noise (DDPM's ancestral step at $\eta = 1$) | 1 |
+| `dpm_solver++2m_sde` | SDE-DPM-Solver++(2M), midpoint form, $\eta h$ of noise | 1 |
+| `edm_stochastic` | EDM Algorithm 2: raise $\rho_i$ to $(1 + \gamma)\rho_i$ with fresh noise, then Heun | 2 |
 
 At $\eta = 1$ the first three are discretisations of the reverse SDE driven by $W$ (strong order 1
 against a fine Euler–Maruyama solve on the same path, tested); `edm_stochastic` is not (its churn
@@ -73,6 +73,9 @@ def euler_ancestral(req: SolveRequest) -> SolveOutput:
     $\rho_{up} = \min\big(\rho_{i+1}, \eta\sqrt{\rho_{i+1}^2(\rho_i^2 - \rho_{i+1}^2)/\rho_i^2}\big)$,
     $\rho_{down} = \sqrt{\rho_{i+1}^2 - \rho_{up}^2}$,
     $\tilde x_{i+1} = \tilde x_i + (\rho_{down} - \rho_i)\hat\epsilon + \rho_{up} z_i$.
+
+    Args:
+        req: The checked request (options: `eta`, `noise_removal`; `seed` names the Brownian path).
     """
     ledger, times, alpha, sigma, _, noise = _setup(req)
     eta = req.options["eta"]
@@ -81,7 +84,11 @@ def euler_ancestral(req: SolveRequest) -> SolveOutput:
     def step(x: Tensor, i: int) -> Tensor:
         eps_hat = ledger(x, times[i]).mul(-sigma[i])
         z = noise(i)
-        up = 0.0 if z is None else min(rho[i + 1], eta * math.sqrt(rho[i + 1] ** 2 * (rho[i] ** 2 - rho[i + 1] ** 2)) / rho[i])
+        up = (
+            0.0
+            if z is None
+            else min(rho[i + 1], eta * math.sqrt(rho[i + 1] ** 2 * (rho[i] ** 2 - rho[i + 1] ** 2)) / rho[i])
+        )
         down = math.sqrt(rho[i + 1] ** 2 - up**2)
         x_tilde = (x / alpha[i]).add_(eps_hat, alpha=down - rho[i])
         if z is not None:
@@ -99,6 +106,9 @@ def ddim_eta(req: SolveRequest) -> SolveOutput:
     posterior variance), $c = \eta\tilde\sigma$ and
     $x_{i+1} = \alpha_{i+1}\hat x_0 + \sqrt{\sigma_{i+1}^2 - c^2}\,\hat\epsilon + c z_i$.
     $\eta = 0$ is deterministic DDIM, $\eta = 1$ DDPM's ancestral sampling.
+
+    Args:
+        req: The checked request (options: `eta`, `noise_removal`; `seed` names the Brownian path).
     """
     ledger, times, alpha, sigma, _, noise = _setup(req)
     eta = req.options["eta"]
@@ -122,6 +132,9 @@ def dpm_solver_pp_2m_sde(req: SolveRequest) -> SolveOutput:
     $x_{i+1} = \frac{\sigma_{i+1}}{\sigma_i}e^{-\eta h}x_i + \alpha_{i+1}(1 - e^{-(1+\eta)h})\big(m_i +
     \tfrac{1}{2r}(m_i - m_{i-1})\big) + \sigma_{i+1}\sqrt{1 - e^{-2\eta h}}\,z_i$, $r = h_{i-1}/h$ (first step:
     no correction).
+
+    Args:
+        req: The checked request (options: `eta`, `noise_removal`; `seed` names the Brownian path).
     """
     ledger, times, alpha, sigma, lam, noise = _setup(req)
     eta = req.options["eta"]
@@ -152,6 +165,10 @@ def edm_stochastic(req: SolveRequest) -> SolveOutput:
     noise-free last step); $\hat\rho = (1 + \gamma_i)\rho_i$;
     $\hat{\tilde x} = \tilde x_i + \sqrt{\hat\rho^2 - \rho_i^2}\,S_{noise} z_i$; then Heun from $\hat\rho$ to
     $\rho_{i+1}$ on $\mathrm{d}\tilde x/\mathrm{d}\rho = \hat\epsilon$.
+
+    Args:
+        req: The checked request (options: `s_churn`, `s_tmin`, `s_tmax`, `s_noise`, `noise_removal`;
+            `seed` names the Brownian path).
     """
     ledger, times, alpha, sigma, lam, noise = _setup(req)
     opts = req.options
@@ -190,7 +207,9 @@ def edm_stochastic(req: SolveRequest) -> SolveOutput:
 
 
 def _eta(default: float) -> Option:
-    return Option(default, lambda v, name: check_positive(v, name, allow_zero=True), "noise scale eta (0: no noise)")
+    return Option(
+        default, lambda v, name: check_positive(v, name, allow_zero=True), "noise scale eta (0: no noise)"
+    )
 
 
 def _nonneg(default: float, help: str) -> Option:

@@ -56,8 +56,9 @@ def run_pf_ode(req: SolveRequest) -> SolveOutput:
     else:
         t = req.grid if req.return_trajectory else req.grid[[0, -1]]  # uniform in t, from sample()
     out = odeint(
-        ode, req.x_T, t, method=method, steps=req.steps, rtol=req.rtol, atol=req.atol, solver=req.solver
-    )
+        ode, req.x_T, t, method=method, steps=req.steps, rtol=req.rtol, atol=req.atol, solver=req.solver,
+        grid=req.grid,
+    )  # fmt: skip
     return SolveOutput(
         samples=out.ys[-1],
         nfe=ode.nfe,
@@ -77,6 +78,8 @@ def _sde(method: str, strong: float, nfe: int, description: str, **kw: object) -
 
 
 def _ode(method: str, order: float, nfe: int, description: str, **kw: object) -> Solver:
+    if not kw.get("adaptive"):
+        kw.setdefault("time_grid", "uniform")  # a fixed-step method steps on any grid
     return Solver(f"ode:{method}", "ode", run_pf_ode, nfe, order=order, description=description, **kw)
 
 

@@ -12,8 +12,9 @@ from ..adapters.grid import fixed_step_grid, uniform_grid
 __all__ = ["uniform_grid", "fixed_step_grid", "time_grid", "log_snr", "t_of_log_snr", "GRIDS"]
 
 
-GRIDS = ("uniform", "logsnr", "karras")
-"""Time grids `time_grid` builds: uniform in t, uniform in log-SNR, Karras et al.'s rho-schedule."""
+GRIDS = ("uniform", "logsnr", "karras", "quadratic")
+r"""Time grids `time_grid` builds: uniform in t, uniform in log-SNR, Karras et al.'s rho-schedule,
+uniform in $\sqrt t$ (DDIM's and DPM-Solver's "time_quadratic")."""
 
 
 def log_snr(sde: Any, t: Tensor) -> Tensor:
@@ -55,7 +56,8 @@ def t_of_log_snr(sde: Any, lam: Tensor, *, lo: float, hi: float, iterations: int
 def time_grid(sde: Any, steps: int, eps: float, kind: str = "uniform", *, rho: float = 7.0) -> Tensor:
     r"""`steps + 1` forward times from T down to eps (float64), end points exact.
 
-    Kinds: `"uniform"` in t; `"logsnr"` uniform in $\lambda_t = \log(\alpha_t/\sigma_t)$ (DPM-Solver's
+    Kinds: `"uniform"` in t; `"quadratic"` uniform in $\sqrt t$;
+    `"logsnr"` uniform in $\lambda_t = \log(\alpha_t/\sigma_t)$ (DPM-Solver's
     choice); `"karras"`, $\tilde\sigma_i = (\tilde\sigma_{max}^{1/\rho} + \tfrac{i}{N}(\tilde\sigma_{min}^{1/\rho}
     - \tilde\sigma_{max}^{1/\rho}))^\rho$ in $\tilde\sigma = \sigma_t/\alpha_t$ (Karras et al. 2022, eq. 5,
     with N intervals ending at $\tilde\sigma(\epsilon)$ rather than at 0).
@@ -64,7 +66,7 @@ def time_grid(sde: Any, steps: int, eps: float, kind: str = "uniform", *, rho: f
         sde: The forward SDE.
         steps: Number of intervals N.
         eps: The last time.
-        kind: `"uniform"`, `"logsnr"` or `"karras"`.
+        kind: `"uniform"`, `"logsnr"`, `"karras"` or `"quadratic"`.
         rho: The Karras grid's exponent.
 
     Returns:
@@ -78,6 +80,11 @@ def time_grid(sde: Any, steps: int, eps: float, kind: str = "uniform", *, rho: f
     T = float(sde.T)
     if kind == "uniform":
         return uniform_grid(T, eps, steps)
+    if kind == "quadratic":
+        root = torch.linspace(T**0.5, eps**0.5, steps + 1, dtype=torch.float64)
+        grid = root.square()
+        grid[0], grid[-1] = T, eps
+        return grid
     ends = log_snr(sde, torch.tensor([T, eps], dtype=torch.float64))
     if kind == "logsnr":
         lam = torch.linspace(float(ends[0]), float(ends[1]), steps + 1, dtype=torch.float64)

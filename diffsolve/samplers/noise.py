@@ -34,12 +34,19 @@ __all__ = ["NOISE_REMOVAL", "check_bool", "euler_maruyama"]
 
 
 def check_bool(value: object, name: str) -> None:
-    """Refuse anything but `True`/`False` (a `0`/`1` or a string is a mistake, not a switch)."""
+    """Refuse anything but `True`/`False` (a `0`/`1` or a string is a mistake, not a switch).
+
+    Args:
+        value: The value given.
+        name: The argument's name, for the message.
+    """
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be True or False, got {value!r}")
 
 
-NOISE_REMOVAL = Option(True, check_bool, "end with the noise-free mean of the last step (False: the plain scheme)")
+NOISE_REMOVAL = Option(
+    True, check_bool, "end with the noise-free mean of the last step (False: the plain scheme)"
+)
 """The `noise_removal` option every stochastic sampler offers."""
 
 

@@ -80,8 +80,13 @@ class SinglestepDPMSolver:
         return torch.add(x, score, alpha=s**2).div_(a) if self.data else score.mul(-s)
 
     def step(
-        self, x: Tensor, order: int, here: tuple[float, float, float, float], there: tuple[float, float, float],
-        mids: list[tuple[float, float, float]], model_s: Tensor | None = None,
+        self,
+        x: Tensor,
+        order: int,
+        here: tuple[float, float, float, float],
+        there: tuple[float, float, float],
+        mids: list[tuple[float, float, float]],
+        model_s: Tensor | None = None,
     ) -> Tensor:
         """One DPM-Solver-`order` step from `here` = (t, alpha, sigma, lambda) to `there` = (alpha, sigma, lambda).
 
@@ -103,17 +108,26 @@ class SinglestepDPMSolver:
         return self.third(x, m_s, here, there, mids, self.first_difference(x, m_s, here, h, mids[0]))
 
     def first_difference(
-        self, x: Tensor, m_s: Tensor, here: tuple[float, float, float, float], h: float,
+        self,
+        x: Tensor,
+        m_s: Tensor,
+        here: tuple[float, float, float, float],
+        h: float,
         mid: tuple[float, float, float],
     ) -> Tensor:
-        """$D_1 = \hat\epsilon(u_1, s_1) - \hat\epsilon_s$ at the first third of the step (one NFE)."""
+        r"""$D_1 = \hat\epsilon(u_1, s_1) - \hat\epsilon_s$ at the first third of the step (one NFE)."""
         t1, a1, s1 = mid
         u1 = first_order_update(x, m_s, a_s=here[1], sig_s=here[2], a_t=a1, sig_t=s1, h=_R[3][0] * h)
         return self.model(u1, t1, a1, s1) - m_s
 
     def third(
-        self, x: Tensor, m_s: Tensor, here: tuple[float, float, float, float], there: tuple[float, float, float],
-        mids: list[tuple[float, float, float]], d1: Tensor,
+        self,
+        x: Tensor,
+        m_s: Tensor,
+        here: tuple[float, float, float, float],
+        there: tuple[float, float, float],
+        mids: list[tuple[float, float, float]],
+        d1: Tensor,
     ) -> Tensor:
         """The DPM-Solver-3 update given $D_1$ (one more NFE, at the second intermediate point)."""
         (t2, a2, s2), (r1, r2) = mids[1], _R[3]
@@ -126,9 +140,7 @@ class SinglestepDPMSolver:
         x_t = first_order_update(x, m_s, **at_s, a_t=a_t, sig_t=sig_t, h=h)
         return x_t - (sig_t / r2) * (_phi1(h) - 1) * d2
 
-    def run(
-        self, x_T: Tensor, grid: Tensor, orders: list[int], return_trajectory: bool
-    ) -> SolveOutput:
+    def run(self, x_T: Tensor, grid: Tensor, orders: list[int], return_trajectory: bool) -> SolveOutput:
         """Step over `grid` with `orders[i]` on interval i."""
         alpha, sigma, lam = self.coeffs(grid)
         lam_t = torch.tensor(lam, dtype=torch.float64)
@@ -157,7 +169,11 @@ def singlestep_runner(order: int, *, data: bool = False):
 
 
 def fast_orders(nfe: int) -> list[int]:
-    """Lu et al.'s order schedule for an NFE budget: threes, then the lower orders that spend it exactly."""
+    """Lu et al.'s order schedule for an NFE budget: threes, then the lower orders that spend it exactly.
+
+    Args:
+        nfe: The NFE budget M >= 1.
+    """
     k = nfe // 3 + 1
     if nfe % 3 == 0:
         return [3] * (k - 2) + [2, 1]
@@ -165,16 +181,26 @@ def fast_orders(nfe: int) -> list[int]:
 
 
 def dpm_solver_fast(req: SolveRequest) -> SolveOutput:
-    """Runner of `dpm_solver_fast`: `steps` is the NFE budget (Lu et al.'s "fast" DPM-Solver)."""
+    """Runner of `dpm_solver_fast`: `steps` is the NFE budget (Lu et al.'s "fast" DPM-Solver).
+
+    Args:
+        req: The checked request; `req.steps` is the NFE budget.
+    """
     orders = fast_orders(req.steps)
     times = req.grid.tolist()
     grid = time_grid(req.sde, len(orders), times[-1], req.grid_kind or "logsnr").to(req.grid.device)
     solver = SinglestepDPMSolver(req.ledger(), req.sde, times[-1], times[0])
-    return solver.run(req.x_T, grid, orders, req.return_trajectory)
+    out = solver.run(req.x_T, grid, orders, req.return_trajectory)
+    out.accepted = req.steps  # its "steps" are the NFE budget (len(orders) grid intervals)
+    return out
 
 
 def dpm_solver_adaptive(req: SolveRequest) -> SolveOutput:
-    """Runner of `dpm_solver_adaptive`: DPM-Solver-12 / -23 with error control in log-SNR (see the module)."""
+    """Runner of `dpm_solver_adaptive`: DPM-Solver-12 / -23 with error control in log-SNR (see the module).
+
+    Args:
+        req: The checked request (`rtol`, `atol`; option `order`).
+    """
     order, rtol, atol = req.options["order"], req.rtol, req.atol
     theta, h_init, t_err = 0.9, 0.05, 1e-5
     ledger = req.ledger()
@@ -188,7 +214,9 @@ def dpm_solver_adaptive(req: SolveRequest) -> SolveOutput:
     model_s: Tensor | None = None
     while lam_eps - lam_s > t_err:
         if h < 1e-10:
-            raise StepSizeError(float(t_of_log_snr(sde, torch.tensor(lam_s), lo=eps, hi=T)), "dpm_solver_adaptive")
+            raise StepSizeError(
+                float(t_of_log_snr(sde, torch.tensor(lam_s), lo=eps, hi=T)), "dpm_solver_adaptive"
+            )
         lam_t = min(lam_s + h, lam_eps)
         ts = t_of_log_snr(sde, torch.tensor([lam_s, lam_t], dtype=torch.float64), lo=eps, hi=T)
         if lam_t == lam_eps:
@@ -249,10 +277,12 @@ for _solver in [
     Solver("dpm_solver++2s", "diffusion", singlestep_runner(2, data=True), 2, order=2, default_steps=25,
            time_grid="logsnr", budgets=(3, 4, 5, 6, 8, 10), verified=True,
            description="DPM-Solver++(2S), single-step, data prediction (Lu et al. 2022b)"),
-    Solver("dpm_solver_fast", "diffusion", dpm_solver_fast, 1, order=3, default_steps=20, time_grid="logsnr",
+    Solver("dpm_solver_fast", "diffusion", dpm_solver_fast, 1, order=2, default_steps=20, time_grid="logsnr",
            budgets=(6, 8, 10, 12, 15, 20), verified=True,
-           description="DPM-Solver's fast schedule: steps is the NFE budget, spent exactly (orders 3..3,2,1)"),
+           description="DPM-Solver's fast schedule: steps is the NFE budget, spent exactly (orders 3..3,2,1; "
+                       "2 as h -> 0; 2.6-2.7 measured over 128-512 NFE)"),
     Solver("dpm_solver_adaptive", "diffusion", dpm_solver_adaptive, _nfe_adaptive, order=3, adaptive=True,
+           nfe_start=0,
            nfe_per_rejected_step=_nfe_adaptive_rejected, default_rtol=0.05, default_atol=0.0078,
            options={"order": Option(3, _adaptive_order, "3: DPM-Solver-23 (default); 2: DPM-Solver-12")},
            budgets=(0.2, 0.1, 0.05, 0.02, 0.01),
