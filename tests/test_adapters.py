@@ -4,7 +4,7 @@ import torchdiffeq
 import torchsde
 
 import diffsolve as ds
-from diffsolve.adapters import ProbabilityFlowODE, ReverseSDE
+from diffsolve.adapters import BrownianPath, ProbabilityFlowODE, ReverseBrownian, ReverseSDE, uniform_grid
 
 
 def _beta(t):
@@ -150,3 +150,70 @@ def test_direct_odeint_with_options_matches_sample(ring, vp):
     res = ds.sample(score, vp, x_T=x_T, solver="ode:dopri5", rtol=1e-6, atol=1e-6)
     assert torch.equal(direct, res.samples)
     assert ode.nfe == res.nfe
+
+
+# --- the Brownian path a seed names (adapters/brownian.py) ---
+
+
+def _walk(path, grid):
+    """W at every point of `grid`, queried in order, as a (len(grid), B, D) tensor."""
+    return torch.stack([path.value(float(s)) for s in grid])
+
+
+def test_brownian_path_has_the_law_of_brownian_motion():
+    # Increments over a grid that is not dyadic (its points fall inside the tree's cells): each has
+    # variance ds (a chi-square mean of 40 000 squares: sd 0.7 %, bound 5 sd) and consecutive ones are
+    # uncorrelated (sd 1/200, bound 5 sd).
+    s_end, n = 0.999, 1000
+    path = BrownianPath((20_000, 2), seed=3, s_end=s_end)
+    grid = torch.linspace(0.0, s_end, n + 1, dtype=torch.float64)
+    inc = _walk(path, grid).diff(dim=0).flatten(1)
+    ratio = inc.square().mean(dim=1) / (s_end / n)
+    assert (ratio - 1).abs().max() < 5 * (2 / inc.shape[1]) ** 0.5, ratio
+    corr = (inc[1:] * inc[:-1]).mean(dim=1) / (s_end / n)
+    assert corr.abs().max() < 5 / inc.shape[1] ** 0.5
+    # W(s) at a point strictly inside a cell has variance s (bridge law between the cell's ends)
+    w = BrownianPath((40_000, 1), seed=4, s_end=s_end).value(0.3337)
+    assert abs(float(w.var()) / 0.3337 - 1) < 5 * (2 / 40_000) ** 0.5
+
+
+def test_brownian_path_is_the_same_at_every_step_count():
+    # The points k/10 of S are reached by a 10-step and a 1000-step grid (and by a logSNR-like
+    # unequal one that contains them): W agrees there up to the rounding of the query times.
+    s_end = 0.999
+    coarse = _walk(
+        BrownianPath((64, 3), seed=1, s_end=s_end), torch.linspace(0, s_end, 11, dtype=torch.float64)
+    )
+    fine = _walk(
+        BrownianPath((64, 3), seed=1, s_end=s_end), torch.linspace(0, s_end, 1001, dtype=torch.float64)
+    )
+    torch.testing.assert_close(fine[::100], coarse, rtol=0, atol=1e-6)
+    other = _walk(
+        BrownianPath((64, 3), seed=2, s_end=s_end), torch.linspace(0, s_end, 11, dtype=torch.float64)
+    )
+    assert (other[-1] - coarse[-1]).abs().mean() > 0.1  # another seed is another path
+
+
+def test_brownian_path_of_a_sample_depends_on_its_global_index_only():
+    s_end = 0.5
+    small = BrownianPath((8, 2), seed=9, s_end=s_end)
+    big = BrownianPath((16, 2), seed=9, s_end=s_end)
+    for s in (0.1, 0.25, 0.4999):
+        assert torch.equal(small.value(s), big.value(s)[:8])
+    # a shard that starts inside one normal stream and ends in the next
+    whole = BrownianPath((70_000, 2), seed=9, s_end=s_end)
+    shard = BrownianPath((5_000, 2), seed=9, s_end=s_end, row_start=63_000)
+    assert torch.equal(whole.value(0.3)[63_000:68_000], shard.value(0.3))
+
+
+def test_noise_removal_drops_exactly_the_last_increment(ring, vp):
+    # Euler–Maruyama with and without noise removal share every step but the last, whose noise
+    # g(t_{N-1}) dW is what separates them.
+    score = ring.score_fn(vp)
+    x_T = vp.prior_sample((128, 2), generator=torch.Generator().manual_seed(0)).double()
+    plain = ds.sample(score, vp, x_T=x_T, solver="sde:euler", steps=20, seed=5, noise_removal=False)
+    mean = ds.sample(score, vp, x_T=x_T, solver="sde:euler", steps=20, seed=5)
+    grid = uniform_grid(vp.T, 1e-3, 20)
+    dw = ReverseBrownian(x_T, vp, 1e-3, 5).increment(float(grid[-2]), float(grid[-1]))
+    g = float(vp.g2(grid[-2])) ** 0.5
+    torch.testing.assert_close(plain.samples - mean.samples, g * dw, rtol=0, atol=1e-12)

@@ -46,14 +46,18 @@ _ROOT, _NODE, _BRIDGE = 1, 2, 3  # key kinds
 _QUANTUM = 2.0**-20  # resolution of a query inside a cell, in cells
 
 
-def _mix(*words: int) -> int:
-    """A 63-bit generator seed from integers (splitmix64 finaliser over each word in turn)."""
-    h = 0x9E3779B97F4A7C15
+def _absorb(h: int, *words: int) -> int:
+    """The splitmix64 finaliser over each word in turn, from the 64-bit state `h`."""
     for w in words:
         h = (h ^ (w & _MASK64)) * 0xBF58476D1CE4E5B9 & _MASK64
         h = (h ^ (h >> 31)) * 0x94D049BB133111EB & _MASK64
         h ^= h >> 29
-    return h >> 1
+    return h
+
+
+def _mix(*words: int) -> int:
+    """A 63-bit generator seed from integers."""
+    return _absorb(0x9E3779B97F4A7C15, *words) >> 1
 
 
 class BrownianPath(BaseBrownian):
@@ -106,6 +110,7 @@ class BrownianPath(BaseBrownian):
         self._mid_k = [-1] * self.levels  # the interval whose midpoint self._mid[l] holds, per level
         self._mid: list[Tensor | None] = [None] * self.levels
         self._sd = [0.5 * math.sqrt(self.s_end / (1 << level)) for level in range(self.levels)]
+        self._node_prefix = [_absorb(0x9E3779B97F4A7C15, self.seed, _NODE, level) for level in range(self.levels)]
         self._cell_points: list[tuple[float, Tensor]] = []  # bridge points queried in the current cell
         self._last: tuple[float, Tensor] | None = None
 
@@ -148,7 +153,7 @@ class BrownianPath(BaseBrownian):
         r0, r1 = self.row_start, self.row_start + b
         gen = self._gen
         if r1 <= BLOCK_ROWS:  # one stream (the common case: a batch of up to BLOCK_ROWS from index 0)
-            gen.manual_seed(_mix(self.seed, kind, *key, 0))
+            gen.manual_seed(_mix(self.seed, kind, *key, 0) if kind != _NODE else self._node_seed(*key))
             z = torch.randn(-(-(r1 * d) // 16) * 16, generator=gen, dtype=self._dtype, device=self._device)
             return z[r0 * d : r1 * d].view(b, d)
         parts = []
@@ -160,6 +165,10 @@ class BrownianPath(BaseBrownian):
             z = torch.randn(n, generator=gen, dtype=self._dtype, device=self._device)
             parts.append(z[lo * d : hi * d])
         return torch.cat(parts).view(b, d)
+
+    def _node_seed(self, level: int, k: int) -> int:
+        """`_mix(seed, _NODE, level, k, 0)`, from the hash state after (seed, _NODE, level), kept per level."""
+        return _absorb(self._node_prefix[level], k, 0) >> 1
 
     def _cell_ends(self, cell: int) -> tuple[Tensor, Tensor]:
         """W at the ends of `cell`, descending the tree from the deepest frontier level that holds it."""
@@ -173,7 +182,7 @@ class BrownianPath(BaseBrownian):
             if self._mid_k[level] == k:  # drawn on an earlier descent through this interval
                 mid = self._mid[level]
             else:
-                mid = torch.add(lo, hi).mul_(0.5).add_(self._normals(_NODE, level, k), alpha=self._sd[level])
+                mid = torch.lerp(lo, hi, 0.5).add_(self._normals(_NODE, level, k), alpha=self._sd[level])
                 self._mid_k[level], self._mid[level] = k, mid
             child = cell >> (levels - level - 1)
             self._k[level + 1] = child
