@@ -74,6 +74,7 @@ def compare(
     problem: str | None = None,
     device: torch.device | str | None = None,
     progress: bool = True,
+    grids: Mapping[str, Mapping[int, Tensor]] | None = None,
 ) -> Comparison:
     r"""Run every solver at every budget and seed on `score`, and measure cost and accuracy.
 
@@ -99,6 +100,8 @@ def compare(
         problem: A name for the tables (default: the reference's description).
         device: Where the solves run (default: the data reference's device, else CPU).
         progress: A progress bar over the solves.
+        grids: `{solver: {steps: grid}}`: explicit time grids (e.g. from `analysis.optimize_grid`)
+            that replace a solver's default grid at those step counts.
 
     Returns:
         A `Comparison`.
@@ -152,6 +155,8 @@ def compare(
                     if bar is not None:
                         bar.set_postfix_str(f"{solver} {_fmt_budget(budget)} seed {seed}", refresh=True)
                     kwargs = {"rtol": budget, "atol": budget} if info.adaptive else {"steps": int(budget)}
+                    if grids and solver in grids and int(budget) in grids[solver]:
+                        kwargs["time_grid"] = grids[solver][int(budget)]
                     counted.nfe = 0
                     res = sample(counted, sde, x_T=x_T, solver=solver, eps=eps, seed=seed, **kwargs)
                     if counted.nfe != res.nfe:  # the ledger and an independent counter must agree

@@ -2,10 +2,12 @@
 
 - `convergence`: measured convergence orders (strong, weak, ODE) with fitted slopes and intervals;
 - `stiffness`: where adaptive solvers spend their steps, and the drift Jacobian's spectrum;
-- `truncation`: likelihood and sample error against eps and against the tolerance.
+- `truncation`: likelihood and sample error against eps and against the tolerance;
+- `grids`: the time grid on which a sampler's paired path error is smallest (`optimize_grid`).
 """
 
 from .convergence import KINDS, ConvergenceResult, convergence_order, second_moment
+from .grids import GridResult, optimize_grid
 from .stiffness import JacobianSpectrum, StepDiagnostics, jacobian_spectrum, step_diagnostics
 from .truncation import likelihood_work_precision, nll_vs_eps, sample_error_vs_eps
 
@@ -21,4 +23,6 @@ __all__ = [
     "nll_vs_eps",
     "likelihood_work_precision",
     "sample_error_vs_eps",
+    "GridResult",
+    "optimize_grid",
 ]
