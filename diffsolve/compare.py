@@ -44,17 +44,21 @@ __all__ = ["Comparison", "compare", "METRICS", "DEFAULT_SOLVERS", "criteria_met"
 
 DEFAULT_SOLVERS = (
     "sde:euler",
-    "sde:srk",
     "pc",
-    "ode:euler",
+    "dpm_solver++2m_sde",
+    "euler_ancestral",
     "ode:rk4",
     "ode:dopri5",
     "ddim",
     "dpm_solver++2m",
+    "dpm_solver++3m",
+    "dpm_solver_fast",
+    "unipc",
+    "deis",
+    "ipndm",
     "edm_heun",
-    "adaptive_sde",
 )
-"""The ten samplers of the main job, `diffsolve compare` with no arguments."""
+"""The fourteen samplers of the main job, `diffsolve compare` with no arguments."""
 
 
 def compare(

@@ -94,10 +94,11 @@ class Comparison:
     def nfe_needed(
         self, *, path_tol: float = 1e-2, gap_tol: float = 0.02, tv_tol: float = 0.01
     ) -> list[dict[str, Any]]:
-        """For every solver, the smallest mean NFE over its budgets that meets (a) and (b).
+        """For every solver, the smallest mean NFE from which every larger budget tried meets (a) and (b).
 
         (a) indistinguishable from exact samples: `criteria_met(row, ...)` for every seed;
-        (b) paired path error <= `path_tol` for every seed. `None` where no budget met it.
+        (b) paired path error <= `path_tol` for every seed. A budget that passes while a larger one
+        fails does not count (a lucky pass is not a guarantee). `None` where the largest budget fails.
         """
         out = []
         by_solver: dict[str, dict[float, list[dict[str, Any]]]] = {}
@@ -105,14 +106,15 @@ class Comparison:
             by_solver.setdefault(row["solver"], {}).setdefault(row["budget"], []).append(row)
         for solver, budgets in by_solver.items():
             a = b = None
-            for rows in sorted(budgets.values(), key=lambda rs: sum(r["nfe"] for r in rs)):
+            a_open = b_open = True  # every larger budget passed so far
+            for rows in sorted(budgets.values(), key=lambda rs: -sum(r["nfe"] for r in rs)):
                 nfe = sum(r["nfe"] for r in rows) / len(rows)
-                if a is None and all(
+                a_open = a_open and all(
                     criteria_met(r, self.null, gap_tol=gap_tol, tv_tol=tv_tol) for r in rows
-                ):
-                    a = nfe
-                if b is None and "path_error" in rows[0] and all(r["path_error"] <= path_tol for r in rows):
-                    b = nfe
+                )
+                b_open = b_open and "path_error" in rows[0] and all(r["path_error"] <= path_tol for r in rows)
+                a = nfe if a_open else a
+                b = nfe if b_open else b
             out.append({"solver": solver, "nfe_indistinguishable": a, "nfe_path_error": b})
         return out
 

@@ -110,7 +110,9 @@ class BrownianPath(BaseBrownian):
         self._mid_k = [-1] * self.levels  # the interval whose midpoint self._mid[l] holds, per level
         self._mid: list[Tensor | None] = [None] * self.levels
         self._sd = [0.5 * math.sqrt(self.s_end / (1 << level)) for level in range(self.levels)]
-        self._node_prefix = [_absorb(0x9E3779B97F4A7C15, self.seed, _NODE, level) for level in range(self.levels)]
+        self._node_prefix = [
+            _absorb(0x9E3779B97F4A7C15, self.seed, _NODE, level) for level in range(self.levels)
+        ]
         self._cell_points: list[tuple[float, Tensor]] = []  # bridge points queried in the current cell
         self._last: tuple[float, Tensor] | None = None
 

@@ -32,14 +32,14 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "wrapper around the score, wall-clock seconds) and accuracy: the paired path error against a "
         "reference solve from the same x_T, two-sample distances (sliced W2, MMD, energy) with z-scores "
         "against the exact-vs-exact null, and, on analytic problems, the mean log p_eps gap and the "
-        "component-weight TV. With no arguments: ring2d, VP SDE, exact score, ten samplers. Prints the "
+        "component-weight TV. With no arguments: ring2d, VP SDE, exact score, fourteen samplers. Prints the "
         "table and what NFE each solver needs; writes results.csv, results.json, results.md, "
         "work_precision.png and samples.png to --out (each file atomically).",
         formatter_class=HelpFormatter,
     )
     add_problem_args(cmp)
     cmp.add_argument(
-        "--solvers", default=None, help="comma-separated solver names (default: the ten of the main job)"
+        "--solvers", default=None, help="comma-separated solver names (default: the fourteen of the main job)"
     )
     cmp.add_argument(
         "--budgets",

@@ -218,9 +218,10 @@ def _nonneg(default: float, help: str) -> Option:
 
 def _stochastic(name: str, run, nfe: int, text: str, grid: str, **kw) -> Solver:
     options = {"noise_removal": NOISE_REMOVAL, **kw.pop("options", {})}
+    kw.setdefault("budgets", (10, 20, 50, 100, 200))
     return Solver(
         name, "diffusion", run, nfe, stochastic=True, default_steps=50, time_grid=grid, options=options,
-        budgets=(10, 20, 50, 100, 200), description=text, **kw,
+        description=text, **kw,
     )  # fmt: skip
 
 
@@ -230,7 +231,7 @@ for _solver in [
     _stochastic("ddim_eta", ddim_eta, 1, "DDIM with eta (eta = 1: DDPM's ancestral sampler)", "uniform",
                 options={"eta": _eta(1.0)}, strong_order=1.0, verified=True),
     _stochastic("dpm_solver++2m_sde", dpm_solver_pp_2m_sde, 1, "SDE-DPM-Solver++(2M), midpoint (k-diffusion's)",
-                "logsnr", options={"eta": _eta(1.0)}, strong_order=1.0, verified=True),
+                "logsnr", options={"eta": _eta(1.0)}, strong_order=1.0, verified=True, budgets=(10, 15, 20, 25, 30, 50)),
     _stochastic("edm_stochastic", edm_stochastic, 2, "Karras et al.'s stochastic sampler (EDM Algorithm 2, S_churn)",
                 "karras", options={
                     "s_churn": _nonneg(40.0, "S_churn: total noise added (gamma = S_churn / N per step)"),

@@ -320,7 +320,7 @@ LOWER_ORDER_FINAL = Option(
 
 for _solver in [
     Solver("dpm_solver++3m", "diffusion", dpm_solver_pp_3m, 1, order=2, default_steps=20, time_grid="logsnr",
-           options={"lower_order_final": LOWER_ORDER_FINAL}, budgets=(5, 6, 8, 10, 12, 15, 20), verified=True,
+           options={"lower_order_final": LOWER_ORDER_FINAL}, budgets=(5, 6, 8, 10, 12, 16, 20), verified=True,
            description="DPM-Solver++(3M), multistep, data prediction (Lu et al. 2022b); third-order steps after "
                        "a first-order start, so second order overall"),
     Solver("unipc", "diffusion", unipc, 1, order=4, default_steps=20, time_grid="logsnr",
@@ -330,14 +330,14 @@ for _solver in [
                "prediction": Option("data", _choice("data", "noise"), "model: data ('data') or noise prediction"),
                "lower_order_final": LOWER_ORDER_FINAL,
            },
-           budgets=(5, 6, 8, 10, 12, 15, 20), verified=True,
+           budgets=(5, 6, 8, 10, 12, 16, 20), verified=True,
            description="UniPC (Zhao et al. 2023): UniP-p predictor + UniC corrector, order p + 1 = 4 by default"),
     Solver("ipndm", "diffusion", ipndm, 1, order=2, default_steps=20, time_grid="quadratic",
-           options={"lower_order_final": LOWER_ORDER_FINAL}, budgets=(5, 6, 8, 10, 12, 15, 20), verified=True,
+           options={"lower_order_final": LOWER_ORDER_FINAL}, budgets=(5, 6, 8, 10, 12, 16, 20), verified=True,
            description="iPNDM: Adams–Bashforth up to order 4 in (x/alpha, sigma/alpha) (Zhang & Chen 2023); its "
                        "equal-step weights make it second order on the Karras grid"),
     Solver("deis", "diffusion", deis, 1, order=3, default_steps=20, time_grid="quadratic",
-           options={"lower_order_final": LOWER_ORDER_FINAL}, budgets=(5, 6, 8, 10, 12, 15, 20), verified=True,
+           options={"lower_order_final": LOWER_ORDER_FINAL}, budgets=(5, 6, 8, 10, 12, 16, 20), verified=True,
            description="tAB-DEIS, order 3: exponential integrator, eps extrapolated in t (Zhang & Chen 2023)"),
 ]:  # fmt: skip
     SOLVERS[_solver.name] = _solver
