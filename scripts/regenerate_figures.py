@@ -5,7 +5,7 @@
 
 What it writes:
 - docs/compare/: results.{csv,json,md}, work_precision.png, samples.png, from `diffsolve compare`
-  with its defaults (the README's main job, ring2d, VP SDE, exact score);
+  with its defaults and seeds 0, 1, 2 (the README's main job, ring2d, VP SDE, exact score);
 - docs/img/numerical_analysis_*.png, copied from the committed (full-size) outputs of
   notebooks/numerical_analysis.ipynb (re-execute it first with scripts/run_notebooks.py to refresh);
 - with --all, docs/img/likelihood_work_precision.png from benchmarks/likelihood_work_precision.py.
@@ -39,7 +39,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     py = sys.executable
-    run(py, "-m", "diffsolve.cli", "compare", "--out", "docs/compare", "--no-progress")
+    run(py, "-m", "diffsolve.cli", "compare", "--out", "docs/compare", "--no-progress", "--seeds", "0,1,2")
     run(py, "scripts/export_notebook_figures.py", "notebooks/numerical_analysis.ipynb")
     if args.all:
         run(py, "benchmarks/likelihood_work_precision.py", "--out", "docs/img/likelihood_work_precision.png")
