@@ -38,6 +38,7 @@ from ..adapters import ReverseBrownian
 from .base import SolveOutput, SolveRequest, run_on_grid
 from .diffusion import _schedule
 from .grids import t_of_log_snr
+from .multistep import LOWER_ORDER_FINAL
 from .noise import NOISE_REMOVAL
 from .registry import SOLVERS, Option, Solver
 
@@ -138,6 +139,7 @@ def dpm_solver_pp_2m_sde(req: SolveRequest) -> SolveOutput:
     """
     ledger, times, alpha, sigma, lam, noise = _setup(req)
     eta = req.options["eta"]
+    last = len(times) - 2 if req.options["lower_order_final"] and len(times) - 1 < 15 else None
     prev: list[Tensor] = []
 
     def step(x: Tensor, i: int) -> Tensor:
@@ -147,7 +149,7 @@ def dpm_solver_pp_2m_sde(req: SolveRequest) -> SolveOutput:
         eta_h = 0.0 if z is None else eta * h
         w = -math.expm1(-h - eta_h)
         out = torch.mul(x, sigma[i + 1] / sigma[i] * math.exp(-eta_h)).add_(m, alpha=alpha[i + 1] * w)
-        if prev:
+        if prev and i != last:
             r = (lam[i] - lam[i - 1]) / h
             out.add_(m - prev[0], alpha=alpha[i + 1] * w * 0.5 / r)
         prev[:] = [m]
@@ -231,7 +233,8 @@ for _solver in [
     _stochastic("ddim_eta", ddim_eta, 1, "DDIM with eta (eta = 1: DDPM's ancestral sampler)", "uniform",
                 options={"eta": _eta(1.0)}, strong_order=1.0, verified=True),
     _stochastic("dpm_solver++2m_sde", dpm_solver_pp_2m_sde, 1, "SDE-DPM-Solver++(2M), midpoint (k-diffusion's)",
-                "logsnr", options={"eta": _eta(1.0)}, strong_order=1.0, verified=True, budgets=(10, 15, 20, 25, 30, 50)),
+                "logsnr", options={"eta": _eta(1.0), "lower_order_final": LOWER_ORDER_FINAL}, strong_order=1.0,
+                verified=True, budgets=(10, 15, 20, 25, 30, 50)),
     _stochastic("edm_stochastic", edm_stochastic, 2, "Karras et al.'s stochastic sampler (EDM Algorithm 2, S_churn)",
                 "karras", options={
                     "s_churn": _nonneg(40.0, "S_churn: total noise added (gamma = S_churn / N per step)"),

@@ -44,7 +44,8 @@ from ..scores import Score
 from ..sde import SDE
 from .base import ScoreLedger, SolveOutput, SolveRequest, run_on_grid
 from .grids import t_of_log_snr
-from .registry import SOLVERS, Solver
+from .noise import check_bool
+from .registry import SOLVERS, Option, Solver
 
 __all__ = ["ddim", "dpm_solver2", "dpm_solver3", "dpm_solver_pp_2m", "edm_heun", "first_order_update"]
 
@@ -244,12 +245,14 @@ def dpm_solver_pp_2m(
     *,
     return_trajectory: bool = False,
     callback: Callable[[Tensor], None] | None = None,
+    lower_order_final: bool = True,
 ) -> SolveOutput:
     r"""Multistep DPM-Solver++(2M) in data prediction (Lu et al. 2022b, Algorithm 2). Order 2, 1 NFE per step.
 
     $x_t = \frac{\sigma_t}{\sigma_s} x_s - \alpha_t (e^{-h} - 1)\,D$ with
     $D = (1 + \tfrac{1}{2r})\hat x_0(x_s, s) - \tfrac{1}{2r}\hat x_0^{\text{prev}}$, $r = h_{\text{prev}}/h$;
-    the first step uses $D = \hat x_0(x_s, s)$ (first order).
+    the first step uses $D = \hat x_0(x_s, s)$ (first order), and so does the last with
+    `lower_order_final` on grids of fewer than 15 steps (samplers/multistep.py).
 
     Args:
         score: A `Score`, called as `score(x, t)` with `t` of shape `(B,)`.
@@ -258,6 +261,7 @@ def dpm_solver_pp_2m(
         grid: Decreasing times $T = t_0 > \dots > t_N = \epsilon$ (`grids.time_grid`).
         return_trajectory: Also keep the state at every grid time.
         callback: Called with each forward time `t` (0-d tensor) the score is evaluated at.
+        lower_order_final: Take the last step at first order on grids of fewer than 15 steps.
 
     Returns:
         A `SolveOutput`: the samples at $\epsilon$, the NFE, and the trajectory if asked for.
@@ -265,6 +269,7 @@ def dpm_solver_pp_2m(
     ledger = ScoreLedger(score, sde, callback)
     times = grid.tolist()
     alpha, sigma, lam = _schedule(sde, grid)
+    first_order_last = lower_order_final and len(times) - 1 < 15
     old_x0: Tensor | None = None  # the previous step's data prediction (k-diffusion's old_denoised)
     h_prev = 0.0
 
@@ -272,7 +277,7 @@ def dpm_solver_pp_2m(
         nonlocal old_x0, h_prev
         h = lam[i + 1] - lam[i]
         x0_hat = (x + sigma[i] ** 2 * ledger(x, times[i])) / alpha[i]
-        if old_x0 is None:
+        if old_x0 is None or (first_order_last and i == len(times) - 2):
             d = x0_hat
         else:
             r = h_prev / h
@@ -338,6 +343,7 @@ def _on_grid(sampler: Callable[..., SolveOutput]) -> Callable[[SolveRequest], So
             req.grid,
             return_trajectory=req.return_trajectory,
             callback=req.callback,
+            **req.options,
         )
 
     return run
@@ -359,7 +365,9 @@ for _solver in [
                  "DPM-Solver-2, single-step, midpoint in log-SNR (Lu et al. 2022)"),
     _exponential("dpm_solver3", dpm_solver3, 3, 3, (2, 4, 7, 14), "DPM-Solver-3, single-step (Lu et al. 2022)"),
     _exponential("dpm_solver++2m", dpm_solver_pp_2m, 2, 1, (5, 10, 15, 20, 30, 50),
-                 "DPM-Solver++(2M), multistep, data prediction (Lu et al. 2022b)"),
+                 "DPM-Solver++(2M), multistep, data prediction (Lu et al. 2022b)",
+                 options={"lower_order_final": Option(True, check_bool, "first order on the last step of grids "
+                                                      "of fewer than 15 steps")}),
     _exponential("edm_heun", edm_heun, 2, 2, (3, 5, 10, 20, 40),
                  "Karras et al.'s deterministic Heun sampler on the rho = 7 grid (EDM)", time_grid="karras"),
 ]:  # fmt: skip
