@@ -91,7 +91,7 @@ def _adaptive(method: str, order: float, nfe: int, description: str, **kw: objec
 
 for _solver in [
     _sde("euler", 1.0, 1, "Euler–Maruyama (Itô); strong order 1 for additive noise; any time grid",
-         weak_order=1.0, budgets=(25, 50, 100, 200, 400), verified=True, run=euler_maruyama,
+         weak_order=1.0, budgets=(25, 50, 60, 75, 100, 200), verified=True, run=euler_maruyama,
          time_grid="uniform"),
     _sde("milstein", 1.0, 1, "Milstein (Itô); equals Euler–Maruyama for additive noise", verified=True),
     _sde("srk", 1.5, 2, "Rößler's SRA1 stochastic Runge–Kutta for additive noise (Itô)",

@@ -129,6 +129,6 @@ SOLVERS["pc"] = Solver(
         ),
         "noise_removal": NOISE_REMOVAL,
     },
-    budgets=(25, 50, 100, 200),
+    budgets=(25, 50, 75, 100, 200),
     description="Song et al.'s predictor-corrector: reverse-diffusion predictor + Langevin corrector",
 )  # fmt: skip
