@@ -143,7 +143,7 @@ class BrownianPath(BaseBrownian):
         if return_U or return_A:
             raise ValueError("BrownianPath carries no Lévy area; use torchsde.BrownianInterval for srk")
         if tb is None:
-            return self.value(float(ta))
+            return self.value(float(ta)).clone()  # the tree keeps its own values: hand out a copy
         w_a = self.value(float(ta))  # first: it is usually the last query, so it costs nothing
         return self.value(float(tb)) - w_a
 
@@ -195,7 +195,10 @@ class BrownianPath(BaseBrownian):
         return self._ends[levels]
 
     def value(self, s: float) -> Tensor:
-        """$W(s)$, `(B, D)`, for $0 \\le s \\le S$ (to within $10^{-9} S$)."""
+        """$W(s)$, `(B, D)`, for $0 \\le s \\le S$ (to within $10^{-9} S$).
+
+        The tensor is the tree's own (do not modify it in place); `path(ta, tb)` returns new tensors.
+        """
         s = float(s)
         if not -1e-9 * self.s_end <= s <= self.s_end * (1 + 1e-9):
             raise ValueError(f"s must be in [0, {self.s_end}], got {s}")
