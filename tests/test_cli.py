@@ -1,6 +1,7 @@
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from diffsolve.cli import main
@@ -87,3 +88,21 @@ def test_train_and_resume(tmp_path, capsys):
 def test_train_unknown_dataset(capsys):
     assert main(["train", "--dataset", "spiral", "--steps", "1", "--out", "x"]) == 2
     assert "--dataset must be one of 8gaussians" in capsys.readouterr().err
+
+
+def test_sample_takes_a_time_grid_and_solver_options(tmp_path, capsys):
+    # The CLI's options reach the solver: with noise removal off, Euler–Maruyama's samples are the
+    # plain scheme's, which differ from the default run's by the last step's noise only.
+    out_a, out_b = tmp_path / "a.npy", tmp_path / "b.npy"
+    common = ["sample", "--solver", "sde:euler", "--steps", "20", "--n", "64", "--no-progress"]
+    assert main([*common, "--out", str(out_a)]) == 0
+    assert main([*common, "--option", "noise_removal=false", "--out", str(out_b)]) == 0
+    a, b = np.load(out_a), np.load(out_b)
+    assert a.shape == b.shape == (64, 2) and not np.array_equal(a, b)
+    assert main(["sample", "--solver", "unipc", "--steps", "6", "--time-grid", "quadratic", "--option",
+                     "variant=bh1", "--n", "32", "--no-progress", "--out", str(out_a)]) == 0  # fmt: skip
+    assert "unipc, n = 32, NFE 6" in capsys.readouterr().out
+    assert main(["sample", "--solver", "ddim", "--option", "snr=1", "--n", "8", "--out", str(out_a)]) == 2
+    assert "'ddim' does not take 'snr'" in capsys.readouterr().err
+    assert main(["sample", "--option", "oops", "--n", "8", "--out", str(out_a)]) == 2
+    assert "--option must be NAME=VALUE" in capsys.readouterr().err

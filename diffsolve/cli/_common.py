@@ -53,6 +53,28 @@ class UsageError(Exception):
         super().__init__(f"diffsolve {command}: error: {message}")
 
 
+def parse_options(items: list[str], command: str) -> dict[str, object]:
+    """`NAME=VALUE` strings as solver options: true/false, integers and numbers are converted."""
+    out: dict[str, object] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name.strip():
+            raise UsageError(command, f"--option must be NAME=VALUE, got {item!r}")
+        value: object = text.strip()
+        low = text.strip().lower()
+        if low in ("true", "false"):
+            value = low == "true"
+        else:
+            for kind in (int, float):
+                try:
+                    value = kind(text)
+                    break
+                except ValueError:
+                    continue
+        out[name.strip()] = value
+    return out
+
+
 def parse_list(text: str, what: str, command: str) -> list[str]:
     """Comma-separated items, stripped; an empty list is a usage error."""
     items = [t.strip() for t in text.split(",") if t.strip()]

@@ -6,9 +6,12 @@ import argparse
 import io
 from pathlib import Path
 
+from ..samplers.grids import GRIDS
 from ._common import (
     HelpFormatter,
+    UsageError,
     add_problem_args,
+    parse_options,
     positive_float,
     positive_int,
     problem_from_args,
@@ -34,8 +37,22 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--steps",
         type=positive_int,
         default=None,
-        help="steps of a fixed-step solver (default 1000 for sde:* and pc, 100 for ode:*, 50 for the "
-        "diffusion samplers)",
+        help="steps of a fixed-step solver (default: the solver's own, listed by `diffsolve solvers`; "
+        "for dpm_solver_fast, the NFE budget)",
+    )
+    smp.add_argument(
+        "--time-grid",
+        choices=GRIDS,
+        default=None,
+        help="time grid of a grid-based solver (default: the solver's own, listed by `diffsolve solvers`)",
+    )
+    smp.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a solver's own option, repeatable: e.g. --option noise_removal=false, --option snr=0.1 for "
+        "pc, --option variant=bh1 for unipc (`diffsolve solvers` lists each solver's options)",
     )
     smp.add_argument(
         "--rtol",
@@ -60,14 +77,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return smp
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run `diffsolve sample`; returns the exit status."""
-    import numpy as np
-
-    from .. import metrics, sample
-
-    prob = problem_from_args(args, "sample")
-    res = sample(
+def _sample(sample, prob, args: argparse.Namespace, options: dict):
+    return sample(
         prob.score,
         prob.sde,
         args.n,
@@ -80,7 +91,23 @@ def run(args: argparse.Namespace) -> int:
         event_shape=prob.event_shape,
         device=prob.device,
         progress=not args.no_progress,
+        time_grid=args.time_grid,
+        **options,
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run `diffsolve sample`; returns the exit status."""
+    import numpy as np
+
+    from .. import metrics, sample
+
+    prob = problem_from_args(args, "sample")
+    options = parse_options(args.option, "sample")
+    try:
+        res = _sample(sample, prob, args, options)
+    except (TypeError, ValueError) as err:
+        raise UsageError("sample", str(err)) from None
     x = res.samples
     print(
         f"{prob.name}, {prob.sde!r}: {res.settings['solver']}, n = {args.n}, NFE {res.nfe}, {res.seconds:.2f} s"

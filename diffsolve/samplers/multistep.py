@@ -335,7 +335,7 @@ for _solver in [
     Solver("ipndm", "diffusion", ipndm, 1, order=2, default_steps=20, time_grid="quadratic",
            options={"lower_order_final": LOWER_ORDER_FINAL}, budgets=(5, 6, 8, 10, 12, 16, 20), verified=True,
            description="iPNDM: Adams–Bashforth up to order 4 in (x/alpha, sigma/alpha) (Zhang & Chen 2023); its "
-                       "equal-step weights make it second order on the Karras grid"),
+                       "equal-step weights make it second order on unequal grids"),
     Solver("deis", "diffusion", deis, 1, order=3, default_steps=20, time_grid="quadratic",
            options={"lower_order_final": LOWER_ORDER_FINAL}, budgets=(5, 6, 8, 10, 12, 16, 20), verified=True,
            description="tAB-DEIS, order 3: exponential integrator, eps extrapolated in t (Zhang & Chen 2023)"),
