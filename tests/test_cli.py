@@ -31,7 +31,11 @@ def test_help_shows_real_defaults_only(command, capsys):
     # Options left unset (None) or flags say what happens in their own words, never "(default: None)".
     assert "(default: None)" not in out and "(default: False)" not in out
     if command == "sample":
-        assert "(default: sde:euler)" in out and "(default 1000 for sde:* and pc" in out
+        assert (
+            "(default: sde:euler)" in out
+            and "(default: the solver's own, listed by `diffsolve solvers`" in out
+        )
+        assert "(default: [])" not in out
 
 
 def test_solvers_lists_the_registry(capsys):

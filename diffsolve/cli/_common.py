@@ -38,10 +38,11 @@ def positive_float(text: str) -> float:
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Show an option's default in its help, except for flags and None ("not given": the help says what then)."""
+    """Show an option's default in its help, except for flags, None and an empty repeatable option
+    ("not given": the help says what then)."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None or isinstance(action, argparse._StoreTrueAction):
+        if action.default in (None, []) or isinstance(action, argparse._StoreTrueAction):
             return action.help
         return super()._get_help_string(action)
 
