@@ -145,6 +145,8 @@ def sample(
         "eps": eps, "seed": seed, "dtype": str(x_T.dtype).removeprefix("torch."), "device": str(x_T.device),
         "denoise": denoise, "sde": repr(sde), **options,
     }  # fmt: skip
+    if explicit is not None:
+        settings["time_grid_times"] = explicit.tolist()  # so that the settings reproduce the solve
     grid_kind = options.pop("time_grid", None)
     if explicit is not None:
         grid = explicit.to(x_T.device)
@@ -214,7 +216,7 @@ def _check_explicit_grid(
         raise ValueError(f"an explicit time_grid applies to {offer}; not to {method.name!r}")
     if grid.dim() != 1 or grid.numel() < 2 or not grid.dtype.is_floating_point:
         raise ValueError(f"time_grid must be a 1-D float tensor of >= 2 times, got {describe(grid)}")
-    g = grid.detach().to("cpu", torch.float64)
+    g = grid.detach().to("cpu", torch.float64).clone()  # ends are snapped below: never the caller's tensor
     if not bool(torch.isfinite(g).all()) or not bool((g[1:] < g[:-1]).all()):
         raise ValueError(f"time_grid must be finite and strictly decreasing, got {g.tolist()}")
     T = float(sde.T)

@@ -102,3 +102,13 @@ def test_nfe_needed_ignores_a_lucky_pass_below_a_failure():
     rows = [_row("s", 5, 0.0), _row("s", 8, 0.3), _row("s", 10, 0.01), _row("s", 12, 0.0)]
     table = Comparison(rows=rows, null={}, settings={"metrics": ["log_prob_gap", "path_error"]})
     assert table.nfe_needed() == [{"solver": "s", "nfe_indistinguishable": 10, "nfe_path_error": None}]
+
+
+def test_an_explicit_grid_is_neither_modified_nor_forgotten(problem):
+    _, sde, score = problem
+    grid = time_grid(sde, 4, EPS, "karras")
+    grid[-1] = EPS * (1 + 1e-12)  # within the tolerance: snapped to eps inside sample, not here
+    before = grid.clone()
+    res = ds.sample(score, sde, 8, event_shape=(2,), solver="deis", time_grid=grid)
+    assert torch.equal(grid, before)
+    assert res.settings["time_grid"] == "explicit" and res.settings["time_grid_times"][-1] == EPS
