@@ -75,6 +75,8 @@ def save(path: str | os.PathLike, model: ScoreModel, *, metadata: dict[str, Any]
         model: A `ScoreModel` around one of diffsolve's networks.
         metadata: JSON-serialisable extras (data scaling, training steps, losses, ...).
     """
+    if not str(path).strip():
+        raise ValueError(f"path must name a checkpoint directory, got {str(path)!r}")
     config = _config(model, metadata)
     text = json.dumps(config, indent=2, sort_keys=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.net.state_dict().items()}

@@ -116,7 +116,8 @@ def check_problem(score: object, sde: object, eps: float) -> None:
 
     Raises:
         TypeError: If `sde` is not a diffsolve SDE or `score` is not callable.
-        ValueError: If `eps` is not in (0, T).
+        ValueError: If `eps` is not in (0, T), or the score carries an SDE (a `ScoreModel`, an
+            analytic score) other than `sde`.
     """
     if not isinstance(sde, SDE):
         raise TypeError(f"sde must be a diffsolve SDE (VPSDE, SubVPSDE, VESDE), got {describe(sde)}")
@@ -125,3 +126,9 @@ def check_problem(score: object, sde: object, eps: float) -> None:
     check_positive(eps, "eps")
     if not eps < sde.T:
         raise ValueError(f"eps must lie in (0, T) = (0, {sde.T}), got {eps!r}")
+    own = getattr(score, "sde", None)
+    if isinstance(own, SDE) and own != sde:
+        raise ValueError(
+            f"the score was built for {own!r} but is used with sde={sde!r}: its t means another noise "
+            "schedule (pass the SDE it was trained or derived for)"
+        )

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import abc
 import math
+import numbers
 
 import torch
 from torch import Tensor
@@ -126,11 +127,12 @@ class SDE(abc.ABC):
         """Draw from the prior $N(0, \\text{prior\\_std}^2 I)$ with `shape = (batch, *event)`."""
         if (
             not isinstance(shape, (tuple, list, torch.Size))
-            or not all(isinstance(s, int) and s >= 1 for s in shape)
+            or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1 for s in shape)
             or len(shape) < 2
         ):
             raise ValueError(f"shape must be (batch, *event) of positive integers, got {shape!r}")
-        z = torch.randn(tuple(shape), dtype=dtype, device=device, generator=generator)
+        shape = tuple(int(s) for s in shape)  # numpy integers are integers too
+        z = torch.randn(shape, dtype=dtype, device=device, generator=generator)
         return self.prior_std * z
 
     def prior_log_prob(self, z: Tensor) -> Tensor:
@@ -162,12 +164,19 @@ class SDE(abc.ABC):
         return hash((type(self).__name__, tuple(sorted(self.params().items()))))
 
 
+def _check_finite(**params: float) -> None:
+    for name, value in params.items():
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be finite, got {value!r} (the marginals would not be)")
+
+
 class _LinearBetaSDE(SDE):
     r"""Shared maths of VP and sub-VP: $\beta(t) = \beta_{min} + t(\beta_{max} - \beta_{min})$, $f = -\beta/2$."""
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0) -> None:
         check_positive(beta_min, "beta_min")
         check_positive(beta_max, "beta_max")
+        _check_finite(beta_min=beta_min, beta_max=beta_max)
         if beta_max < beta_min:
             raise ValueError(
                 f"beta_max must be >= beta_min, got beta_min={beta_min!r}, beta_max={beta_max!r}"
@@ -253,6 +262,7 @@ class VESDE(SDE):
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0) -> None:
         check_positive(sigma_min, "sigma_min")
         check_positive(sigma_max, "sigma_max")
+        _check_finite(sigma_min=sigma_min, sigma_max=sigma_max)
         if sigma_max <= sigma_min:
             raise ValueError(
                 f"sigma_max must be > sigma_min, got sigma_min={sigma_min!r}, sigma_max={sigma_max!r}"

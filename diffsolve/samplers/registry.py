@@ -39,6 +39,10 @@ ENTRY_POINT_GROUP = "diffsolve.solvers"
 NfePerStep = int | Callable[[Mapping[str, Any]], int]
 
 
+MAX_STEPS = 10**6
+"""The most steps a solve takes (`Solver.check_budget` refuses more before allocating anything)."""
+
+
 @dataclass(frozen=True)
 class Option:
     """A solver-specific keyword of `sample` (e.g. `pc`'s `snr`): its default and its check.
@@ -222,6 +226,11 @@ class Solver:
             raise ValueError(f"{self.name!r} is a fixed-step solver: give steps")
         steps = self.default_steps if steps is None else steps
         check_positive(steps, "steps", integer=True)
+        if steps > MAX_STEPS:
+            raise ValueError(
+                f"steps = {steps} is more than MAX_STEPS = {MAX_STEPS:,}: its time grid alone would take "
+                f"{8 * (steps + 1) / 2**30:.1f} GiB and the solve {steps:,} score calls"
+            )
         return int(steps), None, None
 
     def defaults(self) -> dict[str, Any]:
