@@ -213,12 +213,14 @@ def dequantize(
         $(\text{high}-\text{low})/\text{bins}$.
 
     Raises:
-        ValueError: If `x` has values outside $[\text{low}, \text{high}]$ or the range is empty.
+        ValueError: If `x` has NaN/Inf or values outside $[\text{low}, \text{high}]$, or the range is empty.
     """
     x = check_batched(x, "x", min_dim=1)
     check_positive(bins, "bins", integer=True)
     if not high > low:
         raise ValueError(f"high must be > low, got low={low!r}, high={high!r}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("x must be finite: dequantize got NaN or Inf in its data")
     lo, hi = float(x.min()), float(x.max())
     if lo < low or hi > high:
         raise ValueError(

@@ -61,3 +61,22 @@ def test_the_step_limit_is_generous_and_stated():
     # the limit itself is a valid budget: checked before anything is allocated
     steps, _, _ = ds.get_solver("ddim").check_budget(MAX_STEPS, None, None)
     assert steps == MAX_STEPS
+
+
+def test_dequantize_refuses_nan_data():
+    from diffsolve.datasets import dequantize
+
+    with pytest.raises(ValueError, match="x must be finite"):
+        dequantize(torch.tensor([[float("nan"), 1.0]]))
+
+
+def test_cli_device_errors_name_the_devices_this_machine_has(capsys, tmp_path):
+    from diffsolve.cli import main
+
+    out = str(tmp_path / "s.npy")
+    assert main(["sample", "--device", "tpu9", "--n", "4", "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert "--device 'tpu9' is not a torch device; this machine has cpu" in err and "Traceback" not in err
+    if not torch.cuda.is_available():
+        assert main(["sample", "--device", "cuda", "--n", "4", "--out", out]) == 2
+        assert "--device 'cuda' is not on this machine; it has cpu" in capsys.readouterr().err

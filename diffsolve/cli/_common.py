@@ -132,8 +132,39 @@ def add_problem_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
 
 
+def available_devices() -> list[str]:
+    """The torch devices this machine has: cpu, and cuda:0.. / mps where present."""
+    import torch
+
+    names = ["cpu"]
+    if torch.cuda.is_available():
+        names += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        names.append("mps")
+    return names
+
+
+def check_device(text: str, command: str) -> str:
+    """`--device` as torch names it, if this machine has it; otherwise a usage error listing what it has."""
+    import torch
+
+    have = available_devices()
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise UsageError(
+            command, f"--device {text!r} is not a torch device; this machine has {', '.join(have)}"
+        ) from None
+    index = 0 if dev.index is None else dev.index
+    if dev.type == "cpu" or (dev.type == "mps" and "mps" in have) or f"{dev.type}:{index}" in have:
+        return text
+    raise UsageError(command, f"--device {text!r} is not on this machine; it has {', '.join(have)}")
+
+
 def problem_from_args(args: argparse.Namespace, command: str) -> Problem:
-    """The `Problem` the options name; a contradiction or an unknown name is a usage error."""
+    """The `Problem` the options name; a contradiction, an unknown name or a missing device is a usage error."""
+    args.device = check_device(args.device, command)
     try:
         if args.model is not None:
             if args.problem is not None or args.sde is not None:
