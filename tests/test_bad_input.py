@@ -15,6 +15,12 @@ from diffsolve.samplers.registry import MAX_STEPS
 VP = ds.VPSDE()
 RING = ds.GaussianMixture.ring2d()
 
+
+def _nan_jacobian(x, t):
+    """The ring's exact score, plus zero times a term whose derivative is NaN (sqrt at 0)."""
+    return RING.score_t(x, t, VP) + 0.0 * torch.sqrt(torch.zeros_like(x) * x)
+
+
 CASES = [
     # (what, call, exception, words the message must contain)
     ("VPSDE with an infinite beta_max", lambda: ds.VPSDE(0.1, math.inf), ValueError, "beta_max must be finite"),
@@ -35,6 +41,12 @@ CASES = [
      ValueError, "MAX_STEPS"),
     ("complex prior draws", lambda: ds.sample(lambda x, t: -x, VP, x_T=torch.zeros(4, 2, dtype=torch.complex64),
                                               solver="ddim", steps=3), TypeError, "x_T must have a floating-point dtype"),
+    ("a score with a NaN Jacobian, exact trace (rk4)",
+     lambda: ds.log_likelihood(_nan_jacobian, VP, RING.sample(8, seed=0), solver="rk4", steps=10),
+     ds.NonFiniteError, "non-finite (NaN or Inf) at t = "),
+    ("a score with a NaN Jacobian, Hutchinson",
+     lambda: ds.log_likelihood(_nan_jacobian, VP, RING.sample(8, seed=0), divergence="hutchinson"),
+     ds.NonFiniteError, "non-finite (NaN or Inf) at t = "),
     ("a checkpoint saved to an empty path",
      lambda: checkpoint.save("", ds.ScoreModel(ScoreMLP(2), VP, "eps")), ValueError, "path must name a checkpoint"),
 ]  # fmt: skip
