@@ -24,19 +24,12 @@ import time
 
 import torch
 import torchsde
+from overhead import (
+    score_seconds,  # the same timing as benchmarks/overhead.py (run from benchmarks/ or the root)
+)
 
 import diffsolve as ds
 from diffsolve.adapters import BROWNIAN_TOL, ReverseSDE, uniform_grid
-
-
-def score_seconds(score, x: torch.Tensor, calls: int = 30) -> float:
-    t = torch.full((x.shape[0],), 0.5)
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        score(x, t)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def score_sde_loop(
@@ -93,7 +86,7 @@ def main() -> None:
         x_T = sde.prior_sample((batch, mixture.dim), generator=torch.Generator().manual_seed(0))
         ours, peer, interval, t_score = [], [], [], []
         for rep in range(reps):
-            t_score.append(score_seconds(score, x_T))
+            t_score.append(score_seconds(score, x_T, 30))
             res = ds.sample(score, sde, x_T=x_T, solver="sde:euler", steps=steps, seed=rep, eps=eps)
             ours.append(res.seconds / (res.nfe * t_score[-1]))
             _, sec = score_sde_loop(score, sde, x_T, steps, eps, rep)

@@ -37,6 +37,17 @@ def check_batched(x: object, name: str, *, min_dim: int = 2) -> Tensor:
     return x
 
 
+def check_bool(value: object, name: str) -> None:
+    """Refuse anything but `True`/`False` (a `0`/`1` or a string is a mistake, not a switch).
+
+    Args:
+        value: The value given.
+        name: The argument's name, for the message.
+    """
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
 def check_positive(value: object, name: str, *, integer: bool = False, allow_zero: bool = False) -> None:
     kind = "an integer" if integer else "a number"
     if isinstance(value, bool) or not isinstance(value, numbers.Integral if integer else numbers.Real):

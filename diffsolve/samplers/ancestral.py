@@ -36,7 +36,7 @@ from torch import Tensor
 from .._validation import check_positive
 from ..adapters import ReverseBrownian
 from .base import SolveOutput, SolveRequest, run_on_grid
-from .diffusion import _schedule
+from .diffusion import _schedule, prediction
 from .grids import t_of_log_snr
 from .multistep import LOWER_ORDER_FINAL
 from .noise import NOISE_REMOVAL
@@ -143,7 +143,7 @@ def dpm_solver_pp_2m_sde(req: SolveRequest) -> SolveOutput:
     prev: list[Tensor] = []
 
     def step(x: Tensor, i: int) -> Tensor:
-        m = torch.add(x, ledger(x, times[i]), alpha=sigma[i] ** 2).div_(alpha[i])
+        m = prediction(x, ledger(x, times[i]), alpha=alpha[i], sigma=sigma[i], data=True)
         h = lam[i + 1] - lam[i]
         z = noise(i)
         eta_h = 0.0 if z is None else eta * h

@@ -40,14 +40,22 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from .._validation import check_bool
 from ..scores import Score
 from ..sde import SDE
 from .base import ScoreLedger, SolveOutput, SolveRequest, run_on_grid
 from .grids import t_of_log_snr
-from .noise import check_bool
 from .registry import SOLVERS, Option, Solver
 
-__all__ = ["ddim", "dpm_solver2", "dpm_solver3", "dpm_solver_pp_2m", "edm_heun", "first_order_update"]
+__all__ = [
+    "ddim",
+    "dpm_solver2",
+    "dpm_solver3",
+    "dpm_solver_pp_2m",
+    "edm_heun",
+    "first_order_update",
+    "prediction",
+]
 
 
 def _schedule(sde: SDE, times: Tensor) -> tuple[list[float], list[float], list[float]]:
@@ -89,6 +97,19 @@ def first_order_update(
     if data:
         return torch.mul(x, sig_t / sig_s).add_(pred, alpha=-a_t * math.expm1(-h))
     return torch.mul(x, a_t / a_s).add_(pred, alpha=-sig_t * math.expm1(h))
+
+
+def prediction(x: Tensor, score: Tensor, *, alpha: float, sigma: float, data: bool) -> Tensor:
+    r"""The model a diffusion sampler steps with: $\hat x_0 = (x + \sigma^2 s)/\alpha$ (`data`) or $\hat\epsilon = -\sigma s$.
+
+    Args:
+        x: The state at t.
+        score: The score there, $s(x, t)$.
+        alpha: $\alpha_t$.
+        sigma: $\sigma_t$.
+        data: Data prediction rather than noise prediction.
+    """
+    return torch.add(x, score, alpha=sigma**2).div_(alpha) if data else score.mul(-sigma)
 
 
 def _phi1(z: float) -> float:
@@ -276,7 +297,7 @@ def dpm_solver_pp_2m(
     def step(x: Tensor, i: int) -> Tensor:
         nonlocal old_x0, h_prev
         h = lam[i + 1] - lam[i]
-        x0_hat = (x + sigma[i] ** 2 * ledger(x, times[i])) / alpha[i]
+        x0_hat = prediction(x, ledger(x, times[i]), alpha=alpha[i], sigma=sigma[i], data=True)
         if old_x0 is None or (first_order_last and i == len(times) - 2):
             d = x0_hat
         else:

@@ -37,10 +37,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._validation import check_bool
 from ..sde import SDE
 from .base import SolveOutput, SolveRequest, run_on_grid
-from .diffusion import _schedule
-from .noise import check_bool
+from .diffusion import _schedule, prediction
 from .registry import SOLVERS, Option, Solver
 
 __all__ = ["dpm_solver_pp_3m", "unipc", "ipndm", "deis", "step_orders"]
@@ -75,10 +75,8 @@ class _Model:
         self.data = data
 
     def __call__(self, x: Tensor, i: int) -> Tensor:
-        s = self.ledger(x, self.times[i])
-        if self.data:
-            return torch.add(x, s, alpha=self.sigma[i] ** 2).div_(self.alpha[i])
-        return s.mul(-self.sigma[i])
+        score = self.ledger(x, self.times[i])
+        return prediction(x, score, alpha=self.alpha[i], sigma=self.sigma[i], data=self.data)
 
 
 def _check_lof(req: SolveRequest) -> bool:

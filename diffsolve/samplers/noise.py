@@ -26,22 +26,12 @@ import math
 import torch
 from torch import Tensor
 
+from .._validation import check_bool
 from ..adapters import ReverseBrownian
 from .base import SolveOutput, SolveRequest, run_on_grid
 from .registry import Option
 
-__all__ = ["NOISE_REMOVAL", "check_bool", "euler_maruyama"]
-
-
-def check_bool(value: object, name: str) -> None:
-    """Refuse anything but `True`/`False` (a `0`/`1` or a string is a mistake, not a switch).
-
-    Args:
-        value: The value given.
-        name: The argument's name, for the message.
-    """
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
+__all__ = ["NOISE_REMOVAL", "euler_maruyama"]
 
 
 NOISE_REMOVAL = Option(

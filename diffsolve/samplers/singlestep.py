@@ -37,7 +37,7 @@ from torch import Tensor
 from ..errors import NonFiniteError, StepSizeError
 from ..sde import SDE
 from .base import ScoreLedger, SolveOutput, SolveRequest, run_on_grid
-from .diffusion import _phi1, _schedule, first_order_update
+from .diffusion import _phi1, _schedule, first_order_update, prediction
 from .grids import t_of_log_snr, time_grid
 from .registry import SOLVERS, Option, Solver
 
@@ -76,8 +76,7 @@ class SinglestepDPMSolver:
 
     def model(self, x: Tensor, t: float, a: float, s: float) -> Tensor:
         """$\\hat x_0$ (data) or $\\hat\\epsilon$ at `(x, t)`: one NFE."""
-        score = self.ledger(x, t)
-        return torch.add(x, score, alpha=s**2).div_(a) if self.data else score.mul(-s)
+        return prediction(x, self.ledger(x, t), alpha=a, sigma=s, data=self.data)
 
     def step(
         self,
