@@ -26,6 +26,8 @@ import copy
 import json
 import math
 import time
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,12 +38,15 @@ from torch import Tensor
 from . import checkpoint
 from ._validation import append_dims, check_batched, check_positive
 from .datasets import dequantize as dequantize_data
-from .io import atomic_write_bytes
+from .io import atomic_write_bytes, directory_lock, remove_stale_temporaries
 from .scores import ScoreModel
 
-__all__ = ["TrainResult", "train", "dsm_loss"]
+__all__ = ["TrainResult", "train", "dsm_loss", "saved_run", "ResumeError", "SAFE_CHANGES"]
 
 TRAIN_STATE = "train_state.safetensors"
+SAFE_CHANGES = ("steps",)
+"""Settings `train(resume=True, allow_changes=...)` may change: the total steps, with a constant
+learning rate (a cosine schedule is a function of it)."""
 
 
 @dataclass
@@ -149,6 +154,8 @@ def train(
     metadata: dict[str, Any] | None = None,
     max_seconds: float | None = None,
     dequantize: tuple[int, float, float] | None = None,
+    allow_changes: Sequence[str] = (),
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train `model` by denoising score matching on `data` (`(N, *event)`), on `data`'s device.
 
@@ -168,9 +175,14 @@ def train(
         grad_clip: Max global gradient norm, or None.
         ema_decay: Decay of the exponential moving average of the weights.
         seed: Seeds every random draw of the run.
-        checkpoint_dir: Where to save checkpoints (every `checkpoint_every` steps and at the end).
+        checkpoint_dir: Where to save checkpoints (every `checkpoint_every` steps and at the end). The
+            run holds a lock on it (a second run on the same directory is refused) and writes the
+            training state, then the EMA checkpoint, each atomically; the training state alone
+            resumes the run, so a kill at any point loses at most the steps since the last save.
         checkpoint_every: Steps between checkpoints.
-        resume: Continue from the checkpoint in `checkpoint_dir`.
+        resume: Continue from the training state in `checkpoint_dir`. Every setting and `metadata`
+            must equal the saved run's (else `ResumeError` lists what differs), except those named
+            in `allow_changes`.
         progress: Show a progress bar with the loss.
         metadata: Extra JSON-serialisable facts stored with the checkpoint (data scaling, dataset name).
         max_seconds: Stop after the step that crosses this wall-clock budget (and checkpoint there);
@@ -178,14 +190,73 @@ def train(
         dequantize: `(bins, low, high)`: `data` holds quantised values (levels on [low, high]) and
             every batch is dequantised afresh (`diffsolve.dequantize`, drawing from the run's
             generator), so the model never sees the same dequantisation noise twice.
+        allow_changes: Settings that may differ from the saved run's on resume; only those in
+            `SAFE_CHANGES` (`"steps"`, with a constant learning rate).
+        overwrite: Start a new run in a `checkpoint_dir` that holds one (otherwise refused).
 
     Raises:
         ValueError: On bad arguments, or a NaN/Inf loss (naming the step and suggesting a lower lr).
+        ResumeError: If `resume=True` and settings differ from the saved run's.
+        DirectoryInUseError: If another run holds `checkpoint_dir`.
+        CheckpointError: If the training state to resume is missing or damaged.
+
+    Bit-identical resumption needs the same thread count (`torch.get_num_threads()`), which the
+    state records: resuming under another one warns.
     """
     data, dequantize = _check_arguments(
         model, data, steps, batch_size, checkpoint_every, lr, eps, lr_schedule, warmup_steps, weighting,
         importance_sampling, optimizer, ema_decay, grad_clip, resume, checkpoint_dir, max_seconds, dequantize,
     )  # fmt: skip
+    allow_changes = _check_allowed(allow_changes, lr_schedule)
+    if checkpoint_dir is None:
+        return _train(
+            model, data, steps, batch_size, lr, lr_schedule, warmup_steps, weighting, importance_sampling,
+            eps, optimizer, weight_decay, grad_clip, ema_decay, seed, None, checkpoint_every, False, progress,
+            metadata, max_seconds, dequantize, allow_changes,
+        )  # fmt: skip
+    directory = Path(checkpoint_dir)
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(f"checkpoint_dir {str(directory)!r} is a file, not a directory")
+    with directory_lock(directory, "checkpoint_dir"):
+        remove_stale_temporaries(directory, (TRAIN_STATE, checkpoint.WEIGHTS, checkpoint.CONFIG))
+        state = directory / TRAIN_STATE
+        if resume and not state.is_file():
+            raise checkpoint.CheckpointError(
+                f"cannot resume: {str(directory)!r} holds no training state ({TRAIN_STATE}); start without resume"
+            )
+        if not resume and not overwrite and state.is_file():
+            raise ValueError(
+                f"checkpoint_dir {str(directory)!r} already holds a training run; pass resume=True to continue "
+                "it, overwrite=True to start again, or another directory"
+            )
+        return _train(
+            model, data, steps, batch_size, lr, lr_schedule, warmup_steps, weighting, importance_sampling,
+            eps, optimizer, weight_decay, grad_clip, ema_decay, seed, directory, checkpoint_every, resume,
+            progress, metadata, max_seconds, dequantize, allow_changes,
+        )  # fmt: skip
+
+
+def _check_allowed(allow_changes: object, lr_schedule: str) -> tuple[str, ...]:
+    if isinstance(allow_changes, str) or not all(isinstance(k, str) for k in allow_changes):
+        raise TypeError(f"allow_changes must be a sequence of setting names, got {allow_changes!r}")
+    unsafe = [k for k in allow_changes if k not in SAFE_CHANGES]
+    if unsafe:
+        raise ValueError(
+            f"allow_changes may name only {SAFE_CHANGES} (the others change the run's random numbers or its "
+            f"update rule), got {unsafe}"
+        )
+    if "steps" in allow_changes and lr_schedule != "constant":
+        raise ValueError(
+            f"allow_changes=('steps',) needs lr_schedule='constant': the {lr_schedule!r} schedule depends on steps"
+        )
+    return tuple(allow_changes)
+
+
+def _train(
+    model, data, steps, batch_size, lr, lr_schedule, warmup_steps, weighting, importance_sampling, eps,
+    optimizer, weight_decay, grad_clip, ema_decay, seed, checkpoint_dir, checkpoint_every, resume, progress,
+    metadata, max_seconds, dequantize, allow_changes,
+) -> TrainResult:  # fmt: skip
 
     params = list(model.net.parameters())
     opt_cls = torch.optim.Adam if optimizer == "adam" else torch.optim.AdamW
@@ -202,9 +273,14 @@ def train(
         "importance_sampling": importance_sampling, "eps": eps, "optimizer": optimizer,
         "weight_decay": weight_decay, "grad_clip": grad_clip, "ema_decay": ema_decay, "seed": seed,
         "dequantize": None if dequantize is None else list(dequantize),
+        "model": {
+            "architecture": type(model.net).__name__, "config": getattr(model.net, "config", None),
+            "parameterization": model.parameterization,
+            "sde": {"name": type(model.sde).__name__, "params": model.sde.params()},
+        },
     }  # fmt: skip
     if resume:
-        step, losses = _restore(Path(checkpoint_dir), model, ema, opt, gen, settings)
+        step, losses = _restore(checkpoint_dir, model, ema, opt, gen, settings, metadata, allow_changes)
     first = step
 
     times = _TimeSampler(model.sde, eps, importance_sampling, data.dtype)
@@ -228,7 +304,7 @@ def train(
             bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
         out_of_time = max_seconds is not None and time.perf_counter() - start >= max_seconds
         if checkpoint_dir is not None and (step % checkpoint_every == 0 or step == steps or out_of_time):
-            _save(Path(checkpoint_dir), model, ema, opt, gen, step, losses, settings, metadata)
+            _save(checkpoint_dir, model, ema, opt, gen, step, losses, settings, metadata)
         if out_of_time:
             break
     if bar is not None:
@@ -322,37 +398,94 @@ def _lr_at(step: int, lr: float, schedule: str, warmup: int, steps: int) -> floa
     return lr
 
 
+def saved_run(directory: str | Path) -> dict[str, Any]:
+    """What the training state in `directory` records: step, settings, metadata, thread count.
+
+    Args:
+        directory: A `checkpoint_dir` that `train` wrote.
+
+    Returns:
+        The header of its training state: `step`, `settings` (the arguments that shape the run),
+        `metadata` (what the caller stored, e.g. the CLI's dataset and architecture), `threads`.
+
+    Raises:
+        CheckpointError: If there is no training state, or it is truncated or corrupted.
+    """
+    file = Path(directory) / TRAIN_STATE
+    if not file.is_file():
+        raise checkpoint.CheckpointError(
+            f"{str(directory)!r} holds no training run ({TRAIN_STATE} is missing)"
+        )
+    header, _ = checkpoint.read_safetensors(file)
+    return header
+
+
 def _save(directory, model, ema, opt, gen, step, losses, settings, metadata) -> None:
+    """Write the training state, then the EMA checkpoint, each atomically.
+
+    The training state alone is enough to resume (raw and EMA weights, optimiser, generator, losses,
+    all at one step), so a run killed between the two writes resumes from the state and never pairs
+    weights from two different steps; the checkpoint is a copy of the EMA weights for sampling.
+    """
     from safetensors.torch import save as st_save
 
-    meta = {**(metadata or {}), "training": {"step": step, "settings": settings}}
-    checkpoint.save(directory, ema, metadata=meta)  # the EMA model is the one to sample from
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.net.state_dict().items()}
+    tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.net.state_dict().items()})
     state = opt.state_dict()
     for i, s in state["state"].items():
         for k, v in s.items():
             tensors[f"opt.{i}.{k}"] = v.detach().cpu().contiguous()
     tensors["rng"] = gen.get_state()
     tensors["losses"] = torch.tensor(losses, dtype=torch.float64)
-    header = {"step": step, "settings": settings, "param_groups": state["param_groups"]}
+    header = {
+        "step": step, "settings": settings, "param_groups": state["param_groups"],
+        "metadata": metadata or {}, "threads": torch.get_num_threads(),
+    }  # fmt: skip
     atomic_write_bytes(directory / TRAIN_STATE, st_save(tensors, metadata={"diffsolve": json.dumps(header)}))
+    _save_checkpoint(directory, ema, step, settings, metadata)
 
 
-def _restore(directory: Path, model, ema, opt, gen, settings) -> tuple[int, list[float]]:
-    file = directory / TRAIN_STATE
-    if not file.is_file():
-        raise checkpoint.CheckpointError(f"cannot resume: {str(file)!r} does not exist")
-    header, tensors = checkpoint.read_safetensors(file)
-    changed = {
-        k: (header["settings"].get(k), v)
-        for k, v in settings.items()
-        if (k != "steps" or settings["lr_schedule"] != "constant") and header["settings"].get(k) != v
-    }
-    if changed:
-        raise ValueError(f"cannot resume with other settings than the run had: {changed} (saved, given)")
-    _, ema_tensors = checkpoint.read_config(directory)
-    ema.net.load_state_dict(ema_tensors)
-    model.net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+def _save_checkpoint(directory, ema, step, settings, metadata) -> None:
+    meta = {**(metadata or {}), "training": {"step": step, "settings": settings}}
+    checkpoint.save(directory, ema, metadata=meta)  # the EMA model is the one to sample from
+
+
+def _changes(saved: dict[str, Any], given: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """The keys whose values differ, as `{key: (saved, given)}` (JSON round trip: tuples are lists)."""
+    given = json.loads(json.dumps(given))
+    return {k: (saved.get(k), v) for k, v in given.items() if saved.get(k) != v}
+
+
+def _restore(
+    directory: Path, model, ema, opt, gen, settings, metadata, allow_changes
+) -> tuple[int, list[float]]:
+    header, tensors = checkpoint.read_safetensors(directory / TRAIN_STATE)
+    if not any(k.startswith("ema.") for k in tensors):
+        raise checkpoint.CheckpointError(
+            f"the training state in {str(directory)!r} was written by an older diffsolve (no EMA weights "
+            "in it); start a new run"
+        )
+    changes = _changes(header["settings"], settings)
+    changes.update(
+        {f"metadata.{k}": v for k, v in _changes(header.get("metadata", {}), metadata or {}).items()}
+    )
+    refused = {k: v for k, v in changes.items() if k not in allow_changes}
+    if refused:
+        raise ResumeError(refused)
+    if header.get("threads") not in (None, torch.get_num_threads()):
+        warnings.warn(
+            f"resuming with {torch.get_num_threads()} threads; the run was saved with {header['threads']}: "
+            "the weights will not be bit-identical to an uninterrupted run (torch's CPU kernels sum in "
+            "an order that depends on the thread count); torch.set_num_threads restores it",
+            stacklevel=3,
+        )
+    try:
+        model.net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        ema.net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    except RuntimeError as err:
+        raise checkpoint.CheckpointError(
+            f"the model does not fit the run saved in {str(directory)!r}: {err}"
+        ) from err
     opt_state: dict[int, dict[str, Tensor]] = {}
     for k, v in tensors.items():
         if k.startswith("opt."):
@@ -360,4 +493,28 @@ def _restore(directory: Path, model, ema, opt, gen, settings) -> tuple[int, list
             opt_state.setdefault(int(i), {})[name] = v
     opt.load_state_dict({"state": opt_state, "param_groups": header["param_groups"]})
     gen.set_state(tensors["rng"])
-    return int(header["step"]), tensors["losses"].tolist()
+    step = int(header["step"])
+    try:
+        saved_step = checkpoint.read_config(directory)[0]["metadata"]["training"]["step"]
+    except (checkpoint.CheckpointError, KeyError, TypeError):
+        saved_step = None
+    if saved_step != step:  # killed between the two writes: the checkpoint lags; rewrite it
+        _save_checkpoint(directory, ema, step, settings, metadata)
+    return step, tensors["losses"].tolist()
+
+
+class ResumeError(ValueError):
+    """`train(resume=True)` was given settings that differ from the saved run's.
+
+    Attributes:
+        changes: `{setting: (saved, given)}` for every setting that differs.
+    """
+
+    def __init__(self, changes: dict[str, tuple[Any, Any]]) -> None:
+        self.changes = changes
+        listed = "; ".join(f"{k}: saved {a!r}, given {b!r}" for k, (a, b) in changes.items())
+        safe = [k for k in changes if k in SAFE_CHANGES]
+        hint = f", or allow_changes={tuple(safe)!r} (safe to change)" if safe else ""
+        super().__init__(
+            f"cannot resume with other settings than the saved run's ({listed}); pass the saved values{hint}"
+        )

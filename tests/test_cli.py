@@ -81,7 +81,21 @@ def test_train_and_resume(tmp_path, capsys):
     assert main(args) == 0
     assert "reached step 20 (20 in this run" in capsys.readouterr().out
     args[args.index("20")] = "30"
-    assert main([*args, "--resume"]) == 0
+    # Another --steps is refused unless allowed; another --sde or --n-data always.
+    assert main([*args, "--resume"]) == 2
+    assert (
+        "--steps (saved 20, given 30); give the saved values (or --allow-change steps)"
+        in capsys.readouterr().err
+    )
+    assert main([*args, "--resume", "--sde", "ve", "--n-data", "400", "--allow-change", "steps"]) == 2
+    err = capsys.readouterr().err
+    assert "--sde (saved 'vp', given 've'); --n-data (saved 500, given 400)" in err and "Traceback" not in err
+    assert main(args) == 2  # a second fresh run on the same --out
+    assert (
+        "already holds a training run; --resume continues it, --overwrite starts again"
+        in capsys.readouterr().err
+    )
+    assert main([*args, "--resume", "--allow-change", "steps"]) == 0
     assert "reached step 30 (10 in this run" in capsys.readouterr().out
     from diffsolve import checkpoint
 

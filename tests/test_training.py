@@ -60,7 +60,15 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
     kw = dict(batch_size=64, progress=False, seed=3, checkpoint_every=10)
     full = train(_model(), data, steps=30, checkpoint_dir=tmp_path / "full", **kw)
     train(_model(), data, steps=10, checkpoint_dir=tmp_path / "cut", **kw)  # "interrupted" after 10 steps
-    resumed = train(_model(seed=99), data, steps=30, checkpoint_dir=tmp_path / "cut", resume=True, **kw)
+    resumed = train(
+        _model(seed=99),
+        data,
+        steps=30,
+        checkpoint_dir=tmp_path / "cut",
+        resume=True,
+        allow_changes=["steps"],
+        **kw,
+    )
     assert resumed.losses == full.losses
     for a, b in zip(
         full.ema_model.state_dict().values(), resumed.ema_model.state_dict().values(), strict=True
@@ -122,6 +130,7 @@ def test_max_seconds_stops_and_checkpoints(tmp_path):
         progress=False,
         checkpoint_dir=tmp_path / "ck",
         resume=True,
+        allow_changes=("steps",),
     )
     assert more.steps == res.steps + 3 and more.resumed_from == res.steps
 
@@ -148,3 +157,164 @@ def test_settings_that_would_train_nothing_are_refused(kwargs, message):
     model = ds.ScoreModel(ScoreMLP(2, width=8, depth=1), ds.VPSDE())
     with pytest.raises(ValueError, match=message):
         train(model, torch.randn(64, 2), steps=2, progress=False, **kwargs)
+
+
+# --- training runs that cannot be mixed up -------------------------------------------------------
+
+_KILLED_RUN = """
+import os, signal, sys
+from pathlib import Path
+import torch
+torch.set_num_threads(1)
+import diffsolve as ds
+import diffsolve.io
+from diffsolve.nn import ScoreMLP
+from diffsolve.training import train
+
+call, stage, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+real, calls = diffsolve.io.atomic_write, [0]
+
+def atomic_write(path, write, **kw):
+    calls[0] += 1
+    if calls[0] == call:
+        if stage == "before":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if stage == "during":  # what mkstemp leaves when the writer dies mid-file
+            (Path(path).parent / f".{Path(path).name}.x1y2z3.tmp").write_bytes(b"half a file")
+            os.kill(os.getpid(), signal.SIGKILL)
+    result = real(path, write, **kw)
+    if calls[0] == call and stage == "after":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return result
+
+diffsolve.io.atomic_write = atomic_write
+torch.manual_seed(0)
+model = ds.ScoreModel(ScoreMLP(2, width=16, depth=1), ds.VPSDE(), "eps")
+data = ds.GaussianMixture.ring2d().sample(500, seed=0, dtype=torch.float32)
+train(model, data, steps=6, batch_size=8, seed=3, checkpoint_every=2, checkpoint_dir=out, progress=False)
+"""
+
+# A save writes three files: training state, EMA weights, config.json. The second save (step 4)
+# is calls 4, 5, 6; killing at each stage covers before, during, between and after the writes.
+_STAGES = [
+    (4, "before"), (4, "during"), (4, "after"), (5, "during"), (5, "after"), (6, "after"),
+]  # fmt: skip
+
+
+def _tiny_run(out, **kw):
+    torch.manual_seed(0)
+    model = ds.ScoreModel(ScoreMLP(2, width=16, depth=1), ds.VPSDE(), "eps")
+    data = ds.GaussianMixture.ring2d().sample(500, seed=0, dtype=torch.float32)
+    return train(
+        model,
+        data,
+        steps=6,
+        batch_size=8,
+        seed=3,
+        checkpoint_every=2,
+        checkpoint_dir=out,
+        progress=False,
+        **kw,
+    )
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("call, stage", _STAGES, ids=[f"write{c}-{s}" for c, s in _STAGES])
+def test_sigkill_at_any_stage_of_a_save_then_resume_is_bit_identical(tmp_path, one_thread, call, stage):
+    import signal
+    import subprocess
+    import sys
+
+    full = _tiny_run(tmp_path / "full")
+    out = tmp_path / "killed"
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILLED_RUN, str(call), stage, str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    resumed = _tiny_run(out, resume=True)
+    assert resumed.resumed_from in (2, 4)  # the last complete training state
+    assert resumed.losses == full.losses
+    for a, b in zip(
+        full.ema_model.state_dict().values(), resumed.ema_model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b)
+    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    on_disk = ds.checkpoint.load(out)  # the EMA checkpoint on disk is the uninterrupted run's
+    for a, b in zip(full.ema_model.state_dict().values(), on_disk.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))
+
+
+def test_a_checkpoint_that_lags_the_training_state_is_rewritten_on_resume(tmp_path, one_thread):
+    # The state at step 6 and an EMA checkpoint from step 2 (a kill between the two writes):
+    # resume takes the state, and brings the checkpoint to step 6 even with nothing left to do.
+    import shutil
+
+    run = _tiny_run(tmp_path / "run")
+    torch.manual_seed(0)
+    model = ds.ScoreModel(ScoreMLP(2, width=16, depth=1), ds.VPSDE(), "eps")
+    data = ds.GaussianMixture.ring2d().sample(500, seed=0, dtype=torch.float32)
+    train(model, data, steps=2, batch_size=8, seed=3, checkpoint_dir=tmp_path / "early", progress=False)
+    for name in (ds.checkpoint.WEIGHTS, ds.checkpoint.CONFIG):
+        shutil.copy(tmp_path / "early" / name, tmp_path / "run" / name)
+    assert ds.checkpoint.load(tmp_path / "run").checkpoint_config["metadata"]["training"]["step"] == 2
+    again = _tiny_run(tmp_path / "run", resume=True)
+    assert again.resumed_from == 6
+    loaded = ds.checkpoint.load(tmp_path / "run")
+    assert loaded.checkpoint_config["metadata"]["training"]["step"] == 6
+    for a, b in zip(run.ema_model.state_dict().values(), loaded.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_a_second_run_on_the_same_directory_is_refused(tmp_path):
+    from diffsolve.io import DirectoryInUseError, directory_lock
+
+    with directory_lock(tmp_path / "ck", "checkpoint_dir"):  # as a live run holds it
+        with pytest.raises(
+            DirectoryInUseError, match=r"checkpoint_dir '.*ck' is in use by another run \(pid \d+\)"
+        ):
+            _tiny_run(tmp_path / "ck")
+    _tiny_run(tmp_path / "ck")  # released: the run goes ahead
+    with pytest.raises(ValueError, match="already holds a training run; pass resume=True"):
+        _tiny_run(tmp_path / "ck")
+    assert _tiny_run(tmp_path / "ck", overwrite=True).resumed_from == 0
+
+
+def test_resume_with_other_settings_lists_every_change(tmp_path):
+    from diffsolve.training import ResumeError
+
+    _tiny_run(tmp_path)
+    torch.manual_seed(0)
+    model = ds.ScoreModel(ScoreMLP(2, width=16, depth=1), ds.SubVPSDE(), "eps")
+    data = ds.GaussianMixture.ring2d().sample(500, seed=0, dtype=torch.float32)
+    with pytest.raises(ResumeError) as info:
+        train(model, data, steps=8, batch_size=16, seed=3, checkpoint_every=2, checkpoint_dir=tmp_path,
+              progress=False, resume=True)  # fmt: skip
+    assert set(info.value.changes) == {"steps", "batch_size", "model"}
+    assert "batch_size: saved 8, given 16" in str(info.value) and "allow_changes=('steps',)" in str(
+        info.value
+    )
+    with pytest.raises(ValueError, match="allow_changes may name only"):
+        _tiny_run(tmp_path, resume=True, allow_changes=["batch_size"])
+    with pytest.raises(ValueError, match="needs lr_schedule='constant'"):
+        train(model, data, steps=8, lr_schedule="cosine", checkpoint_dir=tmp_path, resume=True,
+              allow_changes=["steps"], progress=False)  # fmt: skip
+
+
+def test_resuming_under_another_thread_count_warns(tmp_path, one_thread):
+    _tiny_run(tmp_path)
+    torch.set_num_threads(2)
+    with pytest.warns(UserWarning, match="saved with 1: the weights will not be bit-identical"):
+        _tiny_run(tmp_path, resume=True)

@@ -45,24 +45,46 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `diffsolve` console script.
 
+    Every command runs under one error handler: a mistake in the input (an option, a file, a
+    checkpoint, a directory in use) prints `diffsolve COMMAND: error: ...` and exits 2; a solve that
+    fails (non-finite values, a step size that underflows) prints the same way and exits 1. Only a
+    bug in diffsolve itself shows a traceback.
+
     Args:
         argv: The arguments after the program name; None reads `sys.argv`.
 
     Returns:
-        The exit status: 0 on success, 2 on a usage error (after printing what was wrong).
+        The exit status: 0 on success, 1 when a solve failed, 2 on a usage error, 130 on Ctrl-C.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command not in COMMANDS:
         parser.print_help()
         return 0
+    status, message = _run(args)
+    if message:
+        print(message, file=sys.stderr)
+    return status
+
+
+def _run(args: argparse.Namespace) -> tuple[int, str | None]:
+    """Run the command; map each kind of failure to its exit status and one-line message."""
+    from ..checkpoint import CheckpointError
+    from ..errors import NonFiniteError, StepSizeError
+    from ..io import DirectoryInUseError
+
+    prefix = f"diffsolve {args.command}: error:"
     try:
-        return COMMANDS[args.command].run(args)
+        return COMMANDS[args.command].run(args), None
     except UsageError as err:
-        print(err, file=sys.stderr)
-        return 2
-    except (ValueError, TypeError) as err:
-        if args.command in ("demo", "train", "solvers"):
-            raise
-        print(f"diffsolve {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return 2, str(err)
+    except (NonFiniteError, StepSizeError) as err:
+        return 1, f"{prefix} the solve failed: {err}"
+    except (ValueError, TypeError, CheckpointError, DirectoryInUseError) as err:
+        return 2, f"{prefix} {err}"
+    except ImportError as err:
+        return 2, f"{prefix} {err} (install the optional dependency it names)"
+    except OSError as err:  # a file or directory the user named: missing, unreadable, disk full
+        return 2, f"{prefix} {err.strerror or err}: {err.filename!r}" if err.filename else f"{prefix} {err}"
+    except KeyboardInterrupt:
+        return 130, f"{prefix} interrupted"

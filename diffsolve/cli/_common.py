@@ -178,6 +178,31 @@ def problem_from_args(args: argparse.Namespace, command: str) -> Problem:
         raise UsageError(command, str(err)) from None
 
 
+def output_dir(text: str, command: str, option: str = "--out") -> Path:
+    """The directory `text` names, created if needed; a usage error if a file stands in its way."""
+    path = Path(text)
+    for part in (path, *path.parents):
+        if part.exists():
+            if not part.is_dir():
+                where = "" if part == path else f": {str(part)!r} is a file"
+                raise UsageError(command, f"{option} {text!r} must be a directory{where or ', not a file'}")
+            break
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(command, f"{option} {text!r}: cannot create it ({err.strerror})") from None
+    return path
+
+
+def output_file(text: str, command: str, option: str = "--out") -> Path:
+    """The file `text` names, its directory created; a usage error if it is a directory or under a file."""
+    path = Path(text)
+    if path.is_dir():
+        raise UsageError(command, f"{option} {text!r} is a directory; name a file")
+    output_dir(str(path.parent), command, option=f"{option} {text!r}: its directory")
+    return path
+
+
 def write_file(path: Path, data: bytes) -> None:
     """Write `data` atomically, creating the parent directory."""
     from ..io import atomic_write_bytes

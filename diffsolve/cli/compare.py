@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from ..problems import Problem
@@ -11,6 +10,7 @@ from ._common import (
     HelpFormatter,
     UsageError,
     add_problem_args,
+    output_dir,
     parse_budgets,
     parse_list,
     positive_float,
@@ -79,8 +79,7 @@ def run(args: argparse.Namespace) -> int:
         seeds = [int(s) for s in parse_list(args.seeds, "--seeds", "compare")]
     except ValueError:
         raise UsageError("compare", f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(args.out, NAME)
     reference = prob.reference if prob.analytic else prob.reference.to(prob.device)
     result = compare(
         prob.score,

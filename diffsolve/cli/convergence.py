@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ._common import (
     HelpFormatter,
     UsageError,
     add_problem_args,
+    output_dir,
     parse_list,
     positive_float,
     positive_int,
@@ -75,8 +75,7 @@ def run(args: argparse.Namespace) -> int:
     )
     table = f"{prob.name}, {prob.sde!r}, n = {args.n}, eps = {args.eps:g}\n\n" + res.to_markdown()
     print(table)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(args.out, NAME)
     write_file(out / "convergence.md", table.encode())
     fig = convergence(res)
     save_figure(fig, out / "convergence.png")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import io
-from pathlib import Path
 
 from ..samplers.grids import GRIDS
 from ._common import (
     HelpFormatter,
     UsageError,
     add_problem_args,
+    output_file,
     parse_options,
     positive_float,
     positive_int,
@@ -103,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
     from .. import metrics, sample
 
     prob = problem_from_args(args, "sample")
+    out = output_file(args.out, NAME)
     options = parse_options(args.option, "sample")
     try:
         res = _sample(sample, prob, args, options)
@@ -118,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"mean log p_eps gap {gap} nats; component-weight TV {tv} (the ± is the sampling-noise scale)")
     buf = io.BytesIO()
     np.save(buf, x.cpu().numpy())
-    write_file(Path(args.out), buf.getvalue())
+    write_file(out, buf.getvalue())
     print(f"samples: {args.out}")
     if args.plot:
         import matplotlib

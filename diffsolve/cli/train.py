@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ..problems import dataset_names
 from ._common import (
     HelpFormatter,
+    UsageError,
+    output_dir,
     positive_float,
     positive_int,
 )
@@ -51,7 +54,23 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     tr.add_argument(
         "--seed", type=int, default=0, help="seed of the data draw, the initial weights and training"
     )
-    tr.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    tr.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run saved in --out; every other option must be the saved run's (a usage error "
+        "lists what differs) unless --allow-change names it",
+    )
+    tr.add_argument(
+        "--allow-change",
+        action="append",
+        choices=["steps"],
+        default=[],
+        help="with --resume: let this option differ from the saved run (steps: train further or stop "
+        "earlier; the learning rate is constant, so nothing else changes)",
+    )
+    tr.add_argument(
+        "--overwrite", action="store_true", help="start a new run in an --out that already holds one"
+    )
     tr.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return tr
 
@@ -63,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from .. import ScoreModel
     from ..nn import ScoreMLP
     from ..problems import dataset_names, make_sde, training_data
-    from ..training import train
+    from ..training import TRAIN_STATE, train
 
     if args.dataset not in dataset_names():
         print(
@@ -72,8 +91,22 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    shaping = {  # the options that shape the run; --resume checks them against the saved run
+        "dataset": args.dataset, "sde": args.sde, "steps": args.steps, "weighting": args.weighting,
+        "importance_sampling": args.importance_sampling, "batch_size": args.batch_size, "lr": args.lr,
+        "width": args.width, "depth": args.depth, "n_data": args.n_data, "seed": args.seed,
+    }  # fmt: skip
+    output_dir(args.out, NAME)
+    if args.resume:
+        _check_resume(Path(args.out), shaping, args.allow_change)
+    elif not args.overwrite and (Path(args.out) / TRAIN_STATE).is_file():
+        raise UsageError(
+            NAME,
+            f"--out {args.out!r} already holds a training run; --resume continues it, --overwrite starts again",
+        )
     sde = make_sde(args.sde)
     data, meta = training_data(args.dataset, args.n_data, args.seed)
+    meta = {**meta, "cli": {k: v for k, v in shaping.items() if k != "steps"}}
     torch.manual_seed(args.seed)
     net = ScoreMLP(data[0].numel(), width=args.width, depth=args.depth)
     model = ScoreModel(net, sde, "eps")
@@ -91,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         progress=not args.no_progress,
         metadata=meta,
+        allow_changes=args.allow_change,
+        overwrite=args.overwrite,
     )
     tail = res.losses[-100:]
     print(
@@ -99,3 +134,27 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"checkpoint (EMA weights): {args.out}")
     return 0
+
+
+def _check_resume(out: Path, shaping: dict, allowed: list[str]) -> None:
+    """A usage error listing every option that differs from the run saved in `out` (before any work)."""
+    from ..checkpoint import CheckpointError
+    from ..training import saved_run
+
+    try:
+        header = saved_run(out)
+    except CheckpointError as err:
+        raise UsageError(NAME, f"--resume: {err}") from None
+    saved = {**header["metadata"].get("cli", {}), "steps": header["settings"]["steps"]}
+    changed = [
+        f"--{k.replace('_', '-')} (saved {saved.get(k)!r}, given {v!r})"
+        for k, v in shaping.items()
+        if saved.get(k) != v and k not in allowed
+    ]
+    if changed:
+        hint = " (or --allow-change steps)" if any(c.startswith("--steps ") for c in changed) else ""
+        raise UsageError(
+            NAME,
+            f"--resume with options that differ from the run saved in {str(out)!r}: {'; '.join(changed)}; "
+            f"give the saved values{hint}",
+        )
