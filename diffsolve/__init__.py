@@ -10,6 +10,7 @@ from .analytic import AnalyticScore, GaussianMixture
 from .datasets import dequantize
 from .errors import NonFiniteError, StepSizeError
 from .likelihood import LikelihoodResult, bits_per_dim, log_likelihood
+from .memory import MemoryBudgetError, memory_limit, set_memory_limit
 from .samplers import Solver, SolverInfo, get_solver, register_solver, solvers, unregister_solver
 from .sampling import SampleResult, sample
 from .scores import Score, ScoreModel
@@ -43,4 +44,7 @@ __all__ = [
     "SolverInfo",
     "NonFiniteError",
     "StepSizeError",
+    "MemoryBudgetError",
+    "memory_limit",
+    "set_memory_limit",
 ]

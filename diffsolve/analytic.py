@@ -50,6 +50,11 @@ class GaussianMixture:
         )
         mu = torch.as_tensor(np.asarray(means, dtype=np.float64) if not isinstance(means, Tensor) else means)
         s = torch.as_tensor(np.asarray(stds, dtype=np.float64) if not isinstance(stds, Tensor) else stds)
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise TypeError(f"dtype must be a floating-point torch dtype, got {dtype!r}")
+        for name, v in (("weights", w), ("means", mu), ("stds", s)):
+            if v.is_complex() or v.dtype == torch.bool:
+                raise TypeError(f"{name} must be real numbers, got dtype {v.dtype}")
         w, mu, s = (v.detach().to(dtype=dtype, device="cpu") for v in (w, mu, s))
         if w.dim() != 1 or w.numel() < 1:
             raise ValueError(f"weights must have shape (K,), got {tuple(w.shape)}")

@@ -115,6 +115,23 @@ def read_config(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torc
     return config, tensors
 
 
+def _check_config(path: str | os.PathLike, config: Any) -> None:
+    """Refuse a header that lacks what `load` reads, naming the missing entry."""
+    needed = {
+        "architecture": ("name", "config"), "sde": ("name", "params"), "parameterization": (),
+    }  # fmt: skip
+    if not isinstance(config, dict):
+        raise CheckpointError(f"checkpoint {str(path)!r} has a configuration that is not a JSON object")
+    for key, inner in needed.items():
+        if key not in config:
+            raise CheckpointError(f"checkpoint {str(path)!r}: its configuration has no {key!r} entry")
+        if inner and not (isinstance(config[key], dict) and all(k in config[key] for k in inner)):
+            raise CheckpointError(
+                f"checkpoint {str(path)!r}: its {key!r} entry must hold {', '.join(map(repr, inner))}, "
+                f"got {config[key]!r}"
+            )
+
+
 def load(path: str | os.PathLike, *, device: torch.device | str = "cpu") -> ScoreModel:
     """Load a checkpoint saved by `save`: a ready `ScoreModel` (eval mode) with its `sde` attached.
 
@@ -133,20 +150,37 @@ def load(path: str | os.PathLike, *, device: torch.device | str = "cpu") -> Scor
             format version, or its weights do not fit the recorded architecture.
     """
     config, tensors = read_config(path)
+    _check_config(path, config)
     arch = config["architecture"]
     if arch["name"] not in ARCHITECTURES:
         raise CheckpointError(f"unknown architecture {arch['name']!r}; known: {', '.join(ARCHITECTURES)}")
     if config["sde"]["name"] not in _SDES:
         raise CheckpointError(f"unknown SDE {config['sde']['name']!r}; known: {', '.join(_SDES)}")
-    net = ARCHITECTURES[arch["name"]](**arch["config"])
+    try:
+        net = ARCHITECTURES[arch["name"]](**arch["config"])
+        sde = _SDES[config["sde"]["name"]](**config["sde"]["params"])
+        model = ScoreModel(net, sde, config["parameterization"])
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} records a model diffsolve cannot build: {err}"
+        ) from err
+    expected = net.state_dict()
+    wrong = [
+        f"{k}: {v.dtype}, expected {expected[k].dtype}"
+        for k, v in tensors.items()
+        if k in expected and v.dtype != expected[k].dtype
+    ]
+    if wrong:  # load_state_dict would cast them silently
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} holds tensors of the wrong dtype: {'; '.join(wrong)}"
+        )
     try:
         net.load_state_dict(tensors, strict=True)
     except RuntimeError as err:
         raise CheckpointError(
             f"checkpoint {str(path)!r} does not fit {arch['name']}({arch['config']}): {err}"
         ) from err
-    sde = _SDES[config["sde"]["name"]](**config["sde"]["params"])
-    model = ScoreModel(net, sde, config["parameterization"]).to(device)
+    model = model.to(device)
     model.eval()
     model.checkpoint_config = config
     return model

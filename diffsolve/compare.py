@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from . import memory
 from . import metrics as M
 from ._validation import check_positive, describe
 from .analytic import GaussianMixture
@@ -137,6 +138,11 @@ def compare(
     if device is None:
         device = reference.device if isinstance(reference, Tensor) else torch.device("cpu")
     device = torch.device(device)
+    memory.check_solve(
+        f"compare(n={n})", n, math.prod(event_shape), torch.float64, device,
+        adaptive=any(i.adaptive for i in infos.values()), stochastic=any(i.stochastic for i in infos.values()),
+        stored_states=sum(len(b) for _, b in plan) + 4,  # the solves kept for the figures, references
+    )  # fmt: skip
 
     draw, m_two = _reference_draws(reference, sde, eps, n, two_sample_n, analytic)
     ref_set = draw(-1) if analytic else draw(None)
@@ -193,6 +199,7 @@ def compare(
         "problem": problem or default_name, "sde": repr(sde), "n": n, "eps": eps, "seeds": seeds,
         "metrics": metrics, "reference": "analytic" if analytic else "data", "null_pairs": null_pairs,
         "reference_steps": reference_steps, "two_sample_n": m_two, "budgets": {s: list(b) for s, b in plan},
+        "ode_reference": f"float64 ode:dopri5 at rtol = atol = 1e-8, score in {_reference_score(score)[1]}",
     }  # fmt: skip
     return Comparison(rows, null, settings, kept, ref_set)
 
@@ -331,23 +338,36 @@ def _reference_solve(
 ) -> Tensor:
     if key == "ode":
         x = x_T.to(torch.float64)
-        out = sample(_Float64Score(score), sde, x_T=x, solver="ode:dopri5", rtol=1e-8, atol=1e-8, eps=eps)
+        out = sample(
+            _reference_score(score)[0], sde, x_T=x, solver="ode:dopri5", rtol=1e-8, atol=1e-8, eps=eps
+        )
         return out.samples.to(x_T.dtype)
     return sample(score, sde, x_T=x_T, solver=key, steps=steps, eps=eps, seed=seed).samples
 
 
-class _Float64Score:
-    """Runs a float32 score on float64 states (for the float64 reference solve of learned scores)."""
+def _reference_score(score: Score) -> tuple[Score, str]:
+    """The score the float64 reference solve calls, and the dtype it computes in.
 
-    def __init__(self, score: Score) -> None:
-        self.score = score
+    A network whose parameters are another dtype (a float32 `ScoreModel`) is run in its own dtype
+    on the float64 state, by an explicit cast of its input and output, and the Comparison's settings
+    say so; any other score is called on float64 states as it is (a score that cannot take them
+    fails with its own error, never a silent retry in another dtype)."""
+    if isinstance(score, torch.nn.Module):
+        param = next((p for p in score.parameters() if p.is_floating_point()), None)
+        if param is not None and param.dtype != torch.float64:
+            return _CastScore(score, param.dtype), str(param.dtype).removeprefix("torch.")
+    return score, "float64"
+
+
+class _CastScore:
+    """A network score in its own dtype on states of another: input cast to `dtype`, output back."""
+
+    def __init__(self, score: Score, dtype: torch.dtype) -> None:
+        self.score, self.dtype = score, dtype
+        self.event_shape = getattr(score, "event_shape", None)
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
-        try:
-            out = self.score(x, t)
-        except (RuntimeError, TypeError):
-            return self.score(x.float(), t.float()).double()
-        return out if out.dtype == x.dtype else out.to(x.dtype)
+        return self.score(x.to(self.dtype), t.to(self.dtype)).to(x.dtype)
 
 
 def _fmt_budget(b: float) -> str:

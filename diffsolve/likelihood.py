@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from . import memory
 from ._validation import check_batched, check_positive, describe
 from .adapters import LikelihoodODE, odeint
 from .divergence import AUTO_EXACT_MAX_DIM, make_probes
@@ -184,8 +185,6 @@ def _check_inputs(
     and the solver, which must be a torchdiffeq method on the PF-ODE."""
     check_problem(score, sde, eps)
     x = check_batched(x, "x")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError("x must be finite; it holds NaN or Inf")
     if divergence not in ("exact", "hutchinson", "auto"):
         raise ValueError(f"divergence must be 'exact', 'hutchinson' or 'auto', got {divergence!r}")
     if divergence == "auto":
@@ -197,6 +196,15 @@ def _check_inputs(
     info = get_solver(f"ode:{method}" if isinstance(method, str) else method)
     if info.run is not run_pf_ode:
         raise ValueError(f"solver must be a torchdiffeq method on the PF-ODE ('ode:...'), got {solver!r}")
+    d, k = x[0].numel(), probes if divergence == "hutchinson" else 0
+    basis = min(d, 64) if divergence == "exact" else k  # vectors per batched backward pass
+    memory.check_solve(
+        f"log_likelihood(x of {x.shape[0]} points, divergence={divergence!r}, probes={probes})", x.shape[0],
+        d + k, x.dtype, x.device, adaptive=info.adaptive, stochastic=False,
+        extra_per_point=3 * basis * d * x.element_size(),
+    )  # fmt: skip
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("x must be finite; it holds NaN or Inf")
     return x, divergence, info
 
 

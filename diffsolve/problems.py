@@ -14,7 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from . import checkpoint, datasets
+from . import checkpoint, datasets, memory
+from ._validation import check_positive
 from .analytic import GaussianMixture
 from .scores import Score
 from .sde import SDE, VESDE, VPSDE, SubVPSDE
@@ -68,12 +69,26 @@ def training_data(name: str, n: int, seed: int) -> tuple[Tensor, dict[str, Any]]
         data = datasets.dequantize(x, bins=datasets.DIGITS_LEVELS, low=-1.0, high=1.0, generator=gen)
         meta["data"] = {"scale": "[-1, 1]", "bins": datasets.DIGITS_LEVELS, "dequantized": True}
     elif name in datasets.MIXTURES:
-        data = datasets.mixture(name).sample(n, seed=seed, dtype=torch.float32)
+        mixture = datasets.mixture(name)
+        _check_draw(name, n, mixture.means.shape[1])
+        data = mixture.sample(n, seed=seed, dtype=torch.float32)
     elif name in datasets.TOY_DATASETS:
+        _check_draw(name, n, 2)
         data = datasets.toy2d(name, n, seed=seed)
     else:
         raise ValueError(f"dataset must be one of {', '.join(dataset_names())}; got {name!r}")
     return data, meta
+
+
+def _check_draw(name: str, n: int, dim: int) -> None:
+    check_positive(n, "n", integer=True)
+    per_point = 4 * dim * 8  # float64 draws, their float32 copy, the component indices
+    memory.check_memory(
+        f"training_data({name!r}, n={n})",
+        n * per_point,
+        per_item=per_point,
+        detail=f"{n:,} points of {dim} values",
+    )
 
 
 def held_out(name: str | None) -> GaussianMixture | Tensor:

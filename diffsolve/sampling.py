@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from collections.abc import Mapping
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from . import memory
 from ._validation import append_dims, check_batched, check_positive, describe
 from .errors import FiniteGuard, NonFiniteError
 from .samplers.base import SolveRequest
@@ -136,6 +138,7 @@ def sample(
     elif seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
         raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
     seed = None if seed is None else int(seed)
+    _check_memory(method, score, n, x_T, event_shape, dtype, device, steps, return_trajectory)
     x_T = _initial_state(score, sde, n, x_T, event_shape, seed, dtype, device)
     if method.warning:
         warnings.warn(method.warning, UserWarning, stacklevel=2)
@@ -259,6 +262,25 @@ def _initial_state(
         raise ValueError("event_shape is needed to draw n samples from the prior: this score does not say")
     gen = torch.Generator().manual_seed(_prior_seed(seed))
     return sde.prior_sample((n, *event_shape), dtype=dtype, generator=gen).to(device or "cpu")
+
+
+def _check_memory(method, score, n, x_T, event_shape, dtype, device, steps, return_trajectory) -> None:
+    """Refuse, before the prior draw, a solve whose state, working copies and trajectory do not fit."""
+    if isinstance(x_T, Tensor):
+        n, event_shape, dtype, device = x_T.shape[0], x_T.shape[1:], x_T.dtype, x_T.device
+    event_shape = event_shape if event_shape is not None else getattr(score, "event_shape", None)
+    if n is None or event_shape is None or isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        return  # _initial_state says what is missing
+    try:
+        numel = math.prod(int(k) for k in event_shape)
+    except (TypeError, ValueError):
+        return
+    stored = (101 if steps is None else steps + 1) if return_trajectory else 0
+    memory.check_solve(
+        f"sample(n={n}, solver={method.name!r})", int(n), numel,
+        dtype or torch.get_default_dtype(), device or "cpu", adaptive=method.adaptive,
+        stochastic=method.stochastic, stored_states=stored,
+    )  # fmt: skip
 
 
 def _tweedie(score: Score, sde: SDE, x: Tensor, eps: float) -> Tensor:

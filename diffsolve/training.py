@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from . import checkpoint
+from . import checkpoint, memory
 from ._validation import append_dims, check_batched, check_positive
 from .datasets import dequantize as dequantize_data
 from .io import atomic_write_bytes, directory_lock, remove_stale_temporaries
@@ -381,6 +381,15 @@ def _check_arguments(
         raise ValueError("resume=True needs checkpoint_dir")
     if max_seconds is not None:
         check_positive(max_seconds, "max_seconds")
+    memory.check_solve(
+        f"train(batch_size={batch_size})",
+        batch_size,
+        data[0].numel(),
+        data.dtype,
+        data.device,
+        adaptive=True,
+        stochastic=False,  # x0, z, x_t, t, the output and its gradient, Adam's moments: 16 copies
+    )
     if dequantize is not None:
         if not (isinstance(dequantize, (tuple, list)) and len(dequantize) == 3):
             raise ValueError(f"dequantize must be (bins, low, high), got {dequantize!r}")

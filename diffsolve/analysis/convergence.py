@@ -12,7 +12,8 @@ order on the asymptotic range. Three kinds of error, each against an independent
   $\varphi$ whose exact expectation under the analytic marginal is known (default: the second
   moment $\|x\|^2$), with its Monte-Carlo standard error.
 - `"ode"` (fixed-step PF-ODE solvers and the diffusion samplers): the mean distance to a float64
-  `ode:dopri8` solve at rtol = atol = 1e-12 from the same prior draws.
+  `ode:dopri8` solve at rtol = atol = 1e-12 from the same prior draws (a float32 network: a float32
+  solve at 1e-6, so errors below about 1e-5 are left out of the fit).
 
 The order is the least-squares slope of $\log e$ against $\log h$ over the step counts whose error
 is resolved: above `floor_factor` times the reference's own error scale (strong, ode) or above 3
@@ -29,6 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .. import memory
 from .._validation import check_positive
 from ..analytic import GaussianMixture
 from ..samplers.registry import get_solver
@@ -130,6 +132,8 @@ def convergence_order(
     floor_factor: float = 4.0,
     bootstrap: int = 500,
     event_shape: tuple[int, ...] | None = None,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
 ) -> ConvergenceResult:
     r"""Measure `solver`'s error at each of `steps` and fit its order of convergence.
 
@@ -141,7 +145,7 @@ def convergence_order(
         kind: `"strong"` (stochastic solvers), `"weak"` or `"ode"` (deterministic solvers).
         reference: For `"weak"`: the `GaussianMixture` whose marginal at eps gives
             $\mathbb{E}[\varphi]$ (or pass `exact_value`).
-        n: Sample paths (float64, drawn from the prior with `seed`).
+        n: Sample paths (drawn from the prior with `seed`).
         seed: Seeds the prior draws and the Brownian path.
         eps: Final time of every solve; keep it where the drift is smooth (the default 1e-3 on ring2d).
         test_fn: $\varphi$ for `"weak"`, mapping `(B, *event)` to `(B,)`; default `second_moment`
@@ -152,6 +156,9 @@ def convergence_order(
             are left out of the fit.
         bootstrap: Resamples of the paths for the order's interval.
         event_shape: Shape of one sample (default: the score's, or the reference's).
+        dtype: dtype of the paths. Default: a network score's parameter dtype (a float32
+            `ScoreModel` runs in float32, so its ode errors floor near 1e-5), else float64.
+        device: Where the paths are solved. Default: a network score's device, else the CPU.
 
     Raises:
         ValueError: On fewer than three step counts, counts not strictly increasing, a kind the
@@ -167,8 +174,19 @@ def convergence_order(
     reference_steps = 16 * steps[-1] if reference_steps is None else reference_steps
     check_positive(reference_steps, "reference_steps", integer=True)
 
-    x_T = sde.prior_sample(
-        (n, *event_shape), generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+    dtype, device = _placement(score, dtype, device)
+    memory.check_solve(
+        f"convergence_order(n={n})",
+        n,
+        math.prod(event_shape),
+        dtype,
+        device,
+        adaptive=False,
+        stochastic=info.stochastic,
+        stored_states=2 * len(steps) + 2,
+    )
+    x_T = sde.prior_sample((n, *event_shape), generator=torch.Generator().manual_seed(seed), dtype=dtype).to(
+        device
     )
     per_path, nfe, ref_desc = _errors_per_path(
         score, sde, info, kind, x_T, steps, eps, seed, phi, exact_value, reference_steps
@@ -177,7 +195,7 @@ def convergence_order(
     ses = [float(v.std() / math.sqrt(n)) for v in per_path]
     errors_ci = [(max(e - 1.96 * s, 0.0), e + 1.96 * s) for e, s in zip(errors, ses, strict=True)]
     h = [(sde.T - eps) / k for k in steps]
-    floor = None if kind == "weak" else _reference_floor(kind, steps, errors, reference_steps)
+    floor = None if kind == "weak" else _reference_floor(kind, steps, errors, reference_steps, dtype)
     if kind == "weak":
         used = [i for i, (e, s) in enumerate(zip(errors, ses, strict=True)) if e > 3 * s]
     else:
@@ -192,10 +210,27 @@ def convergence_order(
     settings = {
         "n": n, "seed": seed, "eps": eps, "reference_steps": reference_steps if kind == "strong" else None,
         "floor": floor, "floor_factor": floor_factor, "bootstrap": resamples,
+        "dtype": str(dtype).removeprefix("torch."), "device": str(device),
     }  # fmt: skip
     return ConvergenceResult(
         solver, kind, steps, h, errors, errors_ci, nfe, order, order_ci, used, ref_desc, settings
     )
+
+
+def _placement(
+    score: Score, dtype: torch.dtype | None, device: torch.device | str | None
+) -> tuple[torch.dtype, torch.device]:
+    """The paths' dtype and device: as given, else a network score's own, else float64 on the CPU."""
+    param = None
+    if isinstance(score, torch.nn.Module):
+        param = next((p for p in score.parameters() if p.is_floating_point()), None)
+    if dtype is None:
+        dtype = param.dtype if param is not None else torch.float64
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a real floating-point torch dtype, got {dtype!r}")
+    if device is None:
+        device = param.device if param is not None else "cpu"
+    return dtype, torch.device(device)
 
 
 def _check_request(
@@ -285,8 +320,9 @@ def _errors_per_path(
         ref = solve(solver=info.reference, steps=reference_steps).samples
         ref_desc = f"{info.reference} at {reference_steps} steps on the same Brownian path"
     else:
-        ref = solve(solver="ode:dopri8", rtol=1e-12, atol=1e-12).samples
-        ref_desc = "float64 ode:dopri8 at rtol = atol = 1e-12"
+        tol = 1e-12 if x_T.dtype == torch.float64 else 1e-6  # float32 cannot resolve more
+        ref = solve(solver="ode:dopri8", rtol=tol, atol=tol).samples
+        ref_desc = f"{str(x_T.dtype).removeprefix('torch.')} ode:dopri8 at rtol = atol = {tol:g}"
     per_path, nfe = [], []
     for k in steps:
         out = solve(solver=info.name, steps=k)
@@ -307,11 +343,14 @@ def _errors(
     return vals
 
 
-def _reference_floor(kind: str, steps: list[int], errors: list[float], reference_steps: int) -> float:
+def _reference_floor(
+    kind: str, steps: list[int], errors: list[float], reference_steps: int, dtype: torch.dtype
+) -> float:
     """The reference's own error scale: strong errors are extrapolated to the reference's step with
-    the slope of the two finest points; dopri8 at 1e-12 in float64 is at 1e-9."""
+    the slope of the two finest points; dopri8 at 1e-12 in float64 is at 1e-9, at 1e-6 in float32
+    (with float32 round-off in every step) at about 1e-5."""
     if kind != "strong":
-        return 1e-9
+        return 1e-9 if dtype == torch.float64 else 1e-5
     slope = math.log(errors[-2] / errors[-1]) / math.log(steps[-1] / steps[-2]) if errors[-1] > 0 else 1.0
     return errors[-1] * (steps[-1] / reference_steps) ** max(slope, 0.5)
 

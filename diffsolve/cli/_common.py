@@ -178,19 +178,23 @@ def problem_from_args(args: argparse.Namespace, command: str) -> Problem:
         raise UsageError(command, str(err)) from None
 
 
-def output_dir(text: str, command: str, option: str = "--out") -> Path:
-    """The directory `text` names, created if needed; a usage error if a file stands in its way."""
-    path = Path(text)
+def output_dir(text: str, command: str, option: str = "--out", *, named: str | None = None) -> Path:
+    """The directory `text` names, created if needed; a usage error if a file stands in its way.
+
+    `named` is what the user gave when `text` is its parent (for `output_file`)."""
+    path, given = Path(text), named or text
     for part in (path, *path.parents):
         if part.exists():
             if not part.is_dir():
-                where = "" if part == path else f": {str(part)!r} is a file"
-                raise UsageError(command, f"{option} {text!r} must be a directory{where or ', not a file'}")
+                where = f": {str(part)!r} is a file" if str(part) != given else " is a file"
+                raise UsageError(command, f"{option} {given!r}{where}, not a directory")
             break
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise UsageError(command, f"{option} {text!r}: cannot create it ({err.strerror})") from None
+        raise UsageError(
+            command, f"{option} {given!r}: cannot create {str(path)!r} ({err.strerror})"
+        ) from None
     return path
 
 
@@ -199,7 +203,7 @@ def output_file(text: str, command: str, option: str = "--out") -> Path:
     path = Path(text)
     if path.is_dir():
         raise UsageError(command, f"{option} {text!r} is a directory; name a file")
-    output_dir(str(path.parent), command, option=f"{option} {text!r}: its directory")
+    output_dir(str(path.parent), command, option, named=text)
     return path
 
 

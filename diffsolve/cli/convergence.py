@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         eps=args.eps,
         event_shape=prob.event_shape,
+        device=args.device,
     )
     table = f"{prob.name}, {prob.sde!r}, n = {args.n}, eps = {args.eps:g}\n\n" + res.to_markdown()
     print(table)

@@ -1,0 +1,194 @@
+"""A memory budget: every entry point estimates what it will allocate and refuses, before allocating,
+a call that would not fit.
+
+The estimate counts diffsolve's own tensors: the state and the solver's working copies, a stored
+trajectory, Hutchinson probes, the basis vectors of an exact trace, the training batch. It does not
+see inside a score network, so it is a lower bound for learned scores; its purpose is to turn
+`n=10**9` into a one-line error instead of a 200 GiB allocation.
+
+The limit is, in this order: what `set_memory_limit` set; the environment variable
+`DIFFSOLVE_MEMORY_LIMIT` (bytes, or with a unit: `"8GiB"`, `"500MB"`; `"none"` for no limit); or
+`DEFAULT_FRACTION` of the memory available on the device when the call starts (`MemAvailable` on
+Linux for the CPU, `torch.cuda.mem_get_info` for a GPU). Where the available memory cannot be read,
+there is no default limit.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+
+import torch
+
+__all__ = [
+    "DEFAULT_FRACTION",
+    "MemoryBudgetError",
+    "memory_limit",
+    "set_memory_limit",
+    "check_memory",
+    "format_bytes",
+]
+
+DEFAULT_FRACTION = 0.5
+"""The default limit as a fraction of the memory available on the device."""
+ENV = "DIFFSOLVE_MEMORY_LIMIT"
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}  # fmt: skip
+_limit: float | None = None
+_set = False
+
+
+class MemoryBudgetError(ValueError):
+    """A call would allocate more than the memory limit (`diffsolve.memory.memory_limit`)."""
+
+
+def format_bytes(nbytes: float) -> str:
+    """`nbytes` in the largest binary unit that keeps it at least 1 (e.g. `"238.4 GiB"`).
+
+    Args:
+        nbytes: A number of bytes.
+    """
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if nbytes >= size:
+            return f"{nbytes / size:.1f} {unit}"
+    return f"{int(nbytes)} B"
+
+
+def _parse(text: str) -> float | None:
+    match = re.fullmatch(r"\s*([0-9.]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", text)
+    if text.strip().lower() == "none":
+        return None
+    if match is None or match.group(2).lower() not in _UNITS:
+        raise ValueError(
+            f"{ENV} must be a number of bytes with an optional unit (e.g. 8GiB, 500MB) or 'none', got {text!r}"
+        )
+    return float(match.group(1)) * _UNITS[match.group(2).lower()]
+
+
+def _available(device: torch.device) -> float | None:
+    """Bytes available on `device` now, or None where that cannot be read."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return float(free)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def set_memory_limit(nbytes: float | str | None) -> None:
+    """Set the memory limit for this process, or with None go back to the default.
+
+    Args:
+        nbytes: Bytes (a number, or a string with a unit like `"8GiB"`); `math.inf` for no limit;
+            None restores the default (`DIFFSOLVE_MEMORY_LIMIT`, else a fraction of what is available).
+    """
+    global _limit, _set
+    if nbytes is None:
+        _limit, _set = None, False
+        return
+    value = _parse(nbytes) if isinstance(nbytes, str) else nbytes
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0
+    ):
+        raise ValueError(
+            f"nbytes must be a positive number of bytes, a string like '8GiB', or None; got {nbytes!r}"
+        )
+    _limit, _set = (math.inf if value is None else float(value)), True
+
+
+def memory_limit(device: torch.device | str = "cpu") -> tuple[float, str]:
+    """The limit that applies to a call on `device` now, and where it comes from.
+
+    Args:
+        device: The device the call allocates on.
+
+    Returns:
+        `(bytes, source)`: `math.inf` when there is no limit; `source` says which rule set it.
+    """
+    if _set:
+        return _limit, "set by diffsolve.set_memory_limit"
+    env = os.environ.get(ENV)
+    if env is not None:
+        value = _parse(env)
+        return (math.inf if value is None else value), f"{ENV}={env}"
+    device = torch.device(device)
+    available = _available(device)
+    if available is None:
+        return math.inf, "no limit: the available memory cannot be read"
+    return DEFAULT_FRACTION * available, (
+        f"{DEFAULT_FRACTION:g} of the {format_bytes(available)} available on {device.type}"
+    )
+
+
+def check_memory(
+    what: str, nbytes: float, *, device: torch.device | str = "cpu", per_item: float | None = None,
+    items: str = "points", detail: str = "",
+) -> None:  # fmt: skip
+    """Refuse a call whose estimate `nbytes` is above the limit, before it allocates.
+
+    Args:
+        what: The call, as the user wrote it (e.g. `"sample(n=1000000000)"`).
+        nbytes: The estimate.
+        device: Where it would allocate.
+        per_item: Bytes per point (sample, row, batch element): the message then says how many fit.
+        items: What `per_item` counts.
+        detail: What the estimate counts, for the message.
+
+    Raises:
+        MemoryBudgetError: If `nbytes` is above `memory_limit(device)`.
+    """
+    limit, source = memory_limit(device)
+    if nbytes <= limit:
+        return
+    fit = ""
+    if per_item:
+        fit = f"; at most {max(int(limit // per_item), 0):,} {items} fit: split the work into calls of that size"
+    raise MemoryBudgetError(
+        f"{what} needs about {format_bytes(nbytes)}{f' ({detail})' if detail else ''}, above the memory limit of "
+        f"{format_bytes(limit)} ({source}){fit}, or raise the limit with diffsolve.set_memory_limit or {ENV}"
+    )
+
+
+def working_copies(adaptive: bool, stochastic: bool) -> int:
+    """Copies of the state a solver holds at once (stages, error estimate, Brownian cache), rounded up.
+
+    Args:
+        adaptive: An error-controlled solver (Dormand–Prince: seven stages, the error, the candidate).
+        stochastic: A stochastic solver (increments, the Brownian tree's cached levels).
+    """
+    return 24 if stochastic else 16 if adaptive else 8
+
+
+def check_solve(
+    what: str, n: int, event_numel: int, dtype: torch.dtype, device: torch.device | str, *, adaptive: bool,
+    stochastic: bool, stored_states: int = 0, extra_per_point: float = 0.0,
+) -> None:  # fmt: skip
+    """`check_memory` for a solve of `n` points of `event_numel` values each.
+
+    Args:
+        what: The call, for the message.
+        n: Points.
+        event_numel: Values per point.
+        dtype: The state's dtype.
+        device: Where it runs.
+        adaptive: See `working_copies`.
+        stochastic: See `working_copies`.
+        stored_states: Further whole states kept (a trajectory's times, results to compare).
+        extra_per_point: Further bytes per point (probes, an exact trace's basis vectors).
+    """
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    copies = working_copies(adaptive, stochastic) + stored_states
+    per_point = copies * event_numel * itemsize + extra_per_point
+    detail = f"{n:,} points x {event_numel:,} values x {itemsize} bytes x {copies} states"
+    if extra_per_point:
+        detail += f" + {format_bytes(extra_per_point)} per point"
+    check_memory(what, n * per_point, device=device, per_item=per_point, detail=detail)
