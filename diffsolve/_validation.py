@@ -34,7 +34,31 @@ def check_batched(x: object, name: str, *, min_dim: int = 2) -> Tensor:
         raise ValueError(
             f"{name} must be shaped (batch, *event) with at least {min_dim} dimensions, got shape {tuple(x.shape)}"
         )
+    if x.numel() == 0:
+        raise ValueError(
+            f"{name} must hold at least one point of at least one value, got shape {tuple(x.shape)}"
+        )
     return x
+
+
+SEED_LIMIT = 2**63
+"""Seeds are integers in [0, 2^63): what `torch.Generator.manual_seed` takes without wrapping."""
+
+
+def check_seed(value: object, name: str = "seed", *, allow_none: bool = False) -> int | None:
+    """A seed as a Python int: a non-negative integer below 2^63 (numpy integers too); None if allowed.
+
+    Args:
+        value: The seed given.
+        name: The argument's name, for the message.
+        allow_none: Accept None (then returned as None).
+    """
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value < SEED_LIMIT:
+        expected = "a non-negative integer below 2^63" + (" or None" if allow_none else "")
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+    return int(value)
 
 
 def check_bool(value: object, name: str) -> None:

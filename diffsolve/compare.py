@@ -33,7 +33,7 @@ from torch import Tensor
 
 from . import memory
 from . import metrics as M
-from ._validation import check_positive, describe
+from ._validation import SEED_LIMIT, check_positive, describe
 from .analytic import GaussianMixture
 from .comparison import ANALYTIC, METRICS, TWO_SAMPLE, Comparison, criteria_met
 from .samplers.registry import get_solver
@@ -228,9 +228,12 @@ def _check_seeds(seeds: Sequence[int]) -> list[int]:
     if (
         not seeds
         or len(set(seeds)) != len(seeds)
-        or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 0 for s in seeds)
+        or any(
+            isinstance(s, bool) or not isinstance(s, numbers.Integral) or not 0 <= s < SEED_LIMIT
+            for s in seeds
+        )
     ):
-        raise ValueError(f"seeds must be distinct non-negative integers, got {seeds!r}")
+        raise ValueError(f"seeds must be distinct non-negative integers below 2^63, got {seeds!r}")
     return [int(s) for s in seeds]
 
 

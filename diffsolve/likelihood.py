@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from . import memory
-from ._validation import check_batched, check_positive, describe
+from ._validation import check_batched, check_positive, check_seed, describe
 from .adapters import LikelihoodODE, odeint
 from .divergence import AUTO_EXACT_MAX_DIM, make_probes
 from .samplers.generic import run_pf_ode
@@ -129,6 +129,7 @@ def log_likelihood(
         raise TypeError(
             f"prior_log_prob must be callable as prior_log_prob(z) -> (B,), got {describe(prior_log_prob)}"
         )
+    seed = check_seed(seed, allow_none=True)
     if seed is None and divergence == "hutchinson":
         seed = int(np.random.SeedSequence().generate_state(1)[0]) & 0x7FFFFFFF
     v = None
@@ -229,4 +230,8 @@ def bits_per_dim(log_prob: Tensor, event_size: int, *, bins: int = 256, scale: f
     check_positive(event_size, "event_size", integer=True)
     check_positive(bins, "bins", integer=True)
     check_positive(scale, "scale")
+    if not isinstance(log_prob, Tensor) or not log_prob.is_floating_point():
+        raise TypeError(f"log_prob must be a floating-point tensor, got {describe(log_prob)}")
+    if not bool(torch.isfinite(log_prob).all()):
+        raise ValueError("log_prob must be finite; it holds NaN or Inf")
     return -log_prob / (event_size * math.log(2)) + math.log2(bins / scale)

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from . import memory
-from ._validation import append_dims, check_batched, check_positive, describe
+from ._validation import append_dims, check_batched, check_positive, check_seed, describe
 from .errors import FiniteGuard, NonFiniteError
 from .samplers.base import SolveRequest
 from .samplers.grids import GRIDS
@@ -135,9 +135,7 @@ def sample(
     options = _check_options(method, options, time_grid)
     if seed is None and (method.stochastic or x_T is None):
         seed = int(np.random.SeedSequence().generate_state(1)[0]) & 0x7FFFFFFF  # echoed in settings
-    elif seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
-        raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
-    seed = None if seed is None else int(seed)
+    seed = check_seed(seed, allow_none=True)
     _check_memory(method, score, n, x_T, event_shape, dtype, device, steps, return_trajectory)
     x_T = _initial_state(score, sde, n, x_T, event_shape, seed, dtype, device)
     if method.warning:

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from . import checkpoint, memory
-from ._validation import append_dims, check_batched, check_positive
+from ._validation import append_dims, check_batched, check_positive, check_seed
 from .datasets import dequantize as dequantize_data
 from .io import atomic_write_bytes, directory_lock, remove_stale_temporaries
 from .scores import ScoreModel
@@ -203,6 +203,7 @@ def train(
     Bit-identical resumption needs the same thread count (`torch.get_num_threads()`), which the
     state records: resuming under another one warns.
     """
+    seed = check_seed(seed)
     data, dequantize = _check_arguments(
         model, data, steps, batch_size, checkpoint_every, lr, eps, lr_schedule, warmup_steps, weighting,
         importance_sampling, optimizer, ema_decay, grad_clip, resume, checkpoint_dir, max_seconds, dequantize,

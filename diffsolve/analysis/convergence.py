@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from .. import memory
-from .._validation import check_positive
+from .._validation import check_positive, check_seed
 from ..analytic import GaussianMixture
 from ..samplers.registry import get_solver
 from ..sampling import sample
@@ -174,6 +174,7 @@ def convergence_order(
     reference_steps = 16 * steps[-1] if reference_steps is None else reference_steps
     check_positive(reference_steps, "reference_steps", integer=True)
 
+    seed = check_seed(seed)
     dtype, device = _placement(score, dtype, device)
     memory.check_solve(
         f"convergence_order(n={n})",
