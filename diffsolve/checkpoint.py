@@ -101,6 +101,10 @@ def read_safetensors(file: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor
 def read_config(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Read and check a checkpoint's configuration and tensors (nothing is unpickled)."""
     file = Path(path) / WEIGHTS
+    if Path(path).exists() and not Path(path).is_dir():
+        raise CheckpointError(
+            f"{str(path)!r} is a file; a checkpoint is a directory (written by save or train)"
+        )
     if not Path(path).is_dir():
         raise CheckpointError(f"checkpoint directory {str(path)!r} does not exist")
     if not file.is_file():

@@ -38,7 +38,7 @@ from .analytic import GaussianMixture
 from .comparison import ANALYTIC, METRICS, TWO_SAMPLE, Comparison, criteria_met
 from .samplers.registry import get_solver
 from .sampling import sample
-from .scores import Score
+from .scores import Score, check_problem
 from .sde import SDE
 
 __all__ = ["Comparison", "compare", "METRICS", "DEFAULT_SOLVERS", "criteria_met", "ANALYTIC", "TWO_SAMPLE"]
@@ -119,13 +119,19 @@ def compare(
     solvers = list(DEFAULT_SOLVERS if solvers is None else solvers)
     if not solvers:
         raise ValueError("solvers is empty; give at least one name from diffsolve.solvers()")
-    infos = {name: get_solver(name) for name in solvers}
+    infos = {}
+    for name in solvers:
+        try:
+            infos[name] = get_solver(name)
+        except (ValueError, TypeError) as err:
+            raise type(err)(f"solvers: {err}") from None
+    check_problem(score, sde, eps)
     event_shape, analytic = _check_reference(reference, score)
     available = METRICS if analytic else ("path_error", *TWO_SAMPLE)
     metrics = list(available if metrics is None else metrics)
     for m in metrics:
         if m not in METRICS:
-            raise ValueError(f"metric must be one of {', '.join(METRICS)}; got {m!r}")
+            raise ValueError(f"metrics must name metrics from {', '.join(METRICS)}; got {m!r}")
         if m not in available:
             raise ValueError(f"metric {m!r} needs an analytic reference (a GaussianMixture), not data")
     plan = _plan(solvers, infos, budgets)

@@ -11,6 +11,7 @@ grey levels, 0..16), shipped inside scikit-learn: install the `data` extra.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 
 import numpy as np
@@ -217,6 +218,9 @@ def dequantize(
     """
     x = check_batched(x, "x", min_dim=1)
     check_positive(bins, "bins", integer=True)
+    for value, name in ((low, "low"), (high, "high")):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
     if not high > low:
         raise ValueError(f"high must be > low, got low={low!r}, high={high!r}")
     if not bool(torch.isfinite(x).all()):

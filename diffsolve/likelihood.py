@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from . import memory
-from ._validation import check_batched, check_positive, check_seed, describe
+from ._validation import check_batched, check_bool, check_positive, check_seed, describe
 from .adapters import LikelihoodODE, odeint
 from .divergence import AUTO_EXACT_MAX_DIM, make_probes
 from .samplers.generic import run_pf_ode
@@ -130,6 +130,7 @@ def log_likelihood(
             f"prior_log_prob must be callable as prior_log_prob(z) -> (B,), got {describe(prior_log_prob)}"
         )
     seed = check_seed(seed, allow_none=True)
+    check_bool(adjoint, "adjoint")
     if seed is None and divergence == "hutchinson":
         seed = int(np.random.SeedSequence().generate_state(1)[0]) & 0x7FFFFFFF
     v = None

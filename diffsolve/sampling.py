@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from . import memory
-from ._validation import append_dims, check_batched, check_positive, check_seed, describe
+from ._validation import append_dims, check_batched, check_bool, check_positive, check_seed, describe
 from .errors import FiniteGuard, NonFiniteError
 from .samplers.base import SolveRequest
 from .samplers.grids import GRIDS
@@ -136,6 +136,15 @@ def sample(
     if seed is None and (method.stochastic or x_T is None):
         seed = int(np.random.SeedSequence().generate_state(1)[0]) & 0x7FFFFFFF  # echoed in settings
     seed = check_seed(seed, allow_none=True)
+    for value, name in (
+        (denoise, "denoise"),
+        (return_trajectory, "return_trajectory"),
+        (progress, "progress"),
+    ):
+        check_bool(value, name)
+    if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+        raise TypeError(f"dtype must be a floating-point torch dtype or None, got {dtype!r}")
+    event_shape = _check_event_shape(score, event_shape)
     _check_memory(method, score, n, x_T, event_shape, dtype, device, steps, return_trajectory)
     x_T = _initial_state(score, sde, n, x_T, event_shape, seed, dtype, device)
     if method.warning:
@@ -244,6 +253,14 @@ def _initial_state(
     """The given `x_T` (checked against `n` and `event_shape`), or `n` prior draws from `seed`."""
     if x_T is not None:
         x_T = check_batched(x_T, "x_T")
+        if not bool(torch.isfinite(x_T).all()):
+            raise ValueError("x_T must be finite; it holds NaN or Inf")
+        own = getattr(score, "event_shape", None)
+        if own is not None and math.prod(x_T.shape[1:]) != math.prod(own):
+            raise ValueError(
+                f"x_T must hold {math.prod(own)} values per sample for this score (event shape {tuple(own)}), "
+                f"got shape {tuple(x_T.shape)}"
+            )
         if n is not None and n != x_T.shape[0]:
             raise ValueError(f"n={n!r} disagrees with x_T's batch size {x_T.shape[0]}; give one or the other")
         if event_shape is not None and tuple(event_shape) != tuple(x_T.shape[1:]):
@@ -260,6 +277,21 @@ def _initial_state(
         raise ValueError("event_shape is needed to draw n samples from the prior: this score does not say")
     gen = torch.Generator().manual_seed(_prior_seed(seed))
     return sde.prior_sample((n, *event_shape), dtype=dtype, generator=gen).to(device or "cpu")
+
+
+def _check_event_shape(score: Score, event_shape: object) -> tuple[int, ...] | None:
+    """`event_shape` as a tuple of positive ints (numpy integers too), agreeing with the score's own."""
+    if event_shape is None:
+        return None
+    if isinstance(event_shape, (str, bytes)) or not isinstance(event_shape, (tuple, list, torch.Size)):
+        raise TypeError(f"event_shape must be a tuple of positive integers, got {event_shape!r}")
+    if not all(isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k > 0 for k in event_shape):
+        raise ValueError(f"event_shape must be a tuple of positive integers, got {tuple(event_shape)!r}")
+    event_shape = tuple(int(k) for k in event_shape)
+    own = getattr(score, "event_shape", None)
+    if own is not None and math.prod(own) != math.prod(event_shape):
+        raise ValueError(f"event_shape={event_shape} disagrees with the score's event shape {tuple(own)}")
+    return event_shape
 
 
 def _check_memory(method, score, n, x_T, event_shape, dtype, device, steps, return_trajectory) -> None:

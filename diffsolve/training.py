@@ -358,6 +358,8 @@ def _check_arguments(
     if not isinstance(model, ScoreModel):
         raise TypeError(f"model must be a ScoreModel, got {type(model).__name__}")
     data = check_batched(data, "data", min_dim=2)
+    if not bool(torch.isfinite(data).all()):
+        raise ValueError("data must be finite; it holds NaN or Inf")
     for name, value in (("steps", steps), ("batch_size", batch_size), ("checkpoint_every", checkpoint_every)):
         check_positive(value, name, integer=True)
     check_positive(lr, "lr")
@@ -394,8 +396,13 @@ def _check_arguments(
     if dequantize is not None:
         if not (isinstance(dequantize, (tuple, list)) and len(dequantize) == 3):
             raise ValueError(f"dequantize must be (bins, low, high), got {dequantize!r}")
-        dequantize = (int(dequantize[0]), float(dequantize[1]), float(dequantize[2]))
-        dequantize_data(data, bins=dequantize[0], low=dequantize[1], high=dequantize[2])  # checks the range
+        try:
+            dequantize = (int(dequantize[0]), float(dequantize[1]), float(dequantize[2]))
+            dequantize_data(
+                data, bins=dequantize[0], low=dequantize[1], high=dequantize[2]
+            )  # checks the range
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"dequantize={tuple(dequantize)!r}: {err}") from None
     return data, dequantize
 
 

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from _matrix import ALIASES, cli_probes, probes  # tests/_matrix.py (tests/ is on sys.path under pytest)
 
 import diffsolve as ds
 from diffsolve import checkpoint
@@ -320,3 +321,40 @@ def test_cli_convergence_runs_a_float32_checkpoint(tmp_path, capsys):
             "--n", "50", "--out", str(tmp_path / "out"), "--device", "cpu"]  # fmt: skip
     assert main(argv) == 0, capsys.readouterr().err
     assert "ddim" in (tmp_path / "out" / "convergence.md").read_text()
+
+
+# --- the matrix: every public entry point x argument x bad value of its kind (tests/_matrix.py) ---
+
+MATRIX = probes()
+
+
+@pytest.mark.parametrize(
+    "entry, argument, label, call", MATRIX, ids=[f"{e}-{a}-{lbl}" for e, a, lbl, _ in MATRIX]
+)
+def test_matrix_every_bad_argument_is_refused_by_name(entry, argument, label, call, four_gib):
+    with pytest.raises((ValueError, TypeError)) as info:
+        call()
+    names = ALIASES.get(argument, (argument,))
+    assert any(name in str(info.value) for name in names), (entry, argument, label, str(info.value))
+
+
+CLI_MATRIX = cli_probes()
+
+
+@pytest.mark.parametrize(
+    "command, option, label, argv", CLI_MATRIX, ids=[f"{c}{o}-{lbl}" for c, o, lbl, _ in CLI_MATRIX]
+)
+def test_cli_matrix_every_bad_option_is_a_usage_error(
+    tmp_path, capsys, command, option, label, argv, four_gib
+):
+    from diffsolve.cli import main
+
+    (tmp_path / "file").write_text("a regular file")
+    try:
+        status = main([a.replace("{tmp}", str(tmp_path)) for a in argv])
+    except SystemExit as exit_:  # argparse's own usage errors
+        status = exit_.code
+    err = capsys.readouterr().err
+    assert status == 2, (argv, err)
+    assert f"diffsolve {command}: error: " in err and "Traceback" not in err, err
+    assert option.lstrip("-").split("-")[0] in err or option in err, err

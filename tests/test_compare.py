@@ -91,7 +91,7 @@ def test_bad_input_before_any_work(problem):
     kw = {"reference": gm, "n": 100, "progress": False}
     with pytest.raises(ValueError, match="solver must be one of"):
         compare(never, sde, solvers=["ddim", "rk45"], **kw)
-    with pytest.raises(ValueError, match="metric must be one of"):
+    with pytest.raises(ValueError, match="metrics must name metrics from"):
         compare(never, sde, solvers=["ddim"], metrics=["fid"], **kw)
     with pytest.raises(ValueError, match="ode:dopri5 is adaptive: its budgets are tolerances"):
         compare(never, sde, solvers=["ode:dopri5"], budgets={"ode:dopri5": [10]}, **kw)

@@ -106,8 +106,11 @@ def test_training_bad_input():
         train(model, data, steps=1, resume=True, progress=False)
     bad = data.clone()
     bad[:] = float("nan")
-    with pytest.raises(ValueError, match=r"loss became nan at step 1; try a lower learning rate"):
+    with pytest.raises(ValueError, match=r"data must be finite; it holds NaN or Inf"):
         train(model, bad, steps=3, progress=False)
+    # finite data whose loss overflows float32 (residuals of ~1e30, squared) stops at once
+    with pytest.raises(ValueError, match=r"loss became (inf|nan) at step 1; try a lower learning rate"):
+        train(model, data * 1e30, steps=3, progress=False)
 
 
 def test_max_seconds_stops_and_checkpoints(tmp_path):

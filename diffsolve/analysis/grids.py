@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from .._validation import check_positive
+from .. import memory
+from .._validation import check_positive, check_seed
 from ..samplers.grids import GRIDS, log_snr, t_of_log_snr, time_grid
 from ..samplers.registry import get_solver
 from ..sampling import sample
-from ..scores import Score
+from ..scores import Score, check_problem
 from ..sde import SDE
 
 __all__ = ["GridResult", "optimize_grid"]
@@ -102,6 +103,20 @@ def optimize_grid(
     check_positive(steps, "steps", integer=True)
     check_positive(n, "n", integer=True)
     check_positive(sweeps, "sweeps", integer=True)
+    seed = check_seed(seed)
+    check_problem(score, sde, eps)
+    info.check_budget(steps, None, None)  # MAX_STEPS
+    if x_T is None and getattr(score, "event_shape", None):
+        memory.check_solve(
+            f"optimize_grid(n={n})",
+            n,
+            math.prod(score.event_shape),
+            torch.float64,
+            "cpu",
+            adaptive=True,
+            stochastic=False,
+            stored_states=2,
+        )
     kind = init or info.time_grid
     if kind not in GRIDS:
         raise ValueError(f"init must be one of {', '.join(GRIDS)}, got {kind!r}")

@@ -11,11 +11,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._validation import check_positive
+from .. import memory
+from .._validation import check_positive, check_seed
 from ..adapters import ProbabilityFlowODE, odeint
 from ..samplers.generic import run_pf_ode
 from ..samplers.registry import solvers
-from ..scores import Score
+from ..scores import Score, check_problem
 from ..sde import SDE
 
 __all__ = ["StepDiagnostics", "step_diagnostics", "JacobianSpectrum", "jacobian_spectrum"]
@@ -98,9 +99,9 @@ def step_diagnostics(
         )
     check_positive(rtol, "rtol")
     check_positive(atol, "atol")
-    event_shape = tuple(event_shape or getattr(score, "event_shape", None) or ())
-    if not event_shape:
-        raise ValueError("event_shape is needed: this score does not say its event shape")
+    if not rtol < 1:
+        raise ValueError(f"rtol must lie in (0, 1), got {rtol!r}")
+    event_shape = _check_common(score, sde, n, seed, eps, event_shape, "step_diagnostics", 16)
 
     class _Recording(ProbabilityFlowODE):
         def __init__(self) -> None:
@@ -141,6 +142,29 @@ class JacobianSpectrum:
     max_real: Tensor
 
 
+def _check_common(
+    score: Score, sde: SDE, n: int, seed: int, eps: float, event_shape: object, what: str, states: int
+) -> tuple[int, ...]:
+    """The checks both diagnostics make before any work; returns the event shape."""
+    check_problem(score, sde, eps)
+    check_positive(n, "n", integer=True)
+    check_seed(seed)
+    event_shape = tuple(event_shape or getattr(score, "event_shape", None) or ())
+    if not event_shape:
+        raise ValueError("event_shape is needed: this score does not say its event shape")
+    memory.check_solve(
+        f"{what}(n={n})",
+        n,
+        math.prod(event_shape),
+        torch.float64,
+        "cpu",
+        adaptive=True,
+        stochastic=False,
+        stored_states=states,
+    )
+    return event_shape
+
+
 def jacobian_spectrum(
     score: Score,
     sde: SDE,
@@ -173,13 +197,11 @@ def jacobian_spectrum(
     Raises:
         ValueError: If the event shape is unknown or has more than 256 dimensions.
     """
-    event_shape = tuple(event_shape or getattr(score, "event_shape", None) or ())
-    if not event_shape:
-        raise ValueError("event_shape is needed: this score does not say its event shape")
+    check_positive(points, "points", integer=True)
+    event_shape = _check_common(score, sde, n, seed, eps, event_shape, "jacobian_spectrum", 16 + points)
     d = math.prod(event_shape)
     if d > 256:
         raise ValueError(f"jacobian_spectrum forms the full d x d Jacobian; d = {d} is too large (<= 256)")
-    check_positive(points, "points", integer=True)
     times = torch.logspace(math.log10(sde.T), math.log10(eps), points, dtype=torch.float64)
     x_T = sde.prior_sample(
         (n, *event_shape), generator=torch.Generator().manual_seed(seed), dtype=torch.float64

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..checkpoint import CheckpointError
 from ..datasets import MIXTURES
 from ..problems import Problem
 
@@ -34,6 +35,30 @@ def positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def seed_int(text: str) -> int:
+    """An argparse type: a seed, an integer in [0, 2^63)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a non-negative integer below 2^63, got {text!r}"
+        ) from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer below 2^63, got {text!r}")
+    return value
+
+
+def time_in_0_T(text: str) -> float:
+    """An argparse type: a time strictly inside (0, T) = (0, 1), the horizon of every diffsolve SDE."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a time in (0, T) = (0, 1), got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a time in (0, T) = (0, 1), got {text!r}")
     return value
 
 
@@ -169,7 +194,10 @@ def problem_from_args(args: argparse.Namespace, command: str) -> Problem:
         if args.model is not None:
             if args.problem is not None or args.sde is not None:
                 raise UsageError(command, "--model carries its own data and SDE: drop --problem and --sde")
-            return Problem.from_checkpoint(args.model, device=args.device)
+            try:
+                return Problem.from_checkpoint(args.model, device=args.device)
+            except CheckpointError as err:
+                raise UsageError(command, f"--model {args.model!r}: {err}") from None
         name = args.problem or "ring2d"
         if name not in MIXTURES:
             raise UsageError(command, f"--problem must be one of {', '.join(MIXTURES)}; got {name!r}")

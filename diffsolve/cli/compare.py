@@ -13,9 +13,9 @@ from ._common import (
     output_dir,
     parse_budgets,
     parse_list,
-    positive_float,
     positive_int,
     problem_from_args,
+    time_in_0_T,
     write_file,
 )
 
@@ -51,7 +51,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--seeds", default="0", help="comma-separated seeds (one row per solver, budget and seed)"
     )
     cmp.add_argument("--n", type=positive_int, default=5000, help="samples per solve")
-    cmp.add_argument("--eps", type=positive_float, default=1e-3, help="final time of every solve")
+    cmp.add_argument("--eps", type=time_in_0_T, default=1e-3, help="final time of every solve")
     cmp.add_argument("--out", default="diffsolve-out", help="output directory")
     cmp.add_argument("--no-likelihood", action="store_true", help="skip the likelihood rows")
     cmp.add_argument("--no-progress", action="store_true", help="hide the progress bar")

@@ -10,9 +10,10 @@ from ._common import (
     add_problem_args,
     output_dir,
     parse_list,
-    positive_float,
     positive_int,
     problem_from_args,
+    seed_int,
+    time_in_0_T,
     write_file,
 )
 
@@ -38,8 +39,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--steps", default="16,32,64,128", help="comma-separated step counts, increasing (>= 3)"
     )
     conv.add_argument("--n", type=positive_int, default=1000, help="sample paths (weak: use 10^5 or more)")
-    conv.add_argument("--eps", type=positive_float, default=1e-3, help="final time of every solve")
-    conv.add_argument("--seed", type=int, default=0, help="seed of the prior draws and the Brownian path")
+    conv.add_argument("--eps", type=time_in_0_T, default=1e-3, help="final time of every solve")
+    conv.add_argument(
+        "--seed", type=seed_int, default=0, help="seed of the prior draws and the Brownian path"
+    )
     conv.add_argument("--out", default="diffsolve-out", help="output directory")
     return conv
 

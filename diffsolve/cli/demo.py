@@ -9,6 +9,8 @@ from ._common import (
     HelpFormatter,
     positive_float,
     positive_int,
+    seed_int,
+    time_in_0_T,
 )
 
 NAME = "demo"
@@ -29,8 +31,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     demo.add_argument("--n", type=positive_int, default=20_000, help="number of samples per solver")
     demo.add_argument("--steps", type=positive_int, default=1000, help="Euler–Maruyama steps")
     demo.add_argument("--tol", type=positive_float, default=1e-5, help="dopri5 rtol and atol")
-    demo.add_argument("--eps", type=positive_float, default=1e-3, help="final time of the reverse solve")
-    demo.add_argument("--seed", type=int, default=0, help="seed of the prior draws and the Brownian path")
+    demo.add_argument("--eps", type=time_in_0_T, default=1e-3, help="final time of the reverse solve")
+    demo.add_argument(
+        "--seed", type=seed_int, default=0, help="seed of the prior draws and the Brownian path"
+    )
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return demo
 

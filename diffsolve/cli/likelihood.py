@@ -11,6 +11,8 @@ from ._common import (
     positive_float,
     positive_int,
     problem_from_args,
+    seed_int,
+    time_in_0_T,
 )
 
 NAME = "likelihood"
@@ -37,8 +39,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     lik.add_argument("--solver", default="dopri5", help="a torchdiffeq method")
     lik.add_argument("--rtol", type=positive_float, default=1e-5, help="relative tolerance")
     lik.add_argument("--atol", type=positive_float, default=1e-5, help="absolute tolerance")
-    lik.add_argument("--eps", type=positive_float, default=1e-5, help="time of the evaluated density p_eps")
-    lik.add_argument("--seed", type=int, default=0, help="seed of the points and the probes")
+    lik.add_argument("--eps", type=time_in_0_T, default=1e-5, help="time of the evaluated density p_eps")
+    lik.add_argument("--seed", type=seed_int, default=0, help="seed of the points and the probes")
     return lik
 
 

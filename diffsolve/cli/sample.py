@@ -15,6 +15,8 @@ from ._common import (
     positive_float,
     positive_int,
     problem_from_args,
+    seed_int,
+    time_in_0_T,
     write_file,
 )
 
@@ -67,8 +69,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="absolute tolerance of an adaptive solver (default 1e-5; adaptive_sde: 0.0078)",
     )
     smp.add_argument("--n", type=positive_int, default=10_000, help="number of samples")
-    smp.add_argument("--eps", type=positive_float, default=1e-3, help="final time of the solve")
-    smp.add_argument("--seed", type=int, default=0, help="seed of the prior draws and the Brownian path")
+    smp.add_argument("--eps", type=time_in_0_T, default=1e-3, help="final time of the solve")
+    smp.add_argument("--seed", type=seed_int, default=0, help="seed of the prior draws and the Brownian path")
     smp.add_argument("--out", default="samples.npy", help="where to save the samples (.npy)")
     smp.add_argument(
         "--plot", default=None, help="also save a scatter plot of the first two coordinates here"

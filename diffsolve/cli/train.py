@@ -13,6 +13,7 @@ from ._common import (
     output_dir,
     positive_float,
     positive_int,
+    seed_int,
 )
 
 NAME = "train"
@@ -52,7 +53,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     tr.add_argument("--checkpoint-every", type=positive_int, default=1000, help="steps between checkpoints")
     tr.add_argument(
-        "--seed", type=int, default=0, help="seed of the data draw, the initial weights and training"
+        "--seed", type=seed_int, default=0, help="seed of the data draw, the initial weights and training"
     )
     tr.add_argument(
         "--resume",

@@ -217,6 +217,8 @@ class Solver:
             atol = self.default_atol if atol is None else atol
             check_positive(rtol, "rtol")
             check_positive(atol, "atol")
+            if not rtol < 1:  # a relative error of 100% or more accepts any step
+                raise ValueError(f"rtol must lie in (0, 1), got {rtol!r}")
             return None, rtol, atol
         if rtol is not None or atol is not None:
             raise ValueError(
