@@ -72,7 +72,9 @@ def test_n_and_x_T(setup):
 
 def test_wrong_event_size_for_the_score(setup):
     _, sde, score = setup
-    with pytest.raises(ValueError, match=r"x_T must hold 2 values per sample for this score .* got shape \(4, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"x_T must hold 2 values per sample for this score .* got shape \(4, 3\)"
+    ):
         ds.sample(score, sde, x_T=torch.zeros(4, 3), steps=2, seed=0)
 
 
