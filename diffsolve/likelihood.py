@@ -30,6 +30,7 @@ from . import memory
 from ._validation import check_batched, check_bool, check_positive, check_seed, describe
 from .adapters import LikelihoodODE, odeint
 from .divergence import AUTO_EXACT_MAX_DIM, make_probes
+from .errors import NonFiniteError
 from .samplers.generic import run_pf_ode
 from .samplers.registry import get_solver
 from .scores import Score, check_problem
@@ -156,6 +157,11 @@ def log_likelihood(
     if not isinstance(prior, Tensor) or prior.shape != (x.shape[0],):
         got = tuple(prior.shape) if isinstance(prior, Tensor) else type(prior).__name__
         raise ValueError(f"prior_log_prob must return shape ({x.shape[0]},), one value per point; got {got}")
+    if not bool(torch.isfinite(prior).all()):
+        bad = int((~torch.isfinite(prior)).sum())
+        raise NonFiniteError(
+            f"the prior log-density log p_T(z) ({bad} of {x.shape[0]} points)", sde.T, info.name
+        )
     if x.device.type == "cuda":
         torch.cuda.synchronize(x.device)
     seconds = time.perf_counter() - start

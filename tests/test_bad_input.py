@@ -53,6 +53,10 @@ CASES = [
     ("a score with a NaN Jacobian, Hutchinson",
      lambda: ds.log_likelihood(_nan_jacobian, VP, RING.sample(8, seed=0), divergence="hutchinson"),
      ds.NonFiniteError, "non-finite (NaN or Inf) at t = "),
+    ("a prior log-density that returns NaN",
+     lambda: ds.log_likelihood(RING.score_fn(VP), VP, RING.sample(4, seed=0),
+                               prior_log_prob=lambda z: torch.full((z.shape[0],), math.nan, dtype=z.dtype)),
+     ds.NonFiniteError, "the prior log-density log p_T(z) (4 of 4 points) became non-finite (NaN or Inf) at t = 1"),
     ("a checkpoint saved to an empty path",
      lambda: checkpoint.save("", ds.ScoreModel(ScoreMLP(2), VP, "eps")), ValueError, "path must name a checkpoint"),
 ]  # fmt: skip
