@@ -124,3 +124,35 @@ def test_sample_takes_a_time_grid_and_solver_options(tmp_path, capsys):
     assert "'ddim' does not take 'snr'" in capsys.readouterr().err
     assert main(["sample", "--option", "oops", "--n", "8", "--out", str(out_a)]) == 2
     assert "--option must be NAME=VALUE" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_second_train_process_on_the_same_out_is_refused(tmp_path):
+    # Two real processes: the first holds --out's lock while it trains; the second is refused with
+    # a usage error naming the holder, and the first finishes untouched.
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "ck"
+    argv = [sys.executable, "-m", "diffsolve.cli", "train", "--dataset", "moons", "--width", "16", "--depth", "1",
+            "--n-data", "500", "--out", str(out), "--no-progress"]  # fmt: skip
+    first = subprocess.Popen(
+        [*argv, "--steps", "100000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        lock = out / ".diffsolve.lock"
+        deadline = time.monotonic() + 60
+        while not (lock.is_file() and lock.read_text().strip()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert lock.read_text().strip() == str(first.pid)
+        second = subprocess.run([*argv, "--steps", "5"], capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2, second.stderr
+        assert (
+            f"is in use by another run (pid {first.pid})" in second.stderr
+            and "Traceback" not in second.stderr
+        )
+        assert first.poll() is None  # still training
+    finally:
+        first.kill()
+        first.wait(timeout=30)
