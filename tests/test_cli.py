@@ -137,8 +137,11 @@ def test_a_second_train_process_on_the_same_out_is_refused(tmp_path):
     out = tmp_path / "ck"
     argv = [sys.executable, "-m", "diffsolve.cli", "train", "--dataset", "moons", "--width", "16", "--depth", "1",
             "--n-data", "500", "--out", str(out), "--no-progress"]  # fmt: skip
+    # no checkpoint before the end, so the second run meets the lock and not a saved run
     first = subprocess.Popen(
-        [*argv, "--steps", "100000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*argv, "--steps", "1000000", "--checkpoint-every", "1000000"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         lock = out / ".diffsolve.lock"
