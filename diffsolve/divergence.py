@@ -25,6 +25,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ._keyed import PROBES, normal_rows, uniform_rows
 from ._validation import check_positive
 
 __all__ = ["AUTO_EXACT_MAX_DIM", "exact_divergence", "hutchinson_divergence", "make_probes"]
@@ -77,7 +78,13 @@ def exact_divergence(fn: VectorField, x: Tensor, *, chunk: int = 64) -> tuple[Te
 
 
 def make_probes(
-    x: Tensor, probes: int, kind: str = "rademacher", *, generator: torch.Generator | None = None
+    x: Tensor,
+    probes: int,
+    kind: str = "rademacher",
+    *,
+    generator: torch.Generator | None = None,
+    seed: int | None = None,
+    row_start: int = 0,
 ) -> Tensor:
     """Draw `probes` Hutchinson probe vectors per sample: shape `(probes, *x.shape)`, $E[vv^T] = I$.
 
@@ -87,11 +94,24 @@ def make_probes(
         kind: `"rademacher"` (entries ±1: lower variance, no variance from the Jacobian's diagonal)
             or `"gaussian"`.
         generator: Source of randomness (CPU), for reproducible probes.
+        seed: Instead of `generator`: each point's probes keyed by the seed and its global index
+            `row_start + i`, drawn on `x`'s device, so they do not depend on the batch.
+        row_start: Global index of `x`'s first row (with `seed`).
 
     Returns:
         A tensor `(K, B, *event)`.
     """
     check_positive(probes, "probes", integer=True)
+    if kind not in ("rademacher", "gaussian"):
+        raise ValueError(f"probe must be 'rademacher' or 'gaussian', got {kind!r}")
+    if seed is not None:
+        b, numel = x.shape[0], probes * x[0].numel()
+        if kind == "rademacher":
+            u = uniform_rows((seed, PROBES), row_start, b, numel, dtype=torch.float32, device=x.device)
+            v = torch.where(u < 0.5, -1.0, 1.0).to(x.dtype)
+        else:
+            v = normal_rows((seed, PROBES), row_start, b, numel, dtype=x.dtype, device=x.device)
+        return v.view(b, probes, *x.shape[1:]).transpose(0, 1)
     shape = (probes, *x.shape)
     if kind == "rademacher":
         v = torch.randint(0, 2, shape, generator=generator, dtype=torch.int64).to(x.dtype) * 2 - 1

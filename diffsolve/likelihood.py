@@ -31,6 +31,7 @@ from ._validation import check_batched, check_bool, check_positive, check_seed, 
 from .adapters import LikelihoodODE, odeint
 from .divergence import AUTO_EXACT_MAX_DIM, make_probes
 from .errors import NonFiniteError
+from .memory import format_bytes
 from .samplers.generic import run_pf_ode
 from .samplers.registry import get_solver
 from .scores import Score, check_problem
@@ -90,6 +91,8 @@ def log_likelihood(
     prior_log_prob: Callable[[Tensor], Tensor] | None = None,
     adjoint: bool = False,
     seed: int | None = None,
+    batch_size: int | None = None,
+    progress: bool = False,
 ) -> LikelihoodResult:
     r"""Log-density $\log p_\epsilon(x)$ in nats by integrating the PF-ODE from `eps` up to T.
 
@@ -109,7 +112,13 @@ def log_likelihood(
         prior_log_prob: $\log p_T$; defaults to `sde.prior_log_prob`. The exact marginal at T
             (`lambda z: gm.log_prob_t(z, sde.T, sde)`) removes the prior mismatch.
         adjoint: Integrate with `torchdiffeq.odeint_adjoint` (O(1) memory in steps when differentiating).
-        seed: Seeds the Hutchinson probes.
+        seed: Seeds the Hutchinson probes: each point's are keyed by the seed and its index in `x`,
+            so they do not depend on the batch around it.
+        batch_size: Evaluate in chunks of at most this many points, in bounded memory. Fixed-step
+            solvers give the same values (bit for bit on the CPU) as one batch; adaptive ones choose
+            their steps per chunk (`nfe` is then the largest chunk's, `settings["nfe_per_chunk"]`
+            has each).
+        progress: A progress bar over the points, chunk by chunk (with `batch_size`).
 
     Returns:
         A `LikelihoodResult`.
@@ -119,7 +128,9 @@ def log_likelihood(
         NonFiniteError: If the score or the state becomes non-finite (names t and the solver).
         StepSizeError: If an adaptive solver's step underflows (names t and what to try).
     """
-    x, divergence, info = _check_inputs(score, sde, x, eps, divergence, probes, probe, solver)
+    if batch_size is not None:
+        check_positive(batch_size, "batch_size", integer=True)
+    x, divergence, info = _check_inputs(score, sde, x, eps, divergence, probes, probe, solver, batch_size)
     method = info.name.removeprefix("ode:")
     steps, rtol, atol = info.check_budget(
         steps, *((rtol, atol) if info.adaptive else (None, None)), fill_defaults=False
@@ -132,22 +143,77 @@ def log_likelihood(
         )
     seed = check_seed(seed, allow_none=True)
     check_bool(adjoint, "adjoint")
+    check_bool(progress, "progress")
     if seed is None and divergence == "hutchinson":
         seed = int(np.random.SeedSequence().generate_state(1)[0]) & 0x7FFFFFFF
-    v = None
-    if divergence == "hutchinson":
-        v = make_probes(x, probes, probe, generator=torch.Generator().manual_seed(seed))
-    func = LikelihoodODE(score, sde, divergence, probes=v, eps=eps)
-    delta0 = x.new_zeros((x.shape[0],) if divergence == "exact" else (x.shape[0], probes))
-    ts = torch.tensor([eps, sde.T], dtype=torch.float64, device=x.device)
-    budget: dict[str, Any] = {"rtol": rtol, "atol": atol} if info.adaptive else {"steps": steps}
     settings = {
         "solver": info.name, "rtol": rtol, "atol": atol, "steps": steps, "eps": eps,
         "divergence": divergence, "probes": probes if divergence == "hutchinson" else None,
         "probe": probe if divergence == "hutchinson" else None, "seed": seed, "adjoint": adjoint,
         "dtype": str(x.dtype).removeprefix("torch."), "device": str(x.device), "sde": repr(sde),
     }  # fmt: skip
+    budget: dict[str, Any] = {"rtol": rtol, "atol": atol} if info.adaptive else {"steps": steps}
+    size = x.shape[0] if batch_size is None else min(batch_size, x.shape[0])
+    chunks = [(r, min(r + size, x.shape[0])) for r in range(0, x.shape[0], size)]
+    if batch_size is not None:
+        settings["batch_size"] = batch_size
+    bar = _bar(x.shape[0]) if progress and len(chunks) > 1 else None
+    parts = []
+    for r0, r1 in chunks:
+        parts.append(
+            _solve_chunk(score, sde, x[r0:r1], r0, divergence, probes, probe, seed, eps, method, adjoint, budget,
+                         prior_log_prob, info.name)
+        )  # fmt: skip
+        if bar is not None:
+            bar.update(r1 - r0)
+            bar.set_postfix_str(f"nfe={parts[-1]['nfe']} per chunk", refresh=False)
+    if bar is not None:
+        bar.close()
+    if len(parts) > 1:
+        settings["nfe_per_chunk"] = [p["nfe"] for p in parts]
+    cat = {
+        k: None if parts[0][k] is None else torch.cat([p[k] for p in parts])
+        for k in ("prior", "delta", "latent")
+    }
+    per_probe = std_error = None
+    delta = cat["delta"]
+    if divergence == "hutchinson":
+        per_probe = cat["prior"][:, None] + delta
+        if probes > 1:
+            std_error = per_probe.std(1) / math.sqrt(probes)
+        delta = delta.mean(1)
+    return LikelihoodResult(
+        log_prob=(cat["prior"] + delta).detach(),
+        prior_term=cat["prior"].detach(),
+        delta_log_prob=delta.detach(),
+        latent=cat["latent"].detach(),
+        nfe=max(p["nfe"] for p in parts),
+        vjps=sum(p["vjps"] for p in parts),
+        seconds=sum(p["seconds"] for p in parts),
+        settings=settings,
+        std_error=std_error,
+        per_probe=None if per_probe is None else per_probe.detach(),
+    )
 
+
+def _bar(total: int) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total, desc="log-likelihood", unit="point", leave=False, dynamic_ncols=True, disable=None
+    )
+
+
+def _solve_chunk(
+    score, sde, x, row_start, divergence, probes, probe, seed, eps, method, adjoint, budget, prior_log_prob, name
+) -> dict[str, Any]:  # fmt: skip
+    """One chunk's solve: its probes keyed by global row index, the augmented ODE, the prior term."""
+    v = None
+    if divergence == "hutchinson":
+        v = make_probes(x, probes, probe, seed=seed, row_start=row_start)
+    func = LikelihoodODE(score, sde, divergence, probes=v, eps=eps)
+    delta0 = x.new_zeros((x.shape[0],) if divergence == "exact" else (x.shape[0], probes))
+    ts = torch.tensor([eps, sde.T], dtype=torch.float64, device=x.device)
     start = time.perf_counter()
     with torch.no_grad():
         out = odeint(func, (x, delta0), ts, method=method, adjoint=adjoint, adjoint_params=(), **budget)
@@ -159,35 +225,23 @@ def log_likelihood(
         raise ValueError(f"prior_log_prob must return shape ({x.shape[0]},), one value per point; got {got}")
     if not bool(torch.isfinite(prior).all()):
         bad = int((~torch.isfinite(prior)).sum())
-        raise NonFiniteError(
-            f"the prior log-density log p_T(z) ({bad} of {x.shape[0]} points)", sde.T, info.name
-        )
+        raise NonFiniteError(f"the prior log-density log p_T(z) ({bad} of {x.shape[0]} points)", sde.T, name)
     if x.device.type == "cuda":
         torch.cuda.synchronize(x.device)
-    seconds = time.perf_counter() - start
-
-    per_probe = std_error = None
-    if divergence == "hutchinson":
-        per_probe = prior[:, None] + delta
-        if probes > 1:
-            std_error = per_probe.std(1) / math.sqrt(probes)
-        delta = delta.mean(1)
-    return LikelihoodResult(
-        log_prob=(prior + delta).detach(),
-        prior_term=prior.detach(),
-        delta_log_prob=delta.detach(),
-        latent=latent.detach(),
-        nfe=func.nfe,
-        vjps=func.vjps,
-        seconds=seconds,
-        settings=settings,
-        std_error=std_error,
-        per_probe=None if per_probe is None else per_probe.detach(),
-    )
+    return {"prior": prior, "delta": delta, "latent": latent, "nfe": func.nfe, "vjps": func.vjps,
+            "seconds": time.perf_counter() - start}  # fmt: skip
 
 
 def _check_inputs(
-    score: Score, sde: SDE, x: object, eps: float, divergence: str, probes: int, probe: str, solver: str
+    score: Score,
+    sde: SDE,
+    x: object,
+    eps: float,
+    divergence: str,
+    probes: int,
+    probe: str,
+    solver: str,
+    batch_size: int | None = None,
 ) -> tuple[Tensor, str, Any]:
     """The checks `log_likelihood` makes before any work; returns x, the divergence ("auto" resolved)
     and the solver, which must be a torchdiffeq method on the PF-ODE."""
@@ -206,10 +260,20 @@ def _check_inputs(
         raise ValueError(f"solver must be a torchdiffeq method on the PF-ODE ('ode:...'), got {solver!r}")
     d, k = x[0].numel(), probes if divergence == "hutchinson" else 0
     basis = min(d, 64) if divergence == "exact" else k  # vectors per batched backward pass
-    memory.check_solve(
-        f"log_likelihood(x of {x.shape[0]} points, divergence={divergence!r}, probes={probes})", x.shape[0],
-        d + k, x.dtype, x.device, adaptive=info.adaptive, stochastic=False,
-        extra_per_point=3 * basis * d * x.element_size(),
+    work = x.shape[0] if batch_size is None else min(batch_size, x.shape[0])
+    itemsize = x.element_size()
+    per_point = (memory.working_copies(info.adaptive, False) * (d + k) + 3 * basis * d) * itemsize
+    kept = x.shape[0] * (2 * d + k + 2) * itemsize  # latent, log-densities, per-probe values
+    fit = (
+        int((memory.memory_limit(x.device)[0] - kept) // per_point)
+        if math.isfinite(memory.memory_limit(x.device)[0])
+        else 0
+    )
+    memory.check_memory(
+        f"log_likelihood(x of {x.shape[0]} points, divergence={divergence!r}, probes={probes}"
+        f"{'' if batch_size is None else f', batch_size={batch_size}'})", work * per_point + kept, device=x.device,
+        detail=f"{work:,} points at a time x {format_bytes(per_point)} each, plus {format_bytes(kept)} of results",
+        hint=f"pass batch_size={fit:,} or less" if fit > 0 else "fewer points: even the results do not fit",
     )  # fmt: skip
     if not bool(torch.isfinite(x).all()):
         raise ValueError("x must be finite; it holds NaN or Inf")

@@ -131,7 +131,7 @@ def memory_limit(device: torch.device | str = "cpu") -> tuple[float, str]:
 
 def check_memory(
     what: str, nbytes: float, *, device: torch.device | str = "cpu", per_item: float | None = None,
-    items: str = "points", detail: str = "",
+    items: str = "points", detail: str = "", hint: str | None = None,
 ) -> None:  # fmt: skip
     """Refuse a call whose estimate `nbytes` is above the limit, before it allocates.
 
@@ -142,6 +142,7 @@ def check_memory(
         per_item: Bytes per point (sample, row, batch element): the message then says how many fit.
         items: What `per_item` counts.
         detail: What the estimate counts, for the message.
+        hint: What to do instead (replaces the "at most ... fit" sentence), e.g. `"pass batch_size=..."`.
 
     Raises:
         MemoryBudgetError: If `nbytes` is above `memory_limit(device)`.
@@ -149,8 +150,8 @@ def check_memory(
     limit, source = memory_limit(device)
     if nbytes <= limit:
         return
-    fit = ""
-    if per_item:
+    fit = "" if hint is None else f"; {hint}"
+    if per_item and hint is None:
         fit = f"; at most {max(int(limit // per_item), 0):,} {items} fit: split the work into calls of that size"
     raise MemoryBudgetError(
         f"{what} needs about {format_bytes(nbytes)}{f' ({detail})' if detail else ''}, above the memory limit of "

@@ -14,9 +14,10 @@ import torch
 from torch import Tensor
 
 from . import memory
+from ._keyed import PRIOR, normal_rows
 from ._validation import append_dims, check_batched, check_bool, check_positive, check_seed, describe
 from .errors import FiniteGuard, NonFiniteError
-from .samplers.base import SolveRequest
+from .samplers.base import SolveOutput, SolveRequest
 from .samplers.grids import GRIDS
 from .samplers.grids import time_grid as make_time_grid
 from .samplers.registry import Solver, get_solver, solvers
@@ -83,6 +84,7 @@ def sample(
     return_trajectory: bool = False,
     time_grid: str | Tensor | None = None,
     progress: bool = False,
+    batch_size: int | None = None,
     **options: Any,
 ) -> SampleResult:
     r"""Draw samples by integrating from the prior at T down to `eps` with any registered solver.
@@ -114,7 +116,13 @@ def sample(
             `"karras"`, `"quadratic"`; `Solver.time_grid` is the default) or an explicit tensor of
             times decreasing from T to `eps` (then `steps` defaults to its length - 1), such as the
             grid `analysis.optimize_grid` returns.
-        progress: Show a progress bar over forward time (T down to eps) with the running NFE.
+        progress: Show a progress bar over forward time (T down to eps) with the running NFE, or
+            with `batch_size`, over the samples, chunk by chunk.
+        batch_size: Solve in chunks of at most this many samples, in bounded memory. Every random
+            draw is keyed by the sample's global index, so fixed-step solvers give the same samples
+            (bit for bit on the CPU) as one batch; adaptive solvers choose their steps per chunk.
+            `nfe` is then the largest chunk's; `settings["nfe_per_chunk"]` has each chunk's and
+            `settings["score_calls"]` their sum.
         **options: The solver's own options (`Solver.options`), e.g. `snr=0.16, corrector_steps=1`
             for `pc`; any other solver refuses them.
 
@@ -145,49 +153,109 @@ def sample(
     if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
         raise TypeError(f"dtype must be a floating-point torch dtype or None, got {dtype!r}")
     event_shape = _check_event_shape(score, event_shape)
-    _check_memory(method, score, n, x_T, event_shape, dtype, device, steps, return_trajectory)
-    x_T = _initial_state(score, sde, n, x_T, event_shape, seed, dtype, device)
+    batch_size = _check_batch_size(batch_size)
+    _check_memory(method, score, n, batch_size, x_T, event_shape, dtype, device, steps, return_trajectory)
+    given = x_T is not None
+    if given:
+        x_T = _initial_state(score, sde, n, x_T, event_shape, seed, dtype, device)
+        total = x_T.shape[0]
+    else:
+        _initial_state(score, sde, n, None, event_shape, seed, dtype, device, rows=0)  # checks n, event_shape
+        total = int(n)
+        event_shape = tuple(event_shape if event_shape is not None else score.event_shape)
+    size = total if batch_size is None else min(batch_size, total)
+    chunks = [(r, min(r + size, total)) for r in range(0, total, size)]
     if method.warning:
         warnings.warn(method.warning, UserWarning, stacklevel=2)
 
     settings: dict[str, Any] = {
         "solver": method.name, "family": method.family, "steps": steps, "rtol": rtol, "atol": atol,
-        "eps": eps, "seed": seed, "dtype": str(x_T.dtype).removeprefix("torch."), "device": str(x_T.device),
+        "eps": eps, "seed": seed, "dtype": str(x_T.dtype if given else dtype or torch.get_default_dtype()).removeprefix(
+            "torch."), "device": str(x_T.device if given else torch.device(device or "cpu")),
         "denoise": denoise, "sde": repr(sde), **options,
     }  # fmt: skip
+    if batch_size is not None:
+        settings["batch_size"] = batch_size
     if explicit is not None:
         settings["time_grid_times"] = explicit.tolist()  # so that the settings reproduce the solve
     grid_kind = options.pop("time_grid", None)
-    if explicit is not None:
-        grid = explicit.to(x_T.device)
-    else:
-        grid = (
-            None if steps is None else make_time_grid(sde, steps, eps, grid_kind or "uniform").to(x_T.device)
+    chunk_bar = _ChunkProgress(total, method.name) if progress and len(chunks) > 1 else None
+    parts: list[SolveOutput] = []
+    starts: list[Tensor] = []
+    nfes: list[int] = []
+    seconds = 0.0
+    for r0, r1 in chunks:
+        x0 = (
+            x_T[r0:r1]
+            if given
+            else _initial_state(score, sde, r1 - r0, None, event_shape, seed, dtype, device, r0)
         )
-    bar = _Progress(sde.T, eps, method.name) if progress else None
-    request = SolveRequest(
-        score, sde, x_T, eps, method.name, steps, rtol, atol, seed if method.stochastic else None, grid,
-        options, return_trajectory, bar, grid_kind,
-    )  # fmt: skip
-    _sync(x_T.device)
-    start = time.perf_counter()
-    try:
-        with torch.no_grad():
-            out = method.run(request)
-            samples, nfe = out.samples, out.nfe
-            if denoise:
-                samples, nfe = _tweedie(score, sde, samples, eps), nfe + 1
-    except NonFiniteError as err:
-        raise err.with_solver(method.name) from None
-    finally:
-        if bar is not None:
-            bar.close()
-    _sync(x_T.device)
+        if explicit is not None:
+            grid = explicit.to(x0.device)
+        else:
+            grid = (
+                None
+                if steps is None
+                else make_time_grid(sde, steps, eps, grid_kind or "uniform").to(x0.device)
+            )
+        bar = _Progress(sde.T, eps, method.name) if progress and chunk_bar is None else None
+        request = SolveRequest(
+            score, sde, x0, eps, method.name, steps, rtol, atol, seed if method.stochastic else None, grid,
+            options, return_trajectory, bar, grid_kind, row_start=r0,
+        )  # fmt: skip
+        _sync(x0.device)
+        start = time.perf_counter()
+        try:
+            with torch.no_grad():
+                out = method.run(request)
+                nfe = out.nfe
+                if denoise:
+                    out.samples, nfe = _tweedie(score, sde, out.samples, eps), nfe + 1
+        except NonFiniteError as err:
+            raise err.with_solver(method.name) from None
+        finally:
+            if bar is not None:
+                bar.close()
+        _sync(x0.device)
+        seconds += time.perf_counter() - start
+        parts.append(out)
+        starts.append(x0)
+        nfes.append(nfe)
+        if chunk_bar is not None:
+            chunk_bar.update(r1 - r0, nfe)
+    if chunk_bar is not None:
+        chunk_bar.close()
+    return _assemble(parts, starts, nfes, seconds, settings)
+
+
+def _assemble(
+    parts: list[SolveOutput], starts: list[Tensor], nfes: list[int], seconds: float, settings: dict[str, Any]
+) -> SampleResult:
+    """One `SampleResult` from the chunks' outputs (a single chunk is returned as it is)."""
+    one = len(parts) == 1
+    samples = parts[0].samples if one else torch.cat([p.samples for p in parts])
+    x_T = starts[0] if one else torch.cat(starts)
+    trajectory = None
+    if parts[0].trajectory is not None:
+        same_times = all(p.times is not None and torch.equal(p.times, parts[0].times) for p in parts)
+        if same_times:  # fixed-step solvers; adaptive chunks stop at their own times
+            trajectory = parts[0].trajectory if one else torch.cat([p.trajectory for p in parts], dim=1)
+    if not one:
+        settings["nfe_per_chunk"] = nfes
+        settings["score_calls"] = sum(nfes)
+    accepted = [p.accepted for p in parts]
     return SampleResult(
-        samples=samples.detach(), nfe=nfe, seconds=time.perf_counter() - start, settings=settings, x_T=x_T,
-        trajectory=None if out.trajectory is None else out.trajectory.detach(), times=out.times,
-        steps_taken=out.accepted, steps_rejected=out.rejected,
+        samples=samples.detach(), nfe=max(nfes), seconds=seconds, settings=settings, x_T=x_T,
+        trajectory=None if trajectory is None else trajectory.detach(), times=parts[0].times if trajectory is not None else None,
+        steps_taken=None if None in accepted else max(accepted), steps_rejected=sum(p.rejected for p in parts),
     )  # fmt: skip
+
+
+def _check_batch_size(batch_size: object) -> int | None:
+    if batch_size is None:
+        return None
+    check_positive(batch_size, "batch_size", integer=True)
+    return int(batch_size)
 
 
 def _check_options(method: Solver, options: Mapping[str, Any], time_grid: str | None) -> dict[str, Any]:
@@ -249,8 +317,11 @@ def _initial_state(
     seed: int | None,
     dtype: torch.dtype | None,
     device: torch.device | str | None,
-) -> Tensor:
-    """The given `x_T` (checked against `n` and `event_shape`), or `n` prior draws from `seed`."""
+    row_start: int = 0,
+    rows: int | None = None,
+) -> Tensor | None:
+    """The given `x_T` (checked against `n` and `event_shape`), or `n` prior draws from `seed`, keyed
+    by global row index from `row_start` (`rows=0`: only check `n` and `event_shape`)."""
     if x_T is not None:
         x_T = check_batched(x_T, "x_T")
         if not bool(torch.isfinite(x_T).all()):
@@ -275,8 +346,14 @@ def _initial_state(
         event_shape = getattr(score, "event_shape", None)
     if event_shape is None:
         raise ValueError("event_shape is needed to draw n samples from the prior: this score does not say")
-    gen = torch.Generator().manual_seed(_prior_seed(seed))
-    return sde.prior_sample((n, *event_shape), dtype=dtype, generator=gen).to(device or "cpu")
+    if rows == 0:
+        return None
+    shape = (int(n), *event_shape)
+    z = normal_rows(
+        (_prior_seed(seed), PRIOR), row_start, shape[0], math.prod(shape[1:]),
+        dtype=dtype or torch.get_default_dtype(), device=device or "cpu",
+    )  # fmt: skip
+    return sde.prior_std * z.view(shape)
 
 
 def _check_event_shape(score: Score, event_shape: object) -> tuple[int, ...] | None:
@@ -294,7 +371,9 @@ def _check_event_shape(score: Score, event_shape: object) -> tuple[int, ...] | N
     return event_shape
 
 
-def _check_memory(method, score, n, x_T, event_shape, dtype, device, steps, return_trajectory) -> None:
+def _check_memory(
+    method, score, n, batch_size, x_T, event_shape, dtype, device, steps, return_trajectory
+) -> None:
     """Refuse, before the prior draw, a solve whose state, working copies and trajectory do not fit."""
     if isinstance(x_T, Tensor):
         n, event_shape, dtype, device = x_T.shape[0], x_T.shape[1:], x_T.dtype, x_T.device
@@ -305,11 +384,30 @@ def _check_memory(method, score, n, x_T, event_shape, dtype, device, steps, retu
         numel = math.prod(int(k) for k in event_shape)
     except (TypeError, ValueError):
         return
-    stored = (101 if steps is None else steps + 1) if return_trajectory else 0
-    memory.check_solve(
-        f"sample(n={n}, solver={method.name!r})", int(n), numel,
-        dtype or torch.get_default_dtype(), device or "cpu", adaptive=method.adaptive,
-        stochastic=method.stochastic, stored_states=stored,
+    work = int(n) if batch_size is None else min(int(n), batch_size)
+    trajectory = (101 if steps is None else steps + 1) if return_trajectory else 0
+    itemsize = torch.empty((), dtype=dtype or torch.get_default_dtype()).element_size()
+    copies = memory.working_copies(method.adaptive, method.stochastic)
+    per_point = numel * itemsize
+    need = work * per_point * copies + int(n) * per_point * (2 + trajectory)  # samples, x_T, trajectory
+    fit = (
+        max(
+            int(
+                (memory.memory_limit(device or "cpu")[0] - int(n) * per_point * (2 + trajectory))
+                // (per_point * copies)
+            ),
+            0,
+        )
+        if math.isfinite(memory.memory_limit(device or "cpu")[0])
+        else 0
+    )
+    memory.check_memory(
+        f"sample(n={n}, solver={method.name!r}{'' if batch_size is None else f', batch_size={batch_size}'})",
+        need, device=device or "cpu",
+        detail=f"{work:,} points at a time x {numel:,} values x {itemsize} bytes x {copies} working states, "
+        f"plus {2 + trajectory} stored states of all {int(n):,} points",
+        hint=f"pass batch_size={fit:,} or less" if fit > 0 else "the results alone do not fit: ask for fewer points"
+        + (" or return_trajectory=False" if trajectory else ""),
     )  # fmt: skip
 
 
@@ -327,6 +425,22 @@ def _tweedie(score: Score, sde: SDE, x: Tensor, eps: float) -> Tensor:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+class _ChunkProgress:
+    """A tqdm bar over the samples of a chunked solve, one update per chunk, with the NFE."""
+
+    def __init__(self, total: int, name: str) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, desc=name, unit="sample", leave=False, dynamic_ncols=True, disable=None)
+
+    def update(self, done: int, nfe: int) -> None:
+        self.bar.update(done)
+        self.bar.set_postfix_str(f"nfe={nfe} per chunk", refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 class _Progress:

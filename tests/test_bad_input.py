@@ -79,10 +79,10 @@ X2 = torch.zeros(2, 2, dtype=torch.float64)
 # Unbounded work: each row would allocate far beyond the limit (4 GiB here, see the fixture).
 MEMORY_CASES = [
     ("sample, n = 10^9", lambda: ds.sample(RING.score_fn(VP), VP, 10**9, solver="ddim", steps=10),
-     "sample(n=1000000000, solver='ddim') needs about 59.6 GiB"),
+     "sample(n=1000000000, solver='ddim') needs about 74.5 GiB"),  # 1e9 x 2 x 4 bytes x (8 working + 2 kept)
     ("sample, a trajectory of 10^5 steps",
      lambda: ds.sample(RING.score_fn(VP), VP, 10**4, solver="ddim", steps=10**5, return_trajectory=True),
-     "points fit: split the work"),
+     "the results alone do not fit: ask for fewer points or return_trajectory=False"),
     ("log_likelihood, 10^9 probes",
      lambda: ds.log_likelihood(RING.score_fn(VP), VP, X2, divergence="hutchinson", probes=10**9),
      "log_likelihood(x of 2 points, divergence='hutchinson', probes=1000000000) needs about"),
@@ -157,8 +157,9 @@ def test_the_memory_limit_comes_from_the_call_then_the_environment_then_the_mach
     try:
         assert memory_limit()[0] == 2**20
         # 1 MiB over 2 values x 4 bytes x 8 working states per point
-        with pytest.raises(MemoryBudgetError, match="at most 16,384 points fit"):
-            ds.sample(RING.score_fn(VP), VP, 10**5, solver="ddim", steps=2)
+        # (2^20 - 30000 x 2 values x 4 bytes x 2 kept states) / (2 x 4 x 8 working states) = 8884
+        with pytest.raises(MemoryBudgetError, match="pass batch_size=8,884 or less"):
+            ds.sample(RING.score_fn(VP), VP, 30000, solver="ddim", steps=2)
     finally:
         ds.set_memory_limit(None)
     monkeypatch.setenv("DIFFSOLVE_MEMORY_LIMIT", "none")
@@ -288,7 +289,7 @@ CLI_CASES = [
      ["train", "--dataset", "moons", "--steps", "1", "--out", "{tmp}/none", "--resume"], 2,
      "--resume: '{tmp}/none' holds no training run (train_state.safetensors is missing)"),
     ("sample --n 10^9 beyond the memory limit", ["sample", "--n", "1000000000", "--out", "{tmp}/s.npy"], 2,
-     "needs about 178.8 GiB (1,000,000,000 points x 2 values x 4 bytes x 24 states)"),
+     "needs about 193.7 GiB (1,000,000,000 points at a time x 2 values x 4 bytes x 24 working states"),
     ("likelihood --model without a configuration entry", ["likelihood", "--model", "{tmp}/bad", "--n", "4"], 2,
      "its configuration has no 'architecture' entry"),
     ("convergence --model of a damaged checkpoint",

@@ -33,31 +33,16 @@ import torch
 from torch import Tensor
 from torchsde import BaseBrownian
 
-__all__ = ["BrownianPath", "LEVELS", "BLOCK_ROWS"]
+from .._keyed import BLOCK_ROWS, absorb, mix, rows
+
+__all__ = ["BrownianPath", "LEVELS", "BLOCK_ROWS"]  # BLOCK_ROWS: see diffsolve._keyed
 
 LEVELS = 10
 """Depth of the tree: the path is step-count independent down to cells of $S/2^{10}$."""
 
-BLOCK_ROWS = 1 << 16
-"""Samples per normal stream: a node's draws for global indices in one block come from one generator."""
-
-_MASK64 = (1 << 64) - 1
 _ROOT, _NODE, _BRIDGE = 1, 2, 3  # key kinds
 _QUANTUM = 2.0**-20  # resolution of a query inside a cell, in cells
-
-
-def _absorb(h: int, *words: int) -> int:
-    """The splitmix64 finaliser over each word in turn, from the 64-bit state `h`."""
-    for w in words:
-        h = (h ^ (w & _MASK64)) * 0xBF58476D1CE4E5B9 & _MASK64
-        h = (h ^ (h >> 31)) * 0x94D049BB133111EB & _MASK64
-        h ^= h >> 29
-    return h
-
-
-def _mix(*words: int) -> int:
-    """A 63-bit generator seed from integers."""
-    return _absorb(0x9E3779B97F4A7C15, *words) >> 1
+_absorb, _mix = absorb, mix
 
 
 class BrownianPath(BaseBrownian):
@@ -158,15 +143,10 @@ class BrownianPath(BaseBrownian):
             gen.manual_seed(_mix(self.seed, kind, *key, 0) if kind != _NODE else self._node_seed(*key))
             z = torch.randn(-(-(r1 * d) // 16) * 16, generator=gen, dtype=self._dtype, device=self._device)
             return z[r0 * d : r1 * d].view(b, d)
-        parts = []
-        for block in range(r0 // BLOCK_ROWS, (r1 - 1) // BLOCK_ROWS + 1):
-            lo = max(r0, block * BLOCK_ROWS) - block * BLOCK_ROWS
-            hi = min(r1, (block + 1) * BLOCK_ROWS) - block * BLOCK_ROWS
-            n = -(-(hi * d) // 16) * 16  # a multiple of 16 numbers: a prefix of the block's stream
-            gen.manual_seed(_mix(self.seed, kind, *key, block))
-            z = torch.randn(n, generator=gen, dtype=self._dtype, device=self._device)
-            parts.append(z[lo * d : hi * d])
-        return torch.cat(parts).view(b, d)
+        return rows(
+            lambda c, g: torch.randn(c, generator=g, dtype=self._dtype, device=self._device),
+            lambda block: _mix(self.seed, kind, *key, block), r0, b, d, gen,
+        )  # fmt: skip
 
     def _node_seed(self, level: int, k: int) -> int:
         """`_mix(seed, _NODE, level, k, 0)`, from the hash state after (seed, _NODE, level), kept per level."""

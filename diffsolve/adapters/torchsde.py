@@ -164,6 +164,7 @@ class ReverseSDE(nn.Module):
         seed: int,
         *,
         levy_area_approximation: str = "none",
+        row_start: int = 0,
     ) -> BrownianPath | torchsde.BrownianInterval:
         """The Brownian path over solver time $[0, T - \\epsilon]$ that `sample(..., seed=seed)` uses.
 
@@ -173,8 +174,11 @@ class ReverseSDE(nn.Module):
             y0: The flat initial state `(B, D)`; gives the size, dtype and device.
             seed: The entropy of the path.
             levy_area_approximation: `"none"` or `"space-time"` (as in torchsde).
+            row_start: Global index of the first sample (for a chunk or shard of a larger run).
         """
-        return brownian_motion(y0, seed, s_end=self.s_end, levy_area_approximation=levy_area_approximation)
+        return brownian_motion(
+            y0, seed, s_end=self.s_end, levy_area_approximation=levy_area_approximation, row_start=row_start
+        )
 
 
 def brownian_motion(
@@ -283,12 +287,15 @@ class ReverseBrownian:
         sde: The forward SDE (its `T`).
         eps: The final forward time.
         seed: The entropy of the path.
+        row_start: Global index of the first sample (for a chunk or shard of a larger run).
     """
 
-    def __init__(self, x_T: Tensor, sde: SDE, eps: float, seed: int) -> None:
+    def __init__(self, x_T: Tensor, sde: SDE, eps: float, seed: int, row_start: int = 0) -> None:
         self.T = float(sde.T)
         self.shape = x_T.shape
-        self.bm = brownian_motion(x_T.reshape(x_T.shape[0], -1), seed, s_end=self.T - float(eps))
+        self.bm = brownian_motion(
+            x_T.reshape(x_T.shape[0], -1), seed, s_end=self.T - float(eps), row_start=row_start
+        )
 
     def increment(self, t: float, t_next: float) -> Tensor:
         """The increment over forward times `t > t_next`, i.e. solver times $T - t < T - t_{next}$."""
@@ -305,6 +312,7 @@ def sdeint(
     return_trajectory: bool = False,
     solver: str | None = None,
     noise_removal: bool = False,
+    row_start: int = 0,
 ) -> tuple[Tensor, Tensor]:
     """Integrate `rsde` from T down to eps in `steps` equal steps with torchsde, on the path `seed` names.
 
@@ -321,6 +329,7 @@ def sdeint(
         solver: The name errors report (default `"sde:<method>"`).
         noise_removal: Take the last step without noise (`ZeroBrownian`): the method's own noise-free step,
             at the same cost. The other steps see the same path as without it.
+        row_start: Global index of the first sample (for a chunk or shard of a larger run).
 
     Returns:
         `(states, times)`: states `(len(times), B, *event)` at forward times `times` (T first).
@@ -333,7 +342,9 @@ def sdeint(
     rsde.sde_type = "stratonovich" if strat else "ito"
     rsde.event_shape = tuple(x_T.shape[1:])
     y0 = x_T.reshape(x_T.shape[0], -1)
-    bm = rsde.brownian_motion(y0, seed, levy_area_approximation="space-time" if method == "srk" else "none")
+    bm = rsde.brownian_motion(
+        y0, seed, levy_area_approximation="space-time" if method == "srk" else "none", row_start=row_start
+    )
     s_grid = uniform_grid(0.0, rsde.s_end, steps, device=x_T.device)
     if isinstance(bm, BrownianPath):
         bm = _OnGrid(bm, s_grid)

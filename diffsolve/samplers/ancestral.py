@@ -49,7 +49,7 @@ class _Noise:
     """Unit normals per step from the Brownian path: $z_i = \\Delta W_i/\\sqrt{\\Delta s_i}$."""
 
     def __init__(self, req: SolveRequest) -> None:
-        self.path = ReverseBrownian(req.x_T, req.sde, req.eps, req.seed)
+        self.path = ReverseBrownian(req.x_T, req.sde, req.eps, req.seed, req.row_start)
         self.times = req.grid.tolist()
         self.last = len(self.times) - 2 if req.options["noise_removal"] else None
 

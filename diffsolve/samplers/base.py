@@ -43,6 +43,8 @@ class SolveRequest:
         callback: Called with the forward time (0-d tensor) after each score evaluation, or None.
         grid_kind: The kind of `grid` (`"uniform"`, `"logsnr"`, `"karras"`), for a solver that builds
             a grid of its own size (`dpm_solver_fast`).
+        row_start: Global index of `x_T`'s first row in the whole run (a chunk or a shard starts
+            later): keys every random draw, so a sample's noise does not depend on the batch.
     """
 
     score: Score
@@ -59,6 +61,7 @@ class SolveRequest:
     return_trajectory: bool = False
     callback: Callable[[Tensor], None] | None = None
     grid_kind: str | None = None
+    row_start: int = 0
 
     def ledger(self) -> ScoreLedger:
         """A `ScoreLedger` on this request's score, SDE and callback."""

@@ -31,6 +31,7 @@ def run_reverse_sde(req: SolveRequest) -> SolveOutput:
     states, times = sdeint(
         rsde, req.x_T, method=method, steps=req.steps, seed=req.seed,
         return_trajectory=req.return_trajectory, solver=req.solver, noise_removal=req.options.get("noise_removal", False),
+        row_start=req.row_start,
     )  # fmt: skip
     return SolveOutput(
         samples=states[-1],

@@ -51,7 +51,7 @@ def euler_maruyama(req: SolveRequest) -> SolveOutput:
     times = grid.tolist()
     f = req.sde._f(grid).tolist()
     g2 = req.sde.g2(grid).tolist()
-    path = ReverseBrownian(req.x_T, req.sde, req.eps, req.seed)
+    path = ReverseBrownian(req.x_T, req.sde, req.eps, req.seed, req.row_start)
     plain_steps = len(times) - 1 - int(req.options["noise_removal"])
 
     def step(x: Tensor, i: int) -> Tensor:

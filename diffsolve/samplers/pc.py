@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._validation import check_positive
+from .._keyed import CORRECTOR, normal_rows
+from .._validation import append_dims, check_positive
 from ..adapters import ReverseBrownian, uniform_grid
 from ..scores import Score
 from ..sde import SDE
@@ -52,6 +53,8 @@ def pc_sampler(
     return_trajectory: bool,
     callback: Callable[[Tensor], None] | None = None,
     noise_removal: bool = True,
+    step_size: str = "batch",
+    row_start: int = 0,
 ) -> SolveOutput:
     """Run the predictor-corrector sampler from `x_T` at T down to eps in `steps` predictor steps.
 
@@ -68,14 +71,19 @@ def pc_sampler(
         return_trajectory: Also keep the state after every step.
         callback: Called with each forward time the score is evaluated at.
         noise_removal: End with the mean of the last predictor step (Song et al.'s `x_mean`).
+        step_size: `"batch"`: Song et al.'s Langevin step, from the batch means of the noise and score
+            norms (so a sample's result depends on its batch-mates); `"sample"`: each sample's own
+            norms (batch-invariant, like every fixed-step sampler).
+        row_start: Global index of `x_T`'s first row: keys the corrector noise and the path.
 
     Returns:
         A `SolveOutput`.
     """
     t_grid = uniform_grid(sde.T, eps, steps)
     times = t_grid.tolist()
-    path = ReverseBrownian(x_T, sde, eps, seed)
-    gen = torch.Generator(device="cpu").manual_seed(corrector_seed)
+    path = ReverseBrownian(x_T, sde, eps, seed, row_start)
+    numel = x_T[0].numel()
+    per_sample = step_size == "sample"
     alpha, sigma = (v.tolist() for v in sde.marginal(t_grid))
     call = ScoreLedger(score, sde, callback)
 
@@ -83,14 +91,23 @@ def pc_sampler(
         t_cur = times[i]
         a = alpha[i] / alpha[i + 1]
         g2 = sigma[i] ** 2 - a**2 * sigma[i + 1] ** 2
-        for _ in range(corrector_steps):
+        for c in range(corrector_steps):
             grad = call(x, t_cur)
-            noise = torch.randn(x.shape, generator=gen, dtype=x.dtype).to(x.device)
-            grad_norm = grad.flatten(1).norm(dim=1).mean()
+            key = (corrector_seed, CORRECTOR, i, c)  # each sample's noise by its global index, on x's device
+            noise = normal_rows(key, row_start, x.shape[0], numel, dtype=x.dtype, device=x.device).view(
+                x.shape
+            )
+            grad_norm, noise_norm = grad.flatten(1).norm(dim=1), noise.flatten(1).norm(dim=1)
+            if not per_sample:
+                grad_norm, noise_norm = grad_norm.mean(), noise_norm.mean()
             # A zero score carries no information: take no step rather than an infinite one.
             # (Kept on the device: no host sync per step.)
-            ratio = torch.where(grad_norm > 0, noise.flatten(1).norm(dim=1).mean() / grad_norm, 0.0)
-            delta = 2 * a**2 * (snr * ratio) ** 2
+            ratio = torch.where(grad_norm > 0, noise_norm / grad_norm, 0.0)
+            delta = (
+                append_dims(2 * a**2 * (snr * ratio) ** 2, x.dim())
+                if per_sample
+                else 2 * a**2 * (snr * ratio) ** 2
+            )
             x = x + delta * grad + (2 * delta).sqrt() * noise
         mean = (2 - a) * x + g2 * call(x, t_cur)
         if noise_removal and i == len(times) - 2:
@@ -111,8 +128,14 @@ def _run(req: SolveRequest) -> SolveOutput:
         req.score, req.sde, req.x_T, steps=req.steps, eps=req.eps, seed=req.seed,
         corrector_seed=_corrector_seed(req.seed), snr=req.options["snr"],
         corrector_steps=req.options["corrector_steps"], return_trajectory=req.return_trajectory,
-        callback=req.callback, noise_removal=req.options["noise_removal"],
+        callback=req.callback, noise_removal=req.options["noise_removal"], step_size=req.options["step_size"],
+        row_start=req.row_start,
     )  # fmt: skip
+
+
+def _check_step_size(value: object, name: str) -> None:
+    if value not in ("batch", "sample"):
+        raise ValueError(f"{name} must be 'batch' or 'sample', got {value!r}")
 
 
 def _pc_nfe(options: dict) -> int:
@@ -128,6 +151,9 @@ SOLVERS["pc"] = Solver(
             1, lambda v, name: check_positive(v, name, integer=True, allow_zero=True), "Langevin steps per step"
         ),
         "noise_removal": NOISE_REMOVAL,
+        "step_size": Option(
+            "batch", _check_step_size, "Langevin step from batch-mean norms (Song et al.) or per sample"
+        ),
     },
     budgets=(25, 50, 75, 100, 200),
     description="Song et al.'s predictor-corrector: reverse-diffusion predictor + Langevin corrector",

@@ -1,0 +1,139 @@
+"""Random numbers keyed by (seed, purpose, global row index): draws that do not depend on the batch.
+
+A sample's prior draw, Brownian path, corrector noise and Hutchinson probes are rows of streams
+named by the seed and a purpose. Rows are grouped in blocks of `BLOCK_ROWS` global indices; each
+block has its own generator, seeded by a splitmix64 hash of (words..., block), and a row's numbers
+are its slice of that generator's stream. On the CPU torch's `rand`/`randint` are prefix-stable
+and `randn` is prefix-stable in multiples of 16 numbers, so drawing a multiple of 16 from the
+start of the block gives every row the same numbers whatever the batch around it: the first k
+samples of a batch of 2k equal a batch of k bit for bit, and a chunk or a shard starting at row r
+(`row_start=r`) draws exactly the rows a single batch would have given it. On a GPU the numbers are
+drawn on the device, keyed the same way, but CUDA's generators are not prefix-stable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+__all__ = ["BLOCK_ROWS", "absorb", "mix", "rows", "normal_rows", "uniform_rows"]
+
+BLOCK_ROWS = 1 << 12
+"""Global row indices per generator: a chunk starting inside a block draws from the block's start."""
+
+MASK64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+
+# Purposes: each names an independent family of streams under one seed.
+PRIOR, CORRECTOR, PROBES = 11, 12, 13
+
+
+def absorb(h: int, *words: int) -> int:
+    """The splitmix64 finaliser over each word in turn, from the 64-bit state `h`.
+
+    Args:
+        h: The state.
+        *words: Integers to absorb (taken modulo 2^64).
+    """
+    for w in words:
+        h = (h ^ (w & MASK64)) * 0xBF58476D1CE4E5B9 & MASK64
+        h = (h ^ (h >> 31)) * 0x94D049BB133111EB & MASK64
+        h ^= h >> 29
+    return h
+
+
+def mix(*words: int) -> int:
+    """A 63-bit generator seed from integers.
+
+    Args:
+        *words: The key.
+    """
+    return absorb(_GOLDEN, *words) >> 1
+
+
+def rows(
+    draw: Callable[[int, torch.Generator], Tensor],
+    seed_of: Callable[[int], int],
+    row_start: int,
+    n: int,
+    numel: int,
+    generator: torch.Generator,
+) -> Tensor:
+    """Rows `row_start .. row_start + n` of the keyed stream, `(n, numel)`.
+
+    Args:
+        draw: `draw(count, generator)` returns `count` numbers from the generator's stream.
+        seed_of: The generator seed of a block.
+        row_start: The first global row index.
+        n: Rows.
+        numel: Numbers per row.
+        generator: Reseeded per block (its device is where the numbers are drawn).
+    """
+    r0, r1 = row_start, row_start + n
+    parts = []
+    for block in range(r0 // BLOCK_ROWS, (r1 - 1) // BLOCK_ROWS + 1):
+        lo = max(r0, block * BLOCK_ROWS) - block * BLOCK_ROWS
+        hi = min(r1, (block + 1) * BLOCK_ROWS) - block * BLOCK_ROWS
+        generator.manual_seed(seed_of(block))
+        z = draw(-(-(hi * numel) // 16) * 16, generator)  # a multiple of 16: a prefix of the stream
+        parts.append(z[lo * numel : hi * numel])
+    out = parts[0] if len(parts) == 1 else torch.cat(parts)
+    return out.view(n, numel)
+
+
+def _generator(device: torch.device | str) -> torch.Generator:
+    return torch.Generator(device=torch.device(device))
+
+
+def normal_rows(
+    key: tuple[int, ...],
+    row_start: int,
+    n: int,
+    numel: int,
+    *,
+    dtype: torch.dtype,
+    device: torch.device | str,
+) -> Tensor:
+    """Standard normals `(n, numel)`, row i keyed by `(*key, row_start + i)`.
+
+    Args:
+        key: Names the stream (seed, purpose, ...).
+        row_start: The first global row index.
+        n: Rows.
+        numel: Numbers per row.
+        dtype: A floating dtype.
+        device: Where to draw.
+    """
+    return rows(
+        lambda c, g: torch.randn(c, generator=g, dtype=dtype, device=device),
+        lambda block: mix(*key, block),
+        row_start, n, numel, _generator(device),
+    )  # fmt: skip
+
+
+def uniform_rows(
+    key: tuple[int, ...],
+    row_start: int,
+    n: int,
+    numel: int,
+    *,
+    dtype: torch.dtype,
+    device: torch.device | str,
+) -> Tensor:
+    """Uniforms on [0, 1) `(n, numel)`, row i keyed by `(*key, row_start + i)`.
+
+    Args:
+        key: Names the stream (seed, purpose, ...).
+        row_start: The first global row index.
+        n: Rows.
+        numel: Numbers per row.
+        dtype: A floating dtype.
+        device: Where to draw.
+    """
+    return rows(
+        lambda c, g: torch.rand(c, generator=g, dtype=dtype, device=device),
+        lambda block: mix(*key, block),
+        row_start, n, numel, _generator(device),
+    )  # fmt: skip

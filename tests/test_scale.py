@@ -1,0 +1,97 @@
+"""Batch invariance and chunking: a sample's randomness depends on the seed and its global index only,
+so the first k samples of a batch of 2k equal a batch of k, and `batch_size=` streams the same
+result as one batch (bit for bit on the CPU, fixed-step solvers, analytic scores whose arithmetic
+per row does not depend on the batch)."""
+
+import pytest
+import torch
+
+import diffsolve as ds
+from diffsolve._keyed import BLOCK_ROWS, normal_rows, uniform_rows
+
+VP = ds.VPSDE()
+RING = ds.GaussianMixture.ring2d()
+SCORE = RING.score_fn(VP)
+
+FIXED_STEP = [
+    ("ddim", {}), ("sde:euler", {}), ("sde:heun", {}), ("pc", {"step_size": "sample"}), ("ode:rk4", {}),
+    ("dpm_solver++2m", {}), ("dpm_solver++3m", {}), ("unipc", {}), ("deis", {}), ("ipndm", {}), ("edm_heun", {}),
+    ("euler_ancestral", {}), ("dpm_solver++2m_sde", {}), ("ddim_eta", {}), ("edm_stochastic", {}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("solver, options", FIXED_STEP, ids=[s for s, _ in FIXED_STEP])
+def test_the_first_k_samples_do_not_depend_on_n_and_chunks_change_nothing(solver, options):
+    kw = dict(solver=solver, steps=6, seed=11, **options)
+    big = ds.sample(SCORE, VP, 40, **kw)
+    small = ds.sample(SCORE, VP, 13, **kw)
+    assert torch.equal(big.samples[:13], small.samples)
+    assert torch.equal(big.x_T[:13], small.x_T)
+    chunked = ds.sample(SCORE, VP, 40, batch_size=9, **kw)  # chunks of 9, 9, 9, 9, 4
+    assert torch.equal(chunked.samples, big.samples)
+    assert chunked.nfe == big.nfe and chunked.settings["nfe_per_chunk"] == [big.nfe] * 5
+    assert chunked.settings["score_calls"] == 5 * big.nfe
+
+
+def test_chunks_that_cross_a_generator_block_draw_the_rows_one_batch_draws():
+    # Rows beyond BLOCK_ROWS come from the next block's generator; a chunk starting inside a block
+    # draws from the block's start. Euler–Maruyama uses the prior rows and the Brownian rows.
+    n = BLOCK_ROWS + 300
+    one = ds.sample(SCORE, VP, n, solver="sde:euler", steps=3, seed=2)
+    chunked = ds.sample(SCORE, VP, n, solver="sde:euler", steps=3, seed=2, batch_size=1000)
+    assert torch.equal(one.samples, chunked.samples)
+    tail = normal_rows((7, 1), BLOCK_ROWS - 5, 10, 3, dtype=torch.float32, device="cpu")
+    whole = normal_rows((7, 1), 0, BLOCK_ROWS + 5, 3, dtype=torch.float32, device="cpu")
+    assert torch.equal(tail, whole[-10:])
+    u = uniform_rows((7, 2), 3, 4, 5, dtype=torch.float64, device="cpu")
+    assert torch.equal(u, uniform_rows((7, 2), 0, 7, 5, dtype=torch.float64, device="cpu")[3:])
+
+
+def test_keyed_rows_are_standard_normal_and_independent_across_blocks():
+    # 2 x 4096 rows x 4 values: mean 0 and variance 1 within 5 standard errors, and the two blocks'
+    # rows uncorrelated (a seeding mistake would repeat a block).
+    z = normal_rows((3, 9), 0, 2 * BLOCK_ROWS, 4, dtype=torch.float64, device="cpu")
+    m = z.numel()
+    assert abs(float(z.mean())) < 5 / m**0.5 and abs(float(z.var()) - 1) < 5 * (2 / m) ** 0.5
+    a, b = z[:BLOCK_ROWS].flatten(), z[BLOCK_ROWS:].flatten()
+    assert abs(float((a * b).mean())) < 5 / a.numel() ** 0.5
+
+
+def test_pc_with_batch_step_sizes_is_song_et_al_and_depends_on_the_batch():
+    # Song et al.'s corrector takes its step from batch means: a documented exception.
+    a = ds.sample(SCORE, VP, 40, solver="pc", steps=6, seed=11).samples[:13]
+    b = ds.sample(SCORE, VP, 13, solver="pc", steps=6, seed=11).samples
+    assert not torch.equal(a, b)
+
+
+@pytest.mark.parametrize("divergence", ["exact", "hutchinson"])
+def test_likelihood_per_point_does_not_depend_on_the_batch(divergence):
+    x = RING.sample(30, seed=4)
+    kw = dict(divergence=divergence, probes=3, seed=8, solver="rk4", steps=12)
+    whole = ds.log_likelihood(SCORE, VP, x, **kw)
+    part = ds.log_likelihood(SCORE, VP, x[:11], **kw)
+    chunked = ds.log_likelihood(SCORE, VP, x, batch_size=8, **kw)
+    assert torch.equal(whole.log_prob[:11], part.log_prob)
+    assert torch.equal(whole.log_prob, chunked.log_prob)
+    assert chunked.settings["nfe_per_chunk"] == [whole.nfe] * 4
+    if divergence == "hutchinson":
+        assert torch.equal(whole.per_probe[:11], part.per_probe)
+
+
+def test_adaptive_solvers_choose_steps_per_chunk_and_say_so():
+    x = RING.sample(30, seed=4)
+    whole = ds.log_likelihood(SCORE, VP, x)
+    chunked = ds.log_likelihood(SCORE, VP, x, batch_size=10)
+    assert len(chunked.settings["nfe_per_chunk"]) == 3 and chunked.nfe == max(
+        chunked.settings["nfe_per_chunk"]
+    )
+    # each chunk meets the same tolerance: values agree to its order (rtol = atol = 1e-5 per step)
+    torch.testing.assert_close(chunked.log_prob, whole.log_prob, rtol=0, atol=1e-2)
+    out = ds.sample(SCORE, VP, 30, solver="ode:dopri5", seed=1, batch_size=10)
+    assert out.settings["score_calls"] == sum(out.settings["nfe_per_chunk"])
+
+
+def test_a_trajectory_is_assembled_across_chunks():
+    one = ds.sample(SCORE, VP, 12, solver="ddim", steps=4, seed=0, return_trajectory=True)
+    chunked = ds.sample(SCORE, VP, 12, solver="ddim", steps=4, seed=0, return_trajectory=True, batch_size=5)
+    assert torch.equal(one.trajectory, chunked.trajectory) and torch.equal(one.times, chunked.times)
