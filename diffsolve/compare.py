@@ -36,6 +36,7 @@ from . import metrics as M
 from ._validation import SEED_LIMIT, check_positive, describe
 from .analytic import GaussianMixture
 from .comparison import ANALYTIC, METRICS, TWO_SAMPLE, Comparison, criteria_met
+from .memory import format_bytes
 from .samplers.registry import get_solver
 from .sampling import sample
 from .scores import Score, check_problem
@@ -80,6 +81,7 @@ def compare(
     device: torch.device | str | None = None,
     progress: bool = True,
     grids: Mapping[str, Mapping[int, Tensor]] | None = None,
+    batch_size: int | None = None,
 ) -> Comparison:
     r"""Run every solver at every budget and seed on `score`, and measure cost and accuracy.
 
@@ -107,6 +109,8 @@ def compare(
         progress: A progress bar over the solves.
         grids: `{solver: {steps: grid}}`: explicit time grids (e.g. from `analysis.optimize_grid`)
             that replace a solver's default grid at those step counts.
+        batch_size: Solve in chunks of at most this many samples (`sample`'s `batch_size`): the
+            fixed-step rows are unchanged, adaptive solvers choose their steps per chunk.
 
     Returns:
         A `Comparison`.
@@ -138,17 +142,15 @@ def compare(
     for value, name in ((n, "n"), (null_pairs, "null_pairs"), (reference_steps, "reference_steps"),
                         (two_sample_n, "two_sample_n")):  # fmt: skip
         check_positive(value, name, integer=True)
+    if batch_size is not None:
+        check_positive(batch_size, "batch_size", integer=True)
     seeds = _check_seeds(seeds)
     if null_pairs < 2:
         raise ValueError(f"null_pairs must be >= 2, got {null_pairs}")
     if device is None:
         device = reference.device if isinstance(reference, Tensor) else torch.device("cpu")
     device = torch.device(device)
-    memory.check_solve(
-        f"compare(n={n})", n, math.prod(event_shape), torch.float64, device,
-        adaptive=any(i.adaptive for i in infos.values()), stochastic=any(i.stochastic for i in infos.values()),
-        stored_states=sum(len(b) for _, b in plan) + 4,  # the solves kept for the figures, references
-    )  # fmt: skip
+    _check_memory(n, batch_size, event_shape, device, infos, plan)
 
     draw, m_two = _reference_draws(reference, sde, eps, n, two_sample_n, analytic)
     ref_set = draw(-1) if analytic else draw(None)
@@ -174,14 +176,26 @@ def compare(
                     if grids and solver in grids and int(budget) in grids[solver]:
                         kwargs["time_grid"] = grids[solver][int(budget)]
                     counted.nfe = 0
-                    res = sample(counted, sde, x_T=x_T, solver=solver, eps=eps, seed=seed, **kwargs)
-                    if counted.nfe != res.nfe:  # the ledger and an independent counter must agree
+                    res = sample(
+                        counted,
+                        sde,
+                        x_T=x_T,
+                        solver=solver,
+                        eps=eps,
+                        seed=seed,
+                        batch_size=batch_size,
+                        **kwargs,
+                    )
+                    calls = res.settings.get("score_calls", res.nfe)
+                    if counted.nfe != calls:  # the ledger and an independent counter must agree
                         raise RuntimeError(
-                            f"{solver}: sample() reported {res.nfe} NFE, the score saw {counted.nfe}"
+                            f"{solver}: sample() reported {calls} score calls, the score saw {counted.nfe}"
                         )
                     key = info.reference or "ode"
                     if "path_error" in metrics and key not in refs:
-                        refs[key] = _reference_solve(score, sde, x_T, key, eps, seed, reference_steps)
+                        refs[key] = _reference_solve(
+                            score, sde, x_T, key, eps, seed, reference_steps, batch_size
+                        )
                     row = {
                         "solver": solver, "family": info.family,
                         "budget_kind": "tolerance" if info.adaptive else "steps", "budget": budget,
@@ -226,6 +240,25 @@ def _check_reference(reference: object, score: Score) -> tuple[tuple[int, ...], 
     if score_shape is not None and tuple(score_shape) != event_shape:
         raise ValueError(f"reference has event shape {event_shape} but the score's is {tuple(score_shape)}")
     return event_shape, isinstance(reference, GaussianMixture)
+
+
+def _check_memory(n: int, batch_size: int | None, event_shape, device, infos, plan) -> None:
+    """Refuse a comparison whose working states (per chunk) and kept samples (all n) do not fit."""
+    per_point = math.prod(event_shape) * 8  # float64: the reference solves
+    copies = memory.working_copies(
+        any(i.adaptive for i in infos.values()), any(i.stochastic for i in infos.values())
+    )
+    kept = sum(len(b) for _, b in plan) + 4  # the solves kept for the figures, x_T, the references
+    work = n if batch_size is None else min(n, batch_size)
+    limit = memory.memory_limit(device)[0]
+    fit = int((limit - n * kept * per_point) // (copies * per_point)) if math.isfinite(limit) else 0
+    memory.check_memory(
+        f"compare(n={n}{'' if batch_size is None else f', batch_size={batch_size}'})",
+        (work * copies + n * kept) * per_point, device=device,
+        detail=f"{work:,} points at a time x {copies} working states, plus {kept} kept states of all {n:,} points, "
+        f"{format_bytes(per_point)} each",
+        hint=f"pass batch_size={fit:,} or less" if fit > 0 else "the kept samples alone do not fit: use a smaller n",
+    )  # fmt: skip
 
 
 def _check_seeds(seeds: Sequence[int]) -> list[int]:
@@ -343,15 +376,18 @@ def _plan(
 
 
 def _reference_solve(
-    score: Score, sde: SDE, x_T: Tensor, key: str, eps: float, seed: int, steps: int
+    score: Score, sde: SDE, x_T: Tensor, key: str, eps: float, seed: int, steps: int, batch_size: int | None
 ) -> Tensor:
     if key == "ode":
         x = x_T.to(torch.float64)
         out = sample(
-            _reference_score(score)[0], sde, x_T=x, solver="ode:dopri5", rtol=1e-8, atol=1e-8, eps=eps
-        )
+            _reference_score(score)[0], sde, x_T=x, solver="ode:dopri5", rtol=1e-8, atol=1e-8, eps=eps,
+            batch_size=batch_size,
+        )  # fmt: skip
         return out.samples.to(x_T.dtype)
-    return sample(score, sde, x_T=x_T, solver=key, steps=steps, eps=eps, seed=seed).samples
+    return sample(
+        score, sde, x_T=x_T, solver=key, steps=steps, eps=eps, seed=seed, batch_size=batch_size
+    ).samples
 
 
 def _reference_score(score: Score) -> tuple[Score, str]:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import memory
+from . import distributed, memory
 from ._validation import check_batched, check_bool, check_positive, check_seed, describe
 from .adapters import LikelihoodODE, odeint
 from .divergence import AUTO_EXACT_MAX_DIM, make_probes
@@ -93,6 +93,7 @@ def log_likelihood(
     seed: int | None = None,
     batch_size: int | None = None,
     progress: bool = False,
+    gather: str = "all",
 ) -> LikelihoodResult:
     r"""Log-density $\log p_\epsilon(x)$ in nats by integrating the PF-ODE from `eps` up to T.
 
@@ -119,6 +120,9 @@ def log_likelihood(
             their steps per chunk (`nfe` is then the largest chunk's, `settings["nfe_per_chunk"]`
             has each).
         progress: A progress bar over the points, chunk by chunk (with `batch_size`).
+        gather: Under `torch.distributed` (see `diffsolve.distributed`): each rank evaluates its
+            shard of the points and the result is gathered on every rank (`"all"`) or on rank 0
+            only (`"rank0"`; the others get their shard).
 
     Returns:
         A `LikelihoodResult`.
@@ -153,11 +157,19 @@ def log_likelihood(
         "dtype": str(x.dtype).removeprefix("torch."), "device": str(x.device), "sde": repr(sde),
     }  # fmt: skip
     budget: dict[str, Any] = {"rtol": rtol, "atol": atol} if info.adaptive else {"steps": steps}
-    size = x.shape[0] if batch_size is None else min(batch_size, x.shape[0])
-    chunks = [(r, min(r + size, x.shape[0])) for r in range(0, x.shape[0], size)]
+    gather = distributed.check_gather(gather)
+    rank, ranks = distributed.world()
+    total = x.shape[0]
+    if total < ranks:
+        raise ValueError(f"x holds {total} points, fewer than the number of ranks ({ranks})")
+    lo, hi = distributed.shard(total, rank, ranks)  # this rank's global rows (all of them in one process)
+    size = hi - lo if batch_size is None else min(batch_size, hi - lo)
+    chunks = [(r, min(r + size, hi)) for r in range(lo, hi, size)]
+    if ranks > 1:
+        settings["ranks"] = ranks
     if batch_size is not None:
         settings["batch_size"] = batch_size
-    bar = _bar(x.shape[0]) if progress and len(chunks) > 1 else None
+    bar = _bar(hi - lo) if progress and len(chunks) > 1 else None
     parts = []
     for r0, r1 in chunks:
         parts.append(
@@ -171,10 +183,15 @@ def log_likelihood(
         bar.close()
     if len(parts) > 1:
         settings["nfe_per_chunk"] = [p["nfe"] for p in parts]
-    cat = {
-        k: None if parts[0][k] is None else torch.cat([p[k] for p in parts])
-        for k in ("prior", "delta", "latent")
-    }
+    cat = {k: torch.cat([p[k] for p in parts]) for k in ("prior", "delta", "latent")}
+    nfe, vjps = max(p["nfe"] for p in parts), sum(p["vjps"] for p in parts)
+    seconds = sum(p["seconds"] for p in parts)
+    if ranks > 1:  # the only collective: after every rank has solved its shard
+        cat = {k: distributed.gather_rows(v, total, gather) for k, v in cat.items()}
+        per_rank = distributed.gather_numbers([nfe, vjps, seconds], x.device)
+        nfe, vjps = int(max(r[0] for r in per_rank)), int(sum(r[1] for r in per_rank))
+        seconds = max(r[2] for r in per_rank)
+        settings["nfe_per_rank"] = [int(r[0]) for r in per_rank]
     per_probe = std_error = None
     delta = cat["delta"]
     if divergence == "hutchinson":
@@ -187,9 +204,9 @@ def log_likelihood(
         prior_term=cat["prior"].detach(),
         delta_log_prob=delta.detach(),
         latent=cat["latent"].detach(),
-        nfe=max(p["nfe"] for p in parts),
-        vjps=sum(p["vjps"] for p in parts),
-        seconds=sum(p["seconds"] for p in parts),
+        nfe=nfe,
+        vjps=vjps,
+        seconds=seconds,
         settings=settings,
         std_error=std_error,
         per_probe=None if per_probe is None else per_probe.detach(),

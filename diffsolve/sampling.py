@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import memory
+from . import distributed, memory
 from ._keyed import PRIOR, normal_rows
 from ._validation import append_dims, check_batched, check_bool, check_positive, check_seed, describe
 from .errors import FiniteGuard, NonFiniteError
@@ -85,6 +85,7 @@ def sample(
     time_grid: str | Tensor | None = None,
     progress: bool = False,
     batch_size: int | None = None,
+    gather: str = "all",
     **options: Any,
 ) -> SampleResult:
     r"""Draw samples by integrating from the prior at T down to `eps` with any registered solver.
@@ -123,6 +124,10 @@ def sample(
             (bit for bit on the CPU) as one batch; adaptive solvers choose their steps per chunk.
             `nfe` is then the largest chunk's; `settings["nfe_per_chunk"]` has each chunk's and
             `settings["score_calls"]` their sum.
+        gather: Under `torch.distributed` (see `diffsolve.distributed`): each rank solves its shard
+            of the n samples and the result is gathered on every rank (`"all"`) or on rank 0 only
+            (`"rank0"`; the others get their shard). Equal to the single-process result, bit for bit
+            on the CPU for fixed-step solvers.
         **options: The solver's own options (`Solver.options`), e.g. `snr=0.16, corrector_steps=1`
             for `pc`; any other solver refuses them.
 
@@ -163,8 +168,15 @@ def sample(
         _initial_state(score, sde, n, None, event_shape, seed, dtype, device, rows=0)  # checks n, event_shape
         total = int(n)
         event_shape = tuple(event_shape if event_shape is not None else score.event_shape)
-    size = total if batch_size is None else min(batch_size, total)
-    chunks = [(r, min(r + size, total)) for r in range(0, total, size)]
+    gather = distributed.check_gather(gather)
+    rank, ranks = distributed.world()
+    if total < ranks:
+        raise ValueError(
+            f"n={total} is smaller than the number of ranks ({ranks}): every rank needs a sample"
+        )
+    lo, hi = distributed.shard(total, rank, ranks)  # this rank's global rows (all of them in one process)
+    size = hi - lo if batch_size is None else min(batch_size, hi - lo)
+    chunks = [(r, min(r + size, hi)) for r in range(lo, hi, size)]
     if method.warning:
         warnings.warn(method.warning, UserWarning, stacklevel=2)
 
@@ -176,6 +188,8 @@ def sample(
     }  # fmt: skip
     if batch_size is not None:
         settings["batch_size"] = batch_size
+    if ranks > 1:
+        settings["ranks"] = ranks
     if explicit is not None:
         settings["time_grid_times"] = explicit.tolist()  # so that the settings reproduce the solve
     grid_kind = options.pop("time_grid", None)
@@ -225,7 +239,25 @@ def sample(
             chunk_bar.update(r1 - r0, nfe)
     if chunk_bar is not None:
         chunk_bar.close()
-    return _assemble(parts, starts, nfes, seconds, settings)
+    result = _assemble(parts, starts, nfes, seconds, settings)
+    return result if ranks == 1 else _gather(result, total, gather, nfes)
+
+
+def _gather(result: SampleResult, total: int, gather: str, nfes: list[int]) -> SampleResult:
+    """The whole run's result from every rank's shard (the only collective of a distributed solve)."""
+    device = result.samples.device
+    result.samples = distributed.gather_rows(result.samples, total, gather)
+    result.x_T = distributed.gather_rows(result.x_T, total, gather)
+    if result.trajectory is not None:
+        result.trajectory = distributed.gather_rows(
+            result.trajectory.transpose(0, 1), total, gather
+        ).transpose(0, 1)
+    per_rank = distributed.gather_numbers([max(nfes), sum(nfes), result.seconds], device)
+    result.nfe = int(max(r[0] for r in per_rank))
+    result.seconds = max(r[2] for r in per_rank)
+    result.settings["nfe_per_rank"] = [int(r[0]) for r in per_rank]
+    result.settings["score_calls"] = int(sum(r[1] for r in per_rank))
+    return result
 
 
 def _assemble(

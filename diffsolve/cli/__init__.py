@@ -14,8 +14,9 @@ Each module has `add_parser(sub)` and `run(args)`; the named problems live in `d
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from . import compare, convergence, demo, likelihood, sample, solvers, train
 from ._common import UsageError
@@ -61,10 +62,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command not in COMMANDS:
         parser.print_help()
         return 0
-    status, message = _run(args)
+    with _distributed(args):
+        status, message = _run(args)
     if message:
         print(message, file=sys.stderr)
     return status
+
+
+@contextlib.contextmanager
+def _distributed(args: argparse.Namespace) -> Iterator[None]:
+    """Under `torchrun` (WORLD_SIZE > 1): join the process group for the command, and print only on rank 0.
+
+    gloo on the CPU, NCCL when `--device` is a CUDA device (each rank then takes `cuda:LOCAL_RANK`).
+    The group's timeout is `DIFFSOLVE_DIST_TIMEOUT` seconds (default 600): a rank that dies makes
+    the others fail after it instead of waiting forever.
+    """
+    import datetime
+    import io
+    import os
+
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        yield
+        return
+    device = str(getattr(args, "device", "cpu") or "cpu")
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    if backend == "nccl":
+        import torch
+
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        args.device = f"cuda:{local}"
+    timeout = datetime.timedelta(seconds=float(os.environ.get("DIFFSOLVE_DIST_TIMEOUT", "600")))
+    dist.init_process_group(backend, timeout=timeout)
+    quiet = dist.get_rank() != 0
+    try:
+        with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
+            yield
+    finally:
+        dist.destroy_process_group()
 
 
 def _run(args: argparse.Namespace) -> tuple[int, str | None]:

@@ -50,7 +50,20 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     cmp.add_argument(
         "--seeds", default="0", help="comma-separated seeds (one row per solver, budget and seed)"
     )
-    cmp.add_argument("--n", type=positive_int, default=5000, help="samples per solve")
+    cmp.add_argument(
+        "--n",
+        "--n-samples",
+        dest="n",
+        type=positive_int,
+        default=5000,
+        help="samples per solve (--n-samples is the same, for torchrun, which takes --n for its own options)",
+    )
+    cmp.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=None,
+        help="solve in chunks of at most this many (bounded memory; fixed-step results are unchanged)",
+    )
     cmp.add_argument("--eps", type=time_in_0_T, default=1e-3, help="final time of every solve")
     cmp.add_argument("--out", default="diffsolve-out", help="output directory")
     cmp.add_argument("--no-likelihood", action="store_true", help="skip the likelihood rows")
@@ -62,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     """Run `diffsolve compare`; returns the exit status."""
     import torch
 
-    from .. import log_likelihood
+    from .. import distributed, log_likelihood
     from ..compare import DEFAULT_SOLVERS, compare
     from ..plotting import sample_grid, save_figure, work_precision
     from ..samplers import get_solver
@@ -93,10 +106,13 @@ def run(args: argparse.Namespace) -> int:
         problem=prob.name,
         device=prob.device,
         progress=not args.no_progress,
+        batch_size=args.batch_size,
     )
     table = result.to_markdown()
     if not args.no_likelihood:
         table += "\n" + _likelihood_rows(prob, args, log_likelihood, torch)
+    if not distributed.is_main():
+        return 0  # rank 0 reports and writes
     print(table)
     result.to_csv(out / "results.csv")
     result.to_json(out / "results.json")

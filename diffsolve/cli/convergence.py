@@ -38,7 +38,14 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     conv.add_argument(
         "--steps", default="16,32,64,128", help="comma-separated step counts, increasing (>= 3)"
     )
-    conv.add_argument("--n", type=positive_int, default=1000, help="sample paths (weak: use 10^5 or more)")
+    conv.add_argument(
+        "--n",
+        "--n-samples",
+        dest="n",
+        type=positive_int,
+        default=1000,
+        help="sample paths (weak: use 10^5 or more) (--n-samples is the same, for torchrun, which takes --n for its own options)",
+    )
     conv.add_argument("--eps", type=time_in_0_T, default=1e-3, help="final time of every solve")
     conv.add_argument(
         "--seed", type=seed_int, default=0, help="seed of the prior draws and the Brownian path"
@@ -77,6 +84,10 @@ def run(args: argparse.Namespace) -> int:
         event_shape=prob.event_shape,
         device=args.device,
     )
+    from .. import distributed
+
+    if not distributed.is_main():
+        return 0  # rank 0 reports and writes
     table = f"{prob.name}, {prob.sde!r}, n = {args.n}, eps = {args.eps:g}\n\n" + res.to_markdown()
     print(table)
     out = output_dir(args.out, NAME)

@@ -28,7 +28,14 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "mean log p_eps gap in nats with its standard error, and the component-weight total variation.",
         formatter_class=HelpFormatter,
     )
-    demo.add_argument("--n", type=positive_int, default=20_000, help="number of samples per solver")
+    demo.add_argument(
+        "--n",
+        "--n-samples",
+        dest="n",
+        type=positive_int,
+        default=20_000,
+        help="number of samples per solver (--n-samples is the same, for torchrun, which takes --n for its own options)",
+    )
     demo.add_argument("--steps", type=positive_int, default=1000, help="Euler–Maruyama steps")
     demo.add_argument("--tol", type=positive_float, default=1e-5, help="dopri5 rtol and atol")
     demo.add_argument("--eps", type=time_in_0_T, default=1e-3, help="final time of the reverse solve")

@@ -31,11 +31,25 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     add_problem_args(lik)
     lik.add_argument("--data", default=None, help="a .npy array (N, *event) of points to evaluate")
-    lik.add_argument("--n", type=positive_int, default=1000, help="points to evaluate (without --data)")
+    lik.add_argument(
+        "--n",
+        "--n-points",
+        dest="n",
+        type=positive_int,
+        default=1000,
+        help="points to evaluate (without --data) (--n-points is the same, for torchrun, which takes --n for its own options)",
+    )
     lik.add_argument(
         "--divergence", choices=["auto", "exact", "hutchinson"], default="auto", help="divergence estimator"
     )
     lik.add_argument("--probes", type=positive_int, default=1, help="Hutchinson probes per point")
+    lik.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=None,
+        help="solve in chunks of at most this many (bounded memory; fixed-step results are unchanged)",
+    )
+    lik.add_argument("--no-progress", action="store_true", help="hide the progress bar over the points")
     lik.add_argument("--solver", default="dopri5", help="a torchdiffeq method")
     lik.add_argument("--rtol", type=positive_float, default=1e-5, help="relative tolerance")
     lik.add_argument("--atol", type=positive_float, default=1e-5, help="absolute tolerance")
@@ -82,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
         atol=args.atol,
         eps=args.eps,
         seed=args.seed,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
     )
     lp = res.log_prob.double().cpu()
     d = x[0].numel()

@@ -68,7 +68,20 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=None,
         help="absolute tolerance of an adaptive solver (default 1e-5; adaptive_sde: 0.0078)",
     )
-    smp.add_argument("--n", type=positive_int, default=10_000, help="number of samples")
+    smp.add_argument(
+        "--n",
+        "--n-samples",
+        dest="n",
+        type=positive_int,
+        default=10_000,
+        help="number of samples (--n-samples is the same, for torchrun, which takes --n for its own options)",
+    )
+    smp.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=None,
+        help="solve in chunks of at most this many (bounded memory; fixed-step results are unchanged)",
+    )
     smp.add_argument("--eps", type=time_in_0_T, default=1e-3, help="final time of the solve")
     smp.add_argument("--seed", type=seed_int, default=0, help="seed of the prior draws and the Brownian path")
     smp.add_argument("--out", default="samples.npy", help="where to save the samples (.npy)")
@@ -94,6 +107,7 @@ def _sample(sample, prob, args: argparse.Namespace, options: dict):
         device=prob.device,
         progress=not args.no_progress,
         time_grid=args.time_grid,
+        batch_size=args.batch_size,
         **options,
     )
 
@@ -102,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     """Run `diffsolve sample`; returns the exit status."""
     import numpy as np
 
-    from .. import metrics, sample
+    from .. import distributed, metrics, sample
 
     prob = problem_from_args(args, "sample")
     out = output_file(args.out, NAME)
@@ -111,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
         res = _sample(sample, prob, args, options)
     except (TypeError, ValueError) as err:
         raise UsageError("sample", str(err)) from None
+    if not distributed.is_main():
+        return 0  # rank 0 reports and writes
     x = res.samples
     print(
         f"{prob.name}, {prob.sde!r}: {res.settings['solver']}, n = {args.n}, NFE {res.nfe}, {res.seconds:.2f} s"

@@ -1,0 +1,70 @@
+"""torch.distributed with two gloo processes on the CPU, launched by torchrun (torch.distributed.run):
+the gathered results equal the single-process ones bit for bit, and a rank that dies makes the run
+fail within the process group's timeout instead of hanging."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import diffsolve as ds
+
+HERE = Path(__file__).parent
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+
+
+def _torchrun(tmp_path, *args, timeout=300):
+    return subprocess.run(
+        [*TORCHRUN, *args], capture_output=True, text=True, timeout=timeout, cwd=tmp_path,
+        env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_two_ranks_give_the_single_process_result(tmp_path):
+    proc = _torchrun(tmp_path, str(HERE / "_distributed_run.py"), str(tmp_path), "solve")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = np.load(tmp_path / "results.npz")
+    torch.set_num_threads(1)
+    vp, ring = ds.VPSDE(), ds.GaussianMixture.ring2d()
+    score = ring.score_fn(vp)
+    for solver in ("ddim", "sde:euler", "dpm_solver++2m_sde"):
+        one = ds.sample(score, vp, 41, solver=solver, steps=6, seed=3).samples.numpy()
+        np.testing.assert_array_equal(got[f"sample-{solver}"], one)  # bit for bit
+        assert list(got[f"nfe_per_rank-{solver}"]) == [6, 6]
+    # dopri5 chooses its steps per shard (rows 0-19 and 20-40): each meets the tolerance
+    one = ds.sample(score, vp, 41, solver="ode:dopri5", seed=3).samples.numpy()
+    np.testing.assert_allclose(got["sample-ode:dopri5"], one, atol=2e-3)
+    x = ring.sample(23, seed=1)
+    lik = ds.log_likelihood(score, vp, x, divergence="hutchinson", probes=2, seed=4, solver="rk4", steps=10)
+    np.testing.assert_array_equal(got["loglik-hutchinson"], lik.log_prob.numpy())
+    np.testing.assert_allclose(
+        got["loglik-exact"], ds.log_likelihood(score, vp, x).log_prob.numpy(), atol=2e-3
+    )
+    # gather="rank0": rank 0 has all 41 rows, rank 1 its own 21
+    assert got["rank0-shapes"].tolist() == [[41, 2], [21, 2]]
+
+
+@pytest.mark.slow
+def test_a_rank_that_dies_fails_the_run_instead_of_hanging(tmp_path):
+    proc = _torchrun(tmp_path, str(HERE / "_distributed_run.py"), str(tmp_path), "die", timeout=240)
+    assert proc.returncode != 0
+    assert "exitcode" in proc.stderr or "Error" in proc.stderr
+
+
+@pytest.mark.slow
+def test_the_cli_under_torchrun_writes_once_and_equals_one_process(tmp_path):
+    argv = ["-m", "diffsolve", "sample", "--n-samples", "30", "--solver", "sde:euler", "--steps", "5", "--seed", "2",
+            "--no-progress"]  # fmt: skip
+    proc = _torchrun(tmp_path, *argv, "--out", str(tmp_path / "two.npy"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("samples: ") == 1  # rank 0 alone reports
+    single = subprocess.run(
+        [sys.executable, *argv, "--out", str(tmp_path / "one.npy")], capture_output=True, text=True, timeout=120,
+        env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert single.returncode == 0, single.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "two.npy"), np.load(tmp_path / "one.npy"))
