@@ -22,6 +22,7 @@ References:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -35,7 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from . import checkpoint, memory
+from . import checkpoint, distributed, memory
 from ._validation import append_dims, check_batched, check_positive, check_seed
 from .datasets import dequantize as dequantize_data
 from .io import atomic_write_bytes, directory_lock, remove_stale_temporaries
@@ -218,8 +219,16 @@ def train(
     directory = Path(checkpoint_dir)
     if directory.exists() and not directory.is_dir():
         raise ValueError(f"checkpoint_dir {str(directory)!r} is a file, not a directory")
-    with directory_lock(directory, "checkpoint_dir"):
-        remove_stale_temporaries(directory, (TRAIN_STATE, checkpoint.WEIGHTS, checkpoint.CONFIG))
+    rank, ranks = distributed.world()
+    if batch_size % ranks:
+        raise ValueError(
+            f"batch_size={batch_size} must be a multiple of the number of ranks ({ranks}): each rank takes an "
+            "equal slice of the global batch"
+        )
+    # Rank 0 holds the lock and writes; the others only read the training state to resume.
+    with directory_lock(directory, "checkpoint_dir") if rank == 0 else contextlib.nullcontext():
+        if rank == 0:
+            remove_stale_temporaries(directory, (TRAIN_STATE, checkpoint.WEIGHTS, checkpoint.CONFIG))
         state = directory / TRAIN_STATE
         if resume and not state.is_file():
             raise checkpoint.CheckpointError(
@@ -286,6 +295,11 @@ def _train(
 
     times = _TimeSampler(model.sde, eps, importance_sampling, data.dtype)
     norm = times.norm if importance_sampling else None
+    rank, ranks = distributed.world()
+    if batch_size % ranks:
+        raise ValueError(f"batch_size={batch_size} must be a multiple of the number of ranks ({ranks})")
+    net = _Replicated(model, ranks)
+    progress = progress and rank == 0
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -295,7 +309,7 @@ def _train(
     model.train()
     while step < steps:
         loss = _optimisation_step(
-            model, ema, opt, params, data, gen, times, norm, step, steps, batch_size, lr, lr_schedule,
+            net, ema, opt, params, data, gen, times, norm, step, steps, batch_size, lr, lr_schedule,
             warmup_steps, weighting, grad_clip, ema_decay, dequantize,
         )  # fmt: skip
         step += 1
@@ -304,7 +318,12 @@ def _train(
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
         out_of_time = max_seconds is not None and time.perf_counter() - start >= max_seconds
-        if checkpoint_dir is not None and (step % checkpoint_every == 0 or step == steps or out_of_time):
+        if max_seconds is not None and ranks > 1:  # every rank stops at the same step
+            flag = torch.tensor([float(out_of_time)], device=data.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            out_of_time = bool(flag.item())
+        saving = step % checkpoint_every == 0 or step == steps or out_of_time
+        if checkpoint_dir is not None and saving and rank == 0:
             _save(checkpoint_dir, model, ema, opt, gen, step, losses, settings, metadata)
         if out_of_time:
             break
@@ -316,7 +335,7 @@ def _train(
 
 
 def _optimisation_step(
-    model: ScoreModel, ema: ScoreModel, opt: torch.optim.Optimizer, params: list[Tensor], data: Tensor,
+    model: _Replicated, ema: ScoreModel, opt: torch.optim.Optimizer, params: list[Tensor], data: Tensor,
     gen: torch.Generator, times: Any, norm: float | None, step: int, steps: int, batch_size: int, lr: float,
     lr_schedule: str, warmup_steps: int, weighting: str, grad_clip: float | None, ema_decay: float,
     dequantize: tuple[int, float, float] | None,
@@ -329,10 +348,14 @@ def _optimisation_step(
         x0 = dequantize_data(x0, bins=dequantize[0], low=dequantize[1], high=dequantize[2], generator=gen)
     t = times(batch_size, gen)
     z = torch.randn(x0.shape, generator=gen, dtype=x0.dtype).to(x0.device)
-    loss = dsm_loss(model, x0, t.to(x0.device), z, weighting, norm)
-    if not bool(torch.isfinite(loss)):
+    # Every rank draws the whole global batch from the same generator (so the generator's state, and a
+    # resume, do not depend on the number of ranks) and trains on its slice; DDP averages the gradients.
+    lo, hi = model.slice(batch_size)
+    loss = dsm_loss(model, x0[lo:hi], t[lo:hi].to(x0.device), z[lo:hi], weighting, norm)
+    reported = model.mean(loss.detach())
+    if not bool(torch.isfinite(reported)):
         raise ValueError(
-            f"the loss became {loss.item()} at step {step + 1}; try a lower learning rate (lr={lr:g}) "
+            f"the loss became {reported.item()} at step {step + 1}; try a lower learning rate (lr={lr:g}) "
             "or a larger eps"
         )
     for group in opt.param_groups:
@@ -343,9 +366,40 @@ def _optimisation_step(
         torch.nn.utils.clip_grad_norm_(params, grad_clip)
     opt.step()
     with torch.no_grad():
-        for pe, p in zip(ema.parameters(), model.parameters(), strict=True):
+        for pe, p in zip(ema.parameters(), model.module.parameters(), strict=True):
             pe.lerp_(p, 1 - ema_decay)
-    return loss
+    return reported
+
+
+class _Replicated:
+    """The model as `_optimisation_step` calls it: itself in one process, wrapped in PyTorch's
+    `DistributedDataParallel` when a process group is initialised (gradients averaged across ranks)."""
+
+    def __init__(self, model: ScoreModel, ranks: int) -> None:
+        self.module, self.sde, self.ranks = model, model.sde, ranks
+        self.rank = distributed.world()[0]
+        if ranks > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            device = next(model.parameters()).device
+            self.ddp = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+        else:
+            self.ddp = model
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        return self.ddp(x, t)
+
+    def slice(self, batch_size: int) -> tuple[int, int]:
+        """This rank's rows of the global batch."""
+        return distributed.shard(batch_size, self.rank, self.ranks)
+
+    def mean(self, loss: Tensor) -> Tensor:
+        """The global batch's mean loss (every rank's slice is the same size)."""
+        if self.ranks > 1:
+            loss = loss.clone()
+            torch.distributed.all_reduce(loss)
+            loss = loss / self.ranks
+        return loss
 
 
 def _check_arguments(
