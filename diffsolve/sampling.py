@@ -41,6 +41,9 @@ class SampleResult:
         times: Forward times of `trajectory`, from T down to eps.
         steps_taken: Steps the solver took (accepted steps of an adaptive one).
         steps_rejected: Steps an adaptive solver's error control rejected (0 for fixed-step ones).
+        nfe_per_sample: Each sample's own NFE, for solvers whose samples take their own steps
+            (`dopri5_per_sample`); `settings["sample_evaluations"]` is then their sum over the
+            batched calls' rows, the compute actually spent.
     """
 
     samples: Tensor
@@ -52,6 +55,7 @@ class SampleResult:
     times: Tensor | None = field(default=None)
     steps_taken: int | None = None
     steps_rejected: int = 0
+    nfe_per_sample: Tensor | None = None
 
     def __repr__(self) -> str:
         return (
@@ -276,10 +280,15 @@ def _assemble(
         settings["nfe_per_chunk"] = nfes
         settings["score_calls"] = sum(nfes)
     accepted = [p.accepted for p in parts]
+    own = None
+    if parts[0].nfe_per_sample is not None:
+        own = torch.cat([p.nfe_per_sample for p in parts])
+        settings["sample_evaluations"] = sum(p.sample_evaluations for p in parts)
     return SampleResult(
         samples=samples.detach(), nfe=max(nfes), seconds=seconds, settings=settings, x_T=x_T,
         trajectory=None if trajectory is None else trajectory.detach(), times=parts[0].times if trajectory is not None else None,
         steps_taken=None if None in accepted else max(accepted), steps_rejected=sum(p.rejected for p in parts),
+        nfe_per_sample=own,
     )  # fmt: skip
 
 

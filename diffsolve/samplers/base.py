@@ -79,6 +79,9 @@ class SolveOutput:
         times: The forward times of `trajectory`, decreasing from $T$ to $\epsilon$.
         accepted: Steps taken (accepted steps of an adaptive solver).
         rejected: Steps rejected by an adaptive solver's error control (0 for fixed-step ones).
+        nfe_per_sample: Each sample's own NFE, for solvers whose samples step independently.
+        sample_evaluations: Score evaluations of single samples in all (rows over every call),
+            for solvers that evaluate only some rows per call.
     """
 
     samples: Tensor
@@ -87,6 +90,8 @@ class SolveOutput:
     times: Tensor | None = None
     accepted: int | None = None
     rejected: int = 0
+    nfe_per_sample: Tensor | None = None
+    sample_evaluations: int | None = None
 
 
 class ScoreLedger:
