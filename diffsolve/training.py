@@ -347,7 +347,11 @@ def _optimisation_step(
     if dequantize is not None:
         x0 = dequantize_data(x0, bins=dequantize[0], low=dequantize[1], high=dequantize[2], generator=gen)
     t = times(batch_size, gen)
-    z = torch.randn(x0.shape, generator=gen, dtype=x0.dtype).to(x0.device)
+    # The noise, the bulk of the draws, comes from a generator on the data's device, reseeded every
+    # step from the run's generator (whose state the checkpoint keeps): resumable, and no copy.
+    noise_gen = _device_generator(x0.device)
+    noise_gen.manual_seed(int(torch.randint(0, 2**62, (), generator=gen)))
+    z = torch.randn(x0.shape, generator=noise_gen, dtype=x0.dtype, device=x0.device)
     # Every rank draws the whole global batch from the same generator (so the generator's state, and a
     # resume, do not depend on the number of ranks) and trains on its slice; DDP averages the gradients.
     lo, hi = model.slice(batch_size)
@@ -369,6 +373,16 @@ def _optimisation_step(
         for pe, p in zip(ema.parameters(), model.module.parameters(), strict=True):
             pe.lerp_(p, 1 - ema_decay)
     return reported
+
+
+_GENERATORS: dict[torch.device, torch.Generator] = {}
+
+
+def _device_generator(device: torch.device) -> torch.Generator:
+    """One reusable generator per device (reseeded before every use)."""
+    if device not in _GENERATORS:
+        _GENERATORS[device] = torch.Generator(device=device)
+    return _GENERATORS[device]
 
 
 class _Replicated:

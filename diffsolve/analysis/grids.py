@@ -72,6 +72,8 @@ def optimize_grid(
     seed: int = 1_000_003,
     init: str | None = None,
     sweeps: int = 12,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str = "cpu",
     **options: object,
 ) -> GridResult:
     """The `steps`-step grid that minimises `solver`'s paired path error on a pilot set (see the module).
@@ -81,12 +83,14 @@ def optimize_grid(
         sde: The forward SDE.
         solver: A deterministic, fixed-step solver that takes a time grid (e.g. `"ipndm"`, `"unipc"`).
         steps: Number of steps N.
-        x_T: The pilot prior draws (default: `n` draws with `seed`, in float64).
+        x_T: The pilot prior draws (default: `n` draws with `seed`, in `dtype` on `device`).
         n: Pilot draws when `x_T` is not given.
         eps: Final time.
         seed: Seed of the pilot draws (default: one no `compare` run uses, so it judges held-out draws).
         init: The starting grid kind (default: the solver's own).
         sweeps: Passes over the N coordinates; each halves the step once it stops improving.
+        dtype: dtype of the pilot draws (float64 by default, for the reference solve).
+        device: Where the pilot solves run (a network score's device).
         **options: The solver's own options.
 
     Returns:
@@ -111,8 +115,8 @@ def optimize_grid(
             f"optimize_grid(n={n})",
             n,
             math.prod(score.event_shape),
-            torch.float64,
-            "cpu",
+            dtype,
+            device,
             adaptive=True,
             stochastic=False,
             stored_states=2,
@@ -124,7 +128,7 @@ def optimize_grid(
         shape = (n, *score.event_shape) if getattr(score, "event_shape", None) else None
         if shape is None:
             raise ValueError("optimize_grid needs x_T or a score with an event_shape")
-        x_T = sde.prior_sample(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        x_T = sde.prior_sample(shape, generator=torch.Generator().manual_seed(seed), dtype=dtype).to(device)
     ref = sample(score, sde, x_T=x_T, solver="ode:dopri5", rtol=1e-9, atol=1e-9, eps=eps).samples
     count = 0
 

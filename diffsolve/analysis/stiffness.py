@@ -67,6 +67,8 @@ def step_diagnostics(
     seed: int = 0,
     eps: float = 1e-3,
     event_shape: tuple[int, ...] | None = None,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str = "cpu",
 ) -> StepDiagnostics:
     r"""Solve the probability-flow ODE with an adaptive torchdiffeq method and record every step.
 
@@ -84,6 +86,8 @@ def step_diagnostics(
         seed: Seed of the prior draws.
         eps: Final forward time.
         event_shape: Shape of one sample; taken from the score when it says it (`AnalyticScore` does).
+        dtype: dtype of the solve (default: torch's default dtype).
+        device: Where the solve runs (a network score's device).
 
     Returns:
         A `StepDiagnostics`.
@@ -118,9 +122,10 @@ def step_diagnostics(
             self.rejected_steps.append((float(t0), abs(float(dt))))
 
     ode = _Recording()
-    x_T = sde.prior_sample((n, *event_shape), generator=torch.Generator().manual_seed(seed))
+    x_T = sde.prior_sample((n, *event_shape), generator=torch.Generator().manual_seed(seed), dtype=dtype)
+    x_T = x_T.to(device)
     with torch.no_grad():
-        odeint(ode, x_T, torch.tensor([sde.T, eps]), method=solver, rtol=rtol, atol=atol)
+        odeint(ode, x_T, torch.tensor([sde.T, eps], device=x_T.device), method=solver, rtol=rtol, atol=atol)
     settings = {"solver": solver, "rtol": rtol, "atol": atol, "eps": eps, "n": n, "seed": seed}
     return StepDiagnostics(ode.accepted_steps, ode.rejected_steps, ode.nfe, settings)
 
@@ -174,6 +179,8 @@ def jacobian_spectrum(
     seed: int = 0,
     eps: float = 1e-3,
     event_shape: tuple[int, ...] | None = None,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str = "cpu",
 ) -> JacobianSpectrum:
     r"""Eigenvalues of $\partial f_{PF}/\partial x$, $f_{PF}(x, t) = f(t)x - \tfrac12 g(t)^2 s(x, t)$,
     along `n` float64 PF-ODE trajectories at `points` times spaced uniformly in log t from T to eps.
@@ -190,6 +197,8 @@ def jacobian_spectrum(
         seed: Seed of the prior draws.
         eps: The last time.
         event_shape: Shape of one sample; taken from the score when it says it.
+        dtype: dtype of the trajectories and Jacobians (float64 resolves the stiff end best).
+        device: Where they are computed (a network score's device).
 
     Returns:
         A `JacobianSpectrum`.
@@ -202,9 +211,11 @@ def jacobian_spectrum(
     d = math.prod(event_shape)
     if d > 256:
         raise ValueError(f"jacobian_spectrum forms the full d x d Jacobian; d = {d} is too large (<= 256)")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating-point torch dtype, got {dtype!r}")
     times = torch.logspace(math.log10(sde.T), math.log10(eps), points, dtype=torch.float64)
-    x_T = sde.prior_sample(
-        (n, *event_shape), generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+    x_T = sde.prior_sample((n, *event_shape), generator=torch.Generator().manual_seed(seed), dtype=dtype).to(
+        device
     )
     ode = ProbabilityFlowODE(score, sde, eps)
     with torch.no_grad():
@@ -212,7 +223,7 @@ def jacobian_spectrum(
     rad, lo, hi = [], [], []
     for t, x in zip(times, states, strict=True):
         xf = x.reshape(n, d).clone().requires_grad_(True)
-        tb = torch.full((n,), float(t), dtype=x.dtype)
+        tb = torch.full((n,), float(t), dtype=x.dtype, device=x.device)
         with torch.enable_grad():
             s = score(xf.reshape(n, *event_shape), tb).reshape(n, d)
             drift = sde.pf_drift(xf, tb, s)
@@ -222,4 +233,4 @@ def jacobian_spectrum(
         rad.append(ev.abs().max(1).values.median())
         lo.append(ev.real.min(1).values.median())
         hi.append(ev.real.max(1).values.median())
-    return JacobianSpectrum(times, torch.stack(rad), torch.stack(lo), torch.stack(hi))
+    return JacobianSpectrum(times, *(torch.stack(v).cpu().double() for v in (rad, lo, hi)))
