@@ -250,14 +250,12 @@ def _check_memory(n: int, batch_size: int | None, event_shape, device, infos, pl
     )
     kept = sum(len(b) for _, b in plan) + 4  # the solves kept for the figures, x_T, the references
     work = n if batch_size is None else min(n, batch_size)
-    limit = memory.memory_limit(device)[0]
-    fit = int((limit - n * kept * per_point) // (copies * per_point)) if math.isfinite(limit) else 0
-    memory.check_memory(
-        f"compare(n={n}{'' if batch_size is None else f', batch_size={batch_size}'})",
-        (work * copies + n * kept) * per_point, device=device,
+    memory.check_chunked(
+        f"compare(n={n}{'' if batch_size is None else f', batch_size={batch_size}'})", n, batch_size,
+        copies * per_point, kept * per_point, device=device,
         detail=f"{work:,} points at a time x {copies} working states, plus {kept} kept states of all {n:,} points, "
         f"{format_bytes(per_point)} each",
-        hint=f"pass batch_size={fit:,} or less" if fit > 0 else "the kept samples alone do not fit: use a smaller n",
+        too_many="use a smaller n",
     )  # fmt: skip
 
 

@@ -280,17 +280,12 @@ def _check_inputs(
     work = x.shape[0] if batch_size is None else min(batch_size, x.shape[0])
     itemsize = x.element_size()
     per_point = (memory.working_copies(info.adaptive, False) * (d + k) + 3 * basis * d) * itemsize
-    kept = x.shape[0] * (2 * d + k + 2) * itemsize  # latent, log-densities, per-probe values
-    fit = (
-        int((memory.memory_limit(x.device)[0] - kept) // per_point)
-        if math.isfinite(memory.memory_limit(x.device)[0])
-        else 0
-    )
-    memory.check_memory(
+    kept = (2 * d + k + 2) * itemsize  # per point: the latent, the log-densities, per-probe values
+    memory.check_chunked(
         f"log_likelihood(x of {x.shape[0]} points, divergence={divergence!r}, probes={probes}"
-        f"{'' if batch_size is None else f', batch_size={batch_size}'})", work * per_point + kept, device=x.device,
-        detail=f"{work:,} points at a time x {format_bytes(per_point)} each, plus {format_bytes(kept)} of results",
-        hint=f"pass batch_size={fit:,} or less" if fit > 0 else "fewer points: even the results do not fit",
+        f"{'' if batch_size is None else f', batch_size={batch_size}'})", x.shape[0], batch_size, per_point, kept,
+        device=x.device,
+        detail=f"{work:,} points at a time x {format_bytes(per_point)} each, plus {format_bytes(kept)} per point of results",
     )  # fmt: skip
     if not bool(torch.isfinite(x).all()):
         raise ValueError("x must be finite; it holds NaN or Inf")

@@ -27,6 +27,7 @@ __all__ = [
     "memory_limit",
     "set_memory_limit",
     "check_memory",
+    "check_chunked",
     "format_bytes",
 ]
 
@@ -193,3 +194,27 @@ def check_solve(
     if extra_per_point:
         detail += f" + {format_bytes(extra_per_point)} per point"
     check_memory(what, n * per_point, device=device, per_item=per_point, detail=detail)
+
+
+def check_chunked(
+    what: str, n: int, batch_size: int | None, working: float, kept: float, *,
+    device: torch.device | str = "cpu", detail: str = "", too_many: str = "ask for fewer points",
+) -> None:  # fmt: skip
+    """`check_memory` for work streamed in chunks: working bytes per point of a chunk, kept bytes per
+    point of all `n`; the message names the largest `batch_size` that fits.
+
+    Args:
+        what: The call, for the message.
+        n: Points in all.
+        batch_size: Points per chunk (None: all at once).
+        working: Bytes per point while its chunk is solved.
+        kept: Bytes per point kept for the whole run (results).
+        device: Where it would allocate.
+        detail: What the estimate counts, for the message.
+        too_many: What to do when even the kept results do not fit.
+    """
+    work = n if batch_size is None else min(n, batch_size)
+    limit = memory_limit(device)[0]
+    fit = int((limit - n * kept) // working) if math.isfinite(limit) and working > 0 else 0
+    hint = f"pass batch_size={fit:,} or less" if fit > 0 else f"the results alone do not fit: {too_many}"
+    check_memory(what, work * working + n * kept, device=device, detail=detail, hint=hint)

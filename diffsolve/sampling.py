@@ -184,10 +184,11 @@ def sample(
     if method.warning:
         warnings.warn(method.warning, UserWarning, stacklevel=2)
 
+    dtype = x_T.dtype if given else dtype or torch.get_default_dtype()
+    device = x_T.device if given else torch.device(device or "cpu")
     settings: dict[str, Any] = {
         "solver": method.name, "family": method.family, "steps": steps, "rtol": rtol, "atol": atol,
-        "eps": eps, "seed": seed, "dtype": str(x_T.dtype if given else dtype or torch.get_default_dtype()).removeprefix(
-            "torch."), "device": str(x_T.device if given else torch.device(device or "cpu")),
+        "eps": eps, "seed": seed, "dtype": str(dtype).removeprefix("torch."), "device": str(device),
         "denoise": denoise, "sde": repr(sde), **options,
     }  # fmt: skip
     if batch_size is not None:
@@ -197,6 +198,10 @@ def sample(
     if explicit is not None:
         settings["time_grid_times"] = explicit.tolist()  # so that the settings reproduce the solve
     grid_kind = options.pop("time_grid", None)
+    if explicit is not None:
+        grid = explicit.to(device)
+    else:
+        grid = None if steps is None else make_time_grid(sde, steps, eps, grid_kind or "uniform").to(device)
     chunk_bar = _ChunkProgress(total, method.name) if progress and len(chunks) > 1 else None
     parts: list[SolveOutput] = []
     starts: list[Tensor] = []
@@ -208,34 +213,13 @@ def sample(
             if given
             else _initial_state(score, sde, r1 - r0, None, event_shape, seed, dtype, device, r0)
         )
-        if explicit is not None:
-            grid = explicit.to(x0.device)
-        else:
-            grid = (
-                None
-                if steps is None
-                else make_time_grid(sde, steps, eps, grid_kind or "uniform").to(x0.device)
-            )
         bar = _Progress(sde.T, eps, method.name) if progress and chunk_bar is None else None
         request = SolveRequest(
             score, sde, x0, eps, method.name, steps, rtol, atol, seed if method.stochastic else None, grid,
             options, return_trajectory, bar, grid_kind, row_start=r0,
         )  # fmt: skip
-        _sync(x0.device)
-        start = time.perf_counter()
-        try:
-            with torch.no_grad():
-                out = method.run(request)
-                nfe = out.nfe
-                if denoise:
-                    out.samples, nfe = _tweedie(score, sde, out.samples, eps), nfe + 1
-        except NonFiniteError as err:
-            raise err.with_solver(method.name) from None
-        finally:
-            if bar is not None:
-                bar.close()
-        _sync(x0.device)
-        seconds += time.perf_counter() - start
+        out, nfe, chunk_seconds = _solve_chunk(method, request, denoise)
+        seconds += chunk_seconds
         parts.append(out)
         starts.append(x0)
         nfes.append(nfe)
@@ -262,6 +246,26 @@ def _gather(result: SampleResult, total: int, gather: str, nfes: list[int]) -> S
     result.settings["nfe_per_rank"] = [int(r[0]) for r in per_rank]
     result.settings["score_calls"] = int(sum(r[1] for r in per_rank))
     return result
+
+
+def _solve_chunk(method: Solver, request: SolveRequest, denoise: bool) -> tuple[SolveOutput, int, float]:
+    """Run the solver on one chunk (and Tweedie's denoising step): the output, its NFE, its seconds."""
+    device = request.x_T.device
+    _sync(device)
+    start = time.perf_counter()
+    try:
+        with torch.no_grad():
+            out = method.run(request)
+            nfe = out.nfe
+            if denoise:
+                out.samples, nfe = _tweedie(request.score, request.sde, out.samples, request.eps), nfe + 1
+    except NonFiniteError as err:
+        raise err.with_solver(method.name) from None
+    finally:
+        if request.callback is not None:
+            request.callback.close()
+    _sync(device)
+    return out, nfe, time.perf_counter() - start
 
 
 def _assemble(
@@ -430,25 +434,12 @@ def _check_memory(
     itemsize = torch.empty((), dtype=dtype or torch.get_default_dtype()).element_size()
     copies = memory.working_copies(method.adaptive, method.stochastic)
     per_point = numel * itemsize
-    need = work * per_point * copies + int(n) * per_point * (2 + trajectory)  # samples, x_T, trajectory
-    fit = (
-        max(
-            int(
-                (memory.memory_limit(device or "cpu")[0] - int(n) * per_point * (2 + trajectory))
-                // (per_point * copies)
-            ),
-            0,
-        )
-        if math.isfinite(memory.memory_limit(device or "cpu")[0])
-        else 0
-    )
-    memory.check_memory(
+    memory.check_chunked(
         f"sample(n={n}, solver={method.name!r}{'' if batch_size is None else f', batch_size={batch_size}'})",
-        need, device=device or "cpu",
+        int(n), batch_size, per_point * copies, per_point * (2 + trajectory), device=device or "cpu",
         detail=f"{work:,} points at a time x {numel:,} values x {itemsize} bytes x {copies} working states, "
-        f"plus {2 + trajectory} stored states of all {int(n):,} points",
-        hint=f"pass batch_size={fit:,} or less" if fit > 0 else "the results alone do not fit: ask for fewer points"
-        + (" or return_trajectory=False" if trajectory else ""),
+        f"plus {2 + trajectory} stored states of all {int(n):,} points",  # samples, x_T, trajectory
+        too_many="ask for fewer points" + (" or return_trajectory=False" if trajectory else ""),
     )  # fmt: skip
 
 
