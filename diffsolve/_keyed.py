@@ -27,7 +27,7 @@ MASK64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
 
 # Purposes: each names an independent family of streams under one seed.
-PRIOR, CORRECTOR, PROBES = 11, 12, 13
+PRIOR, CORRECTOR, PROBES, DEQUANTIZE = 11, 12, 13, 14
 
 
 def absorb(h: int, *words: int) -> int:

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._validation import check_batched, check_positive
+from ._keyed import DEQUANTIZE, uniform_rows
+from ._validation import check_batched, check_positive, check_seed
 from .analytic import GaussianMixture
 
 __all__ = ["TOY_DATASETS", "MIXTURES", "toy2d", "mixture", "digits", "DIGITS_LEVELS", "dequantize"]
@@ -194,6 +195,8 @@ def dequantize(
     low: float = 0.0,
     high: float = 1.0,
     generator: torch.Generator | None = None,
+    seed: int | None = None,
+    row_start: int = 0,
 ) -> Tensor:
     r"""Uniform dequantisation of data with `bins` levels on $[\text{low}, \text{high}]$.
 
@@ -208,6 +211,10 @@ def dequantize(
         low: The value of level 0.
         high: The value of level `bins - 1`.
         generator: Source of the uniform noise.
+        seed: Instead of `generator`: each row's noise keyed by the seed and its global index
+            `row_start + i`, drawn on `x`'s device, so a data set dequantised in chunks (or shards)
+            gets the same noise as in one batch.
+        row_start: Global index of `x`'s first row (with `seed`).
 
     Returns:
         The dequantised data, shaped like `x`: each value uniform in its level's cell of width
@@ -232,5 +239,14 @@ def dequantize(
         )
     width = high - low
     k = torch.round((x - low) / width * (bins - 1))
-    u = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+    if seed is not None:
+        if generator is not None:
+            raise ValueError("give generator or seed, not both")
+        seed = check_seed(seed)
+        u = uniform_rows(
+            (seed, DEQUANTIZE), row_start, x.shape[0], x[0].numel(), dtype=x.dtype, device=x.device
+        )
+        u = u.view(x.shape)
+    else:
+        u = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)
     return low + (k + u) * (width / bins)

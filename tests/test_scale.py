@@ -78,6 +78,17 @@ def test_likelihood_per_point_does_not_depend_on_the_batch(divergence):
         assert torch.equal(whole.per_probe[:11], part.per_probe)
 
 
+def test_keyed_dequantisation_noise_does_not_depend_on_the_chunk():
+    from diffsolve.datasets import dequantize
+
+    levels = torch.randint(0, 256, (50, 3, 4), generator=torch.Generator().manual_seed(0)) / 255.0
+    whole = dequantize(levels, seed=6)
+    parts = torch.cat([dequantize(levels[r : r + 16], seed=6, row_start=r) for r in range(0, 50, 16)])
+    assert torch.equal(whole, parts)
+    # each value stays in its level's cell of width 1/256
+    assert bool(((whole * 256).floor() == torch.round(levels * 255)).all())
+
+
 def test_adaptive_solvers_choose_steps_per_chunk_and_say_so():
     x = RING.sample(30, seed=4)
     whole = ds.log_likelihood(SCORE, VP, x)
