@@ -76,8 +76,9 @@ def main() -> None:
               f"{batch / wall:.1f} samples |")  # fmt: skip
     points = x[: max(batch // 4, 4)].clamp(-1, 1)
     start = time.perf_counter()
-    lik = ds.log_likelihood(model, sde, points, divergence="hutchinson", solver="rk4", steps=10 if args.small else 50,
-                            seed=0)  # fmt: skip
+    with torch.no_grad():  # an evaluation: no graph through the network's parameters
+        lik = ds.log_likelihood(model, sde, points, divergence="hutchinson", solver="rk4",
+                                steps=10 if args.small else 50, seed=0)  # fmt: skip
     _sync(device)
     wall = time.perf_counter() - start
     per = score_seconds(model, points)

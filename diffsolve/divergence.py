@@ -60,7 +60,9 @@ def exact_divergence(fn: VectorField, x: Tensor, *, chunk: int = 64) -> tuple[Te
     check_positive(chunk, "chunk", integer=True)
     create_graph = torch.is_grad_enabled()
     with torch.enable_grad():
-        x = x if x.requires_grad else x.detach().requires_grad_(True)
+        # Without a graph to keep (grad mode off: a plain solve, or torchdiffeq's adjoint forward pass),
+        # differentiate at a fresh leaf; with one, through x's own history.
+        x = x if create_graph and x.requires_grad else x.detach().requires_grad_(True)
         f = fn(x)
         d = x[0].numel()
         div = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
@@ -139,7 +141,9 @@ def hutchinson_divergence(fn: VectorField, x: Tensor, probes: Tensor) -> tuple[T
         )
     create_graph = torch.is_grad_enabled()
     with torch.enable_grad():
-        x = x if x.requires_grad else x.detach().requires_grad_(True)
+        # Without a graph to keep (grad mode off: a plain solve, or torchdiffeq's adjoint forward pass),
+        # differentiate at a fresh leaf; with one, through x's own history.
+        x = x if create_graph and x.requires_grad else x.detach().requires_grad_(True)
         f = fn(x)
         vjp = _vjps(f, x, probes, create_graph)
         est = (vjp * probes).flatten(2).sum(-1).T

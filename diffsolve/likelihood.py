@@ -16,6 +16,7 @@ References:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -42,7 +43,10 @@ __all__ = ["LikelihoodResult", "log_likelihood", "bits_per_dim"]
 
 @dataclass
 class LikelihoodResult:
-    """What `log_likelihood` returns (all tensors `(B,)` unless noted, no autograd graph).
+    """What `log_likelihood` returns (all tensors `(B,)` unless noted).
+
+    The tensors carry an autograd graph when grad mode was on and `x` or the score's parameters
+    required grad (see `log_likelihood`'s `adjoint`); otherwise they are detached.
 
     Attributes:
         log_prob: $\\log p_\\epsilon(x)$ in nats (the mean over probes for Hutchinson).
@@ -112,7 +116,12 @@ def log_likelihood(
         eps: Start time in (0, T); the result is the density of the marginal at `eps`.
         prior_log_prob: $\log p_T$; defaults to `sde.prior_log_prob`. The exact marginal at T
             (`lambda z: gm.log_prob_t(z, sde.T, sde)`) removes the prior mismatch.
-        adjoint: Integrate with `torchdiffeq.odeint_adjoint` (O(1) memory in steps when differentiating).
+        adjoint: How gradients flow when grad mode is on and `x` or the score's parameters require
+            grad (the result then carries a graph; otherwise the solve runs under `no_grad`): False
+            back-propagates through the solver's operations; True uses `torchdiffeq.odeint_adjoint`
+            with the score's parameters as `adjoint_params` (memory independent of the number of
+            steps). Gradients flow in one process (a distributed gather does not carry them).
+            Evaluate a network under `torch.no_grad()`: its parameters require grad by default.
         seed: Seeds the Hutchinson probes: each point's are keyed by the seed and its index in `x`,
             so they do not depend on the batch around it.
         batch_size: Evaluate in chunks of at most this many points, in bounded memory. Fixed-step
@@ -199,18 +208,32 @@ def log_likelihood(
         if probes > 1:
             std_error = per_probe.std(1) / math.sqrt(probes)
         delta = delta.mean(1)
+    keep = _differentiable(score, x)  # else detach: no graph is kept by accident
+
+    def out(v: Tensor) -> Tensor:
+        return v if keep else v.detach()
+
     return LikelihoodResult(
-        log_prob=(cat["prior"] + delta).detach(),
-        prior_term=cat["prior"].detach(),
-        delta_log_prob=delta.detach(),
-        latent=cat["latent"].detach(),
+        log_prob=out(cat["prior"] + delta),
+        prior_term=out(cat["prior"]),
+        delta_log_prob=out(delta),
+        latent=out(cat["latent"]),
         nfe=nfe,
         vjps=vjps,
         seconds=seconds,
         settings=settings,
         std_error=std_error,
-        per_probe=None if per_probe is None else per_probe.detach(),
+        per_probe=None if per_probe is None else out(per_probe),
     )
+
+
+def _parameters(score: object) -> list[Tensor]:
+    return list(score.parameters()) if isinstance(score, torch.nn.Module) else []
+
+
+def _differentiable(score: object, x: Tensor) -> bool:
+    """Whether the result should carry a graph: grad mode on, and `x` or the score's parameters need one."""
+    return torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in _parameters(score)))
 
 
 def _bar(total: int) -> Any:
@@ -232,8 +255,10 @@ def _solve_chunk(
     delta0 = x.new_zeros((x.shape[0],) if divergence == "exact" else (x.shape[0], probes))
     ts = torch.tensor([eps, sde.T], dtype=torch.float64, device=x.device)
     start = time.perf_counter()
-    with torch.no_grad():
-        out = odeint(func, (x, delta0), ts, method=method, adjoint=adjoint, adjoint_params=(), **budget)
+    graph = _differentiable(score, x)
+    params = tuple(p for p in _parameters(score) if p.requires_grad) if graph else ()
+    with contextlib.nullcontext() if graph else torch.no_grad():
+        out = odeint(func, (x, delta0), ts, method=method, adjoint=adjoint, adjoint_params=params, **budget)
         xs, deltas = out.ys
         latent, delta = xs[-1], deltas[-1]
         prior = prior_log_prob(latent)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from .. import metrics
@@ -43,7 +44,8 @@ def nll_vs_eps(
     """
     rows = []
     for e in eps_values:
-        res = log_likelihood(score, sde, x, eps=e, **likelihood_kwargs)
+        with torch.no_grad():  # a measurement: no graph through the network's parameters
+            res = log_likelihood(score, sde, x, eps=e, **likelihood_kwargs)
         row = {"eps": e, "nll": float(-res.log_prob.double().mean()), "nfe": res.nfe, "seconds": res.seconds}
         if mixture is not None:
             truth = mixture.log_prob_t(x.double(), e, sde)
@@ -93,7 +95,8 @@ def likelihood_work_precision(
     def add(solver: str, budget: float, **kw: Any) -> None:
         if exact_prior:
             kw["prior_log_prob"] = lambda z: mixture.log_prob_t(z, sde.T, sde).to(z.dtype)
-        res = log_likelihood(score, sde, x, eps=eps, solver=solver, divergence="exact", **kw)
+        with torch.no_grad():
+            res = log_likelihood(score, sde, x, eps=eps, solver=solver, divergence="exact", **kw)
         err = float((res.log_prob.double().cpu() - truth).abs().mean())
         rows.append(
             {"solver": solver, "budget": budget, "error": err, "nfe": res.nfe, "seconds": res.seconds}

@@ -153,7 +153,8 @@ def _likelihood_rows(prob: Problem, args: argparse.Namespace, log_likelihood: An
         ("exact", {"divergence": "exact"}),
         ("hutchinson, 4 probes", {"divergence": "hutchinson", "probes": 4}),
     ):
-        res = log_likelihood(prob.score, prob.sde, x, eps=eps, seed=0, **kwargs)
+        with torch.no_grad():  # an evaluation: no graph through a checkpoint's parameters
+            res = log_likelihood(prob.score, prob.sde, x, eps=eps, seed=0, **kwargs)
         lp = res.log_prob.double()
         se = float(lp.std() / lp.numel() ** 0.5)
         err = "-" if truth is None else f"{float((lp.cpu() - truth.cpu()).abs().mean()):.2e}"

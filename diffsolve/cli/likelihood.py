@@ -85,20 +85,21 @@ def run(args: argparse.Namespace) -> int:
         truth = prob.reference.log_prob_t(x.double(), args.eps, prob.sde)
     else:
         x = prob.reference[: args.n]
-    res = log_likelihood(
-        prob.score,
-        prob.sde,
-        x.to(prob.device),
-        divergence=args.divergence,
-        probes=args.probes,
-        solver=args.solver,
-        rtol=args.rtol,
-        atol=args.atol,
-        eps=args.eps,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        progress=not args.no_progress,
-    )
+    with torch.no_grad():  # an evaluation: no graph through a checkpoint's parameters
+        res = log_likelihood(
+            prob.score,
+            prob.sde,
+            x.to(prob.device),
+            divergence=args.divergence,
+            probes=args.probes,
+            solver=args.solver,
+            rtol=args.rtol,
+            atol=args.atol,
+            eps=args.eps,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            progress=not args.no_progress,
+        )
     lp = res.log_prob.double().cpu()
     d = x[0].numel()
     se = float(lp.std() / lp.numel() ** 0.5) if lp.numel() > 1 else float("nan")
