@@ -66,7 +66,8 @@ ENTRIES = {
         {"n": COUNT + HUGE, "steps": COUNT + HUGE, "eps": TIME, "seed": SEED, "solver": NAME, "x_T": BATCH,
          "denoise": SWITCH, "return_trajectory": SWITCH, "progress": SWITCH, "time_grid": NAME,
          "event_shape": [("negative", (-2,)), ("a string", "2"), ("the wrong shape", (3,))],
-         "dtype": [("an integer dtype", torch.int32), ("a string", "float32")]},
+         "dtype": [("an integer dtype", torch.int32), ("a string", "float32")],
+         "batch_size": COUNT, "gather": NAME},
     ),
     "sample (adaptive)": (
         lambda **kw: ds.sample(**{"score": SCORE, "sde": VP, "n": 4, "solver": "ode:dopri5", "seed": 0, **kw}),
@@ -76,7 +77,8 @@ ENTRIES = {
         lambda **kw: ds.log_likelihood(**{"score": SCORE, "sde": VP, "x": X, "divergence": "hutchinson", **kw}),
         {"x": BATCH, "divergence": NAME, "probes": COUNT + HUGE, "probe": NAME, "solver": NAME, "rtol": FRACTION,
          "atol": POSITIVE, "eps": TIME, "seed": SEED, "adjoint": SWITCH,
-         "prior_log_prob": [("not callable", 3.0), ("the wrong shape", lambda z: z), ("a scalar", lambda z: z.sum())]},
+         "prior_log_prob": [("not callable", 3.0), ("the wrong shape", lambda z: z), ("a scalar", lambda z: z.sum())],
+         "batch_size": COUNT, "gather": NAME, "progress": SWITCH},
     ),
     "log_likelihood (fixed step)": (
         lambda **kw: ds.log_likelihood(**{"score": SCORE, "sde": VP, "x": X, "solver": "rk4", "steps": 4, **kw}),
@@ -94,7 +96,8 @@ ENTRIES = {
          "solvers": [("an unknown name", ["no-such-thing"]), ("empty", [])], "metrics": [("unknown", ["nope"])],
          "budgets": [("zero", [0]), ("a float for a fixed-step solver", [2.5]), ("empty", [])],
          "null_pairs": COUNT, "reference_steps": COUNT, "two_sample_n": COUNT, "eps": TIME,
-         "reference": [("the wrong event shape", ds.GaussianMixture.random(3, 2)), ("a number", 3.0)]},
+         "reference": [("the wrong event shape", ds.GaussianMixture.random(3, 2)), ("a number", 3.0)],
+         "batch_size": COUNT},
     ),
     "convergence_order": (
         lambda **kw: convergence_order(**{"score": SCORE, "sde": VP, "solver": "ddim", "steps": [4, 8, 16],
@@ -127,7 +130,8 @@ ENTRIES = {
     ),
     "dequantize": (
         lambda **kw: dequantize(**{"x": torch.zeros(4, 2), **kw}),
-        {"x": BATCH[1:7], "bins": COUNT, "low": [("NaN", math.nan)], "high": [("below low", -1.0), ("NaN", math.nan)]},
+        {"x": BATCH[1:7], "bins": COUNT, "low": [("NaN", math.nan)], "high": [("below low", -1.0), ("NaN", math.nan)],
+         "seed": SEED},
     ),
     "GaussianMixture": (
         lambda **kw: ds.GaussianMixture(**{"weights": [1.0], "means": [[0.0, 0.0]], "stds": 1.0, **kw}),
@@ -185,7 +189,7 @@ CLI_ENTRIES = {
                {"--n": _CLI_COUNT + [("10^10", str(10**10))], "--steps": _CLI_COUNT, "--eps": _CLI_TIME,
                 "--seed": _CLI_SEED, "--solver": _CLI_NAME, "--problem": _CLI_NAME, "--device": _CLI_DEVICE,
                 "--model": _CLI_MODEL, "--out": _CLI_FILE, "--option": [("not NAME=VALUE", "snr")],
-                "--time-grid": _CLI_NAME}),
+                "--time-grid": _CLI_NAME, "--batch-size": _CLI_COUNT}),
     "compare": (["compare", "--n", "20", "--solvers", "ddim", "--budgets", "2", "--out", "{tmp}/c", "--no-progress"],
                 {"--n": _CLI_COUNT, "--eps": _CLI_TIME, "--seeds": [("negative", "-1"), ("a float", "1.5")],
                  "--solvers": _CLI_NAME, "--budgets": [("zero", "0"), ("not a number", "abc")],
