@@ -28,7 +28,13 @@ from torch import Tensor
 from ._keyed import PROBES, normal_rows, uniform_rows
 from ._validation import check_positive
 
-__all__ = ["AUTO_EXACT_MAX_DIM", "exact_divergence", "hutchinson_divergence", "make_probes"]
+__all__ = [
+    "hutchpp_divergence",
+    "AUTO_EXACT_MAX_DIM",
+    "exact_divergence",
+    "hutchinson_divergence",
+    "make_probes",
+]
 
 # Up to this event size the exact trace costs at most ~this many VJPs per step, which measured on a
 # 3x256 MLP stays within a few Hutchinson probes' cost; above, Hutchinson is the default.
@@ -150,3 +156,50 @@ def hutchinson_divergence(fn: VectorField, x: Tensor, probes: Tensor) -> tuple[T
     if not create_graph:
         f, est = f.detach(), est.detach()
     return f, est
+
+
+def hutchpp_divergence(fn: VectorField, x: Tensor, probes: Tensor) -> tuple[Tensor, Tensor]:
+    r"""Evaluate `fn(x)` and the Hutch++ divergence estimate (Meyer, Musco, Musco & Woodruff 2021).
+
+    With probes split into a sketch $S$ and a residual set $G$ ($k$ vectors each), per sample:
+    $Q = \text{orth}(J^\top S)$ ($k$ vector-Jacobian products, no graph), then
+
+    $$\widehat{\operatorname{tr}} J = \operatorname{tr}(Q^\top J Q)
+      + \tfrac1k \operatorname{tr}\big(G'^\top J G'\big), \qquad G' = (I - QQ^\top) G,$$
+
+    $2k$ more products in one batched backward pass: $3k$ in all. Unbiased for any $Q$ (it is held
+    fixed, so the gradient of the estimate is unbiased too), exact when $J$ has rank at most $k$,
+    and with a variance that falls like $1/k^2$ instead of Hutchinson's $1/k$ when $J$'s spectrum
+    decays.
+
+    Args:
+        fn: A map from `(B, *event)` to `(B, *event)` that acts on each sample separately.
+        x: The points, `(B, *event)`.
+        probes: `(2k, *x.shape)`: the first k are $S$, the last k are $G$ (see `make_probes`).
+
+    Returns:
+        `(fn(x), estimate)` with the estimate of shape `(B, 1)`.
+    """
+    m = probes.shape[0]
+    if m % 2 or probes.shape[1:] != x.shape:
+        raise ValueError(
+            f"probes must have shape (2k, {', '.join(map(str, x.shape))}) for Hutch++, got {tuple(probes.shape)}"
+        )
+    k, b, d = m // 2, x.shape[0], x[0].numel()
+    create_graph = torch.is_grad_enabled()
+    with torch.enable_grad():
+        x = x if create_graph and x.requires_grad else x.detach().requires_grad_(True)
+        f = fn(x)
+        y = _vjps(f, x, probes[:k], False).detach().reshape(k, b, d).permute(1, 2, 0)  # (B, d, k): J^T S
+        q = torch.linalg.qr(y, mode="reduced").Q  # (B, d, min(d, k))
+        g = probes[k:].reshape(k, b, d).permute(1, 2, 0)
+        g = g - q @ (q.transpose(1, 2) @ g)  # (I - QQ^T) G
+        r = q.shape[2]
+        vs = torch.cat([q, g], dim=2).permute(2, 0, 1).reshape(r + k, *x.shape)
+        w = _vjps(f, x, vs, create_graph).reshape(r + k, b, d)
+        vs = vs.reshape(r + k, b, d)
+        per = (w * vs).sum(-1)  # (r + k, B): v^T J v
+        est = per[:r].sum(0) + per[r:].sum(0) / k
+    if not create_graph:
+        f, est = f.detach(), est.detach()
+    return f, est[:, None]

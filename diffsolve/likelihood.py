@@ -105,9 +105,12 @@ def log_likelihood(
         score: A `Score`, `score(x, t)` with `t` of shape `(B,)`.
         sde: The forward SDE.
         x: Data `(B, *event)`, finite.
-        divergence: `"exact"` (Jacobian trace), `"hutchinson"`, or `"auto"` (exact up to
+        divergence: `"exact"` (Jacobian trace), `"hutchinson"`, `"hutch++"` (Hutch++, Meyer et al.
+            2021: a rank-k sketch taken exactly plus Hutchinson on the rest; 3k vector-Jacobian
+            products per evaluation for `probes=k`), or `"auto"` (exact up to
             `AUTO_EXACT_MAX_DIM` = 64 dimensions, Hutchinson above).
-        probes: Hutchinson probes per sample, fixed for the whole solve; their spread gives `std_error`.
+        probes: Hutchinson probes per sample, fixed for the whole solve; their spread gives
+            `std_error`. For `"hutch++"`: the sketch size k (one estimate, no `std_error`).
         probe: `"rademacher"` or `"gaussian"`.
         solver: A torchdiffeq method (`"dopri5"`, or with the `ode:` prefix). Fixed-step ones need `steps`.
         rtol: Relative tolerance (adaptive solvers).
@@ -157,12 +160,12 @@ def log_likelihood(
     seed = check_seed(seed, allow_none=True)
     check_bool(adjoint, "adjoint")
     check_bool(progress, "progress")
-    if seed is None and divergence == "hutchinson":
+    if seed is None and divergence in ("hutchinson", "hutch++"):
         seed = int(np.random.SeedSequence().generate_state(1)[0]) & 0x7FFFFFFF
     settings = {
         "solver": info.name, "rtol": rtol, "atol": atol, "steps": steps, "eps": eps,
-        "divergence": divergence, "probes": probes if divergence == "hutchinson" else None,
-        "probe": probe if divergence == "hutchinson" else None, "seed": seed, "adjoint": adjoint,
+        "divergence": divergence, "probes": probes if divergence != "exact" else None,
+        "probe": probe if divergence != "exact" else None, "seed": seed, "adjoint": adjoint,
         "dtype": str(x.dtype).removeprefix("torch."), "device": str(x.device), "sde": repr(sde),
     }  # fmt: skip
     budget: dict[str, Any] = {"rtol": rtol, "atol": atol} if info.adaptive else {"steps": steps}
@@ -208,6 +211,8 @@ def log_likelihood(
         if probes > 1:
             std_error = per_probe.std(1) / math.sqrt(probes)
         delta = delta.mean(1)
+    elif divergence == "hutch++":
+        delta = delta[:, 0]
     keep = _differentiable(score, x)  # else detach: no graph is kept by accident
 
     def out(v: Tensor) -> Tensor:
@@ -249,10 +254,13 @@ def _solve_chunk(
 ) -> dict[str, Any]:  # fmt: skip
     """One chunk's solve: its probes keyed by global row index, the augmented ODE, the prior term."""
     v = None
-    if divergence == "hutchinson":
-        v = make_probes(x, probes, probe, seed=seed, row_start=row_start)
+    if divergence != "exact":  # Hutch++: the sketch S and the residual set G, k each
+        v = make_probes(
+            x, probes * (2 if divergence == "hutch++" else 1), probe, seed=seed, row_start=row_start
+        )
     func = LikelihoodODE(score, sde, divergence, probes=v, eps=eps)
-    delta0 = x.new_zeros((x.shape[0],) if divergence == "exact" else (x.shape[0], probes))
+    width = {"exact": None, "hutchinson": probes, "hutch++": 1}[divergence]
+    delta0 = x.new_zeros((x.shape[0],) if width is None else (x.shape[0], width))
     ts = torch.tensor([eps, sde.T], dtype=torch.float64, device=x.device)
     start = time.perf_counter()
     graph = _differentiable(score, x)
@@ -289,8 +297,8 @@ def _check_inputs(
     and the solver, which must be a torchdiffeq method on the PF-ODE."""
     check_problem(score, sde, eps)
     x = check_batched(x, "x")
-    if divergence not in ("exact", "hutchinson", "auto"):
-        raise ValueError(f"divergence must be 'exact', 'hutchinson' or 'auto', got {divergence!r}")
+    if divergence not in ("exact", "hutchinson", "hutch++", "auto"):
+        raise ValueError(f"divergence must be 'exact', 'hutchinson', 'hutch++' or 'auto', got {divergence!r}")
     if divergence == "auto":
         divergence = "exact" if x[0].numel() <= AUTO_EXACT_MAX_DIM else "hutchinson"
     check_positive(probes, "probes", integer=True)
@@ -300,7 +308,7 @@ def _check_inputs(
     info = get_solver(f"ode:{method}" if isinstance(method, str) else method)
     if info.run is not run_pf_ode:
         raise ValueError(f"solver must be a torchdiffeq method on the PF-ODE ('ode:...'), got {solver!r}")
-    d, k = x[0].numel(), probes if divergence == "hutchinson" else 0
+    d, k = x[0].numel(), {"exact": 0, "hutchinson": probes, "hutch++": 3 * probes}[divergence]
     basis = min(d, 64) if divergence == "exact" else k  # vectors per batched backward pass
     work = x.shape[0] if batch_size is None else min(batch_size, x.shape[0])
     itemsize = x.element_size()

@@ -31,7 +31,7 @@ import torch
 import torchdiffeq
 from torch import Tensor, nn
 
-from ..divergence import exact_divergence, hutchinson_divergence
+from ..divergence import exact_divergence, hutchinson_divergence, hutchpp_divergence
 from ..errors import FiniteGuard, NonFiniteError, StepSizeError
 from ..scores import Score, check_problem, evaluate_score
 from ..sde import SDE
@@ -137,9 +137,9 @@ class LikelihoodODE(nn.Module):
         eps: float = 1e-5,
     ) -> None:
         super().__init__()
-        if divergence not in ("exact", "hutchinson"):
-            raise ValueError(f"divergence must be 'exact' or 'hutchinson', got {divergence!r}")
-        if divergence == "hutchinson" and probes is None:
+        if divergence not in ("exact", "hutchinson", "hutch++"):
+            raise ValueError(f"divergence must be 'exact', 'hutchinson' or 'hutch++', got {divergence!r}")
+        if divergence != "exact" and probes is None:
             raise ValueError("divergence='hutchinson' needs probes: see diffsolve.divergence.make_probes")
         self.pf = ProbabilityFlowODE(score, sde, eps)
         self.divergence = divergence
@@ -190,6 +190,10 @@ class LikelihoodODE(nn.Module):
         if self.divergence == "exact":
             f, div = exact_divergence(drift, x)
             self.vjps += x[0].numel()
+        elif self.divergence == "hutch++":
+            f, div = hutchpp_divergence(drift, x, self.probes)
+            k = self.probes.shape[0] // 2
+            self.vjps += 2 * k + min(k, x[0].numel())
         else:
             f, div = hutchinson_divergence(drift, x, self.probes)
             self.vjps += self.probes.shape[0]
