@@ -137,7 +137,8 @@ def _check_config(path: str | os.PathLike, config: Any) -> None:
 
 
 def load(path: str | os.PathLike, *, device: torch.device | str = "cpu") -> ScoreModel:
-    """Load a checkpoint saved by `save`: a ready `ScoreModel` (eval mode) with its `sde` attached.
+    """Load a checkpoint saved by `save`: a ready `ScoreModel` (eval mode, parameters frozen) with its
+    `sde` attached. To fine-tune it, `model.train().requires_grad_(True)`.
 
     Only the safetensors weights and the JSON header are read: nothing is unpickled, so a checkpoint
     from an untrusted source cannot run code.
@@ -186,5 +187,8 @@ def load(path: str | os.PathLike, *, device: torch.device | str = "cpu") -> Scor
         ) from err
     model = model.to(device)
     model.eval()
+    # Frozen: an evaluation (sampling, a likelihood) must not build an autograd graph through the
+    # weights by accident; `log_likelihood` keeps one whenever parameters require grad.
+    model.requires_grad_(False)
     model.checkpoint_config = config
     return model

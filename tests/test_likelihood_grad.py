@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import diffsolve as ds
+from diffsolve import checkpoint
 from diffsolve.nn import ScoreMLP
 
 VP = ds.VPSDE()
@@ -21,12 +22,18 @@ def _nll(score, x, **kw):
     return -ds.log_likelihood(score, VP, x, solver="rk4", steps=12, **kw).log_prob.sum()
 
 
-def test_no_graph_unless_asked():
+def test_no_graph_unless_asked(tmp_path):
     x = RING.sample(3, seed=0)
     assert ds.log_likelihood(RING.score_fn(VP), VP, x).log_prob.grad_fn is None
     model = _net_model()
     with torch.no_grad():
         assert ds.log_likelihood(model, VP, x).log_prob.grad_fn is None
+    assert ds.log_likelihood(model, VP, x).log_prob.grad_fn is not None  # parameters require grad
+    # a loaded checkpoint is frozen: evaluating it never builds a graph by accident
+    checkpoint.save(tmp_path / "ck", ds.ScoreModel(ScoreMLP(2, width=16, depth=1), VP, "eps"))
+    loaded = checkpoint.load(tmp_path / "ck")
+    assert not any(p.requires_grad for p in loaded.parameters())
+    assert ds.log_likelihood(loaded, VP, x.float()).log_prob.grad_fn is None
 
 
 @pytest.mark.parametrize("divergence", ["exact", "hutchinson"])
