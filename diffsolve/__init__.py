@@ -9,7 +9,7 @@ from .adapters import LikelihoodODE, ProbabilityFlowODE, ReverseSDE
 from .analytic import AnalyticScore, GaussianMixture
 from .datasets import dequantize
 from .errors import NonFiniteError, StepSizeError
-from .likelihood import LikelihoodResult, bits_per_dim, log_likelihood
+from .likelihood import DatasetBits, LikelihoodResult, bits_per_dim, dataset_bits_per_dim, log_likelihood
 from .memory import MemoryBudgetError, memory_limit, set_memory_limit
 from .samplers import Solver, SolverInfo, get_solver, register_solver, solvers, unregister_solver
 from .sampling import SampleResult, sample
@@ -33,6 +33,8 @@ __all__ = [
     "log_likelihood",
     "LikelihoodResult",
     "bits_per_dim",
+    "dataset_bits_per_dim",
+    "DatasetBits",
     "dequantize",
     "sample",
     "SampleResult",
