@@ -583,7 +583,7 @@ def _restore(
         saved_step = checkpoint.read_config(directory)[0]["metadata"]["training"]["step"]
     except (checkpoint.CheckpointError, KeyError, TypeError):
         saved_step = None
-    if saved_step != step:  # killed between the two writes: the checkpoint lags; rewrite it
+    if saved_step != step and distributed.is_main():  # killed between the writes: the checkpoint lags
         _save_checkpoint(directory, ema, step, settings, metadata)
     return step, tensors["losses"].tolist()
 
