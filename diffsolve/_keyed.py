@@ -83,8 +83,26 @@ def rows(
     return out.view(n, numel)
 
 
-def _generator(device: torch.device | str) -> torch.Generator:
-    return torch.Generator(device=torch.device(device))
+_GENERATORS: dict[torch.device, torch.Generator] = {}
+
+
+def generator_on(device: torch.device | str) -> torch.Generator:
+    """One reusable generator per device (reseeded before every use), so a draw creates no object.
+
+    Args:
+        device: The device.
+    """
+    device = torch.device(device)
+    if device not in _GENERATORS:
+        _GENERATORS[device] = torch.Generator(device=device)
+    return _GENERATORS[device]
+
+
+def _keyed(draw, key: tuple[int, ...], row_start: int, n: int, numel: int, dtype, device) -> Tensor:
+    return rows(
+        lambda c, g: draw(c, generator=g, dtype=dtype, device=device),
+        lambda block: mix(*key, block), row_start, n, numel, generator_on(device),
+    )  # fmt: skip
 
 
 def normal_rows(
@@ -106,11 +124,7 @@ def normal_rows(
         dtype: A floating dtype.
         device: Where to draw.
     """
-    return rows(
-        lambda c, g: torch.randn(c, generator=g, dtype=dtype, device=device),
-        lambda block: mix(*key, block),
-        row_start, n, numel, _generator(device),
-    )  # fmt: skip
+    return _keyed(torch.randn, key, row_start, n, numel, dtype, device)
 
 
 def uniform_rows(
@@ -122,18 +136,14 @@ def uniform_rows(
     dtype: torch.dtype,
     device: torch.device | str,
 ) -> Tensor:
-    """Uniforms on [0, 1) `(n, numel)`, row i keyed by `(*key, row_start + i)`.
+    """Uniforms on [0, 1) `(n, numel)`, row i keyed by `(*key, row_start + i)`; arguments as `normal_rows`.
 
     Args:
-        key: Names the stream (seed, purpose, ...).
+        key: Names the stream.
         row_start: The first global row index.
         n: Rows.
         numel: Numbers per row.
         dtype: A floating dtype.
         device: Where to draw.
     """
-    return rows(
-        lambda c, g: torch.rand(c, generator=g, dtype=dtype, device=device),
-        lambda block: mix(*key, block),
-        row_start, n, numel, _generator(device),
-    )  # fmt: skip
+    return _keyed(torch.rand, key, row_start, n, numel, dtype, device)

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from . import checkpoint, distributed, memory
+from ._keyed import generator_on
 from ._validation import append_dims, check_batched, check_positive, check_seed
 from .datasets import dequantize as dequantize_data
 from .io import atomic_write_bytes, directory_lock, remove_stale_temporaries
@@ -349,7 +350,7 @@ def _optimisation_step(
     t = times(batch_size, gen)
     # The noise, the bulk of the draws, comes from a generator on the data's device, reseeded every
     # step from the run's generator (whose state the checkpoint keeps): resumable, and no copy.
-    noise_gen = _device_generator(x0.device)
+    noise_gen = generator_on(x0.device)
     noise_gen.manual_seed(int(torch.randint(0, 2**62, (), generator=gen)))
     z = torch.randn(x0.shape, generator=noise_gen, dtype=x0.dtype, device=x0.device)
     # Every rank draws the whole global batch from the same generator (so the generator's state, and a
@@ -373,16 +374,6 @@ def _optimisation_step(
         for pe, p in zip(ema.parameters(), model.module.parameters(), strict=True):
             pe.lerp_(p, 1 - ema_decay)
     return reported
-
-
-_GENERATORS: dict[torch.device, torch.Generator] = {}
-
-
-def _device_generator(device: torch.device) -> torch.Generator:
-    """One reusable generator per device (reseeded before every use)."""
-    if device not in _GENERATORS:
-        _GENERATORS[device] = torch.Generator(device=device)
-    return _GENERATORS[device]
 
 
 class _Replicated:

@@ -38,6 +38,16 @@ def positive_float(text: str) -> float:
     return value
 
 
+def add_batch_size(p: argparse.ArgumentParser) -> None:
+    """The `--batch-size` option of the commands that stream their work in chunks."""
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=None,
+        help="solve in chunks of at most this many (bounded memory; fixed-step results are unchanged)",
+    )
+
+
 def seed_int(text: str) -> int:
     """An argparse type: a seed, an integer in [0, 2^63)."""
     try:

@@ -9,6 +9,7 @@ from ..problems import Problem
 from ._common import (
     HelpFormatter,
     UsageError,
+    add_batch_size,
     add_problem_args,
     output_dir,
     parse_budgets,
@@ -58,12 +59,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=5000,
         help="samples per solve (--n-samples is the same, for torchrun, which takes --n for its own options)",
     )
-    cmp.add_argument(
-        "--batch-size",
-        type=positive_int,
-        default=None,
-        help="solve in chunks of at most this many (bounded memory; fixed-step results are unchanged)",
-    )
+    add_batch_size(cmp)
     cmp.add_argument("--eps", type=time_in_0_T, default=1e-3, help="final time of every solve")
     cmp.add_argument("--out", default="diffsolve-out", help="output directory")
     cmp.add_argument("--no-likelihood", action="store_true", help="skip the likelihood rows")

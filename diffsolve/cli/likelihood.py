@@ -7,6 +7,7 @@ import argparse
 from ._common import (
     HelpFormatter,
     UsageError,
+    add_batch_size,
     add_problem_args,
     positive_float,
     positive_int,
@@ -43,12 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--divergence", choices=["auto", "exact", "hutchinson"], default="auto", help="divergence estimator"
     )
     lik.add_argument("--probes", type=positive_int, default=1, help="Hutchinson probes per point")
-    lik.add_argument(
-        "--batch-size",
-        type=positive_int,
-        default=None,
-        help="solve in chunks of at most this many (bounded memory; fixed-step results are unchanged)",
-    )
+    add_batch_size(lik)
     lik.add_argument("--no-progress", action="store_true", help="hide the progress bar over the points")
     lik.add_argument("--solver", default="dopri5", help="a torchdiffeq method")
     lik.add_argument("--rtol", type=positive_float, default=1e-5, help="relative tolerance")

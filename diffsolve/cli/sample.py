@@ -9,6 +9,7 @@ from ..samplers.grids import GRIDS
 from ._common import (
     HelpFormatter,
     UsageError,
+    add_batch_size,
     add_problem_args,
     output_file,
     parse_options,
@@ -76,12 +77,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=10_000,
         help="number of samples (--n-samples is the same, for torchrun, which takes --n for its own options)",
     )
-    smp.add_argument(
-        "--batch-size",
-        type=positive_int,
-        default=None,
-        help="solve in chunks of at most this many (bounded memory; fixed-step results are unchanged)",
-    )
+    add_batch_size(smp)
     smp.add_argument("--eps", type=time_in_0_T, default=1e-3, help="final time of the solve")
     smp.add_argument("--seed", type=seed_int, default=0, help="seed of the prior draws and the Brownian path")
     smp.add_argument("--out", default="samples.npy", help="where to save the samples (.npy)")
