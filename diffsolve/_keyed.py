@@ -18,7 +18,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["BLOCK_ROWS", "absorb", "mix", "rows", "normal_rows", "uniform_rows"]
+__all__ = ["BLOCK_ROWS", "absorb", "mix", "rows", "normal_rows", "uniform_rows", "hash64", "hashed_normals"]
 
 BLOCK_ROWS = 1 << 12
 """Global row indices per generator: a chunk starting inside a block draws from the block's start."""
@@ -27,7 +27,7 @@ MASK64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
 
 # Purposes: each names an independent family of streams under one seed.
-PRIOR, CORRECTOR, PROBES, DEQUANTIZE = 11, 12, 13, 14
+PRIOR, CORRECTOR, PROBES, DEQUANTIZE, ROW_PATH = 11, 12, 13, 14, 15
 
 
 def absorb(h: int, *words: int) -> int:
@@ -147,3 +147,49 @@ def uniform_rows(
         device: Where to draw.
     """
     return _keyed(torch.rand, key, row_start, n, numel, dtype, device)
+
+
+def _signed(c: int) -> int:
+    """A 64-bit constant as the int64 torch stores (two's complement)."""
+    return c - (1 << 64) if c >= 1 << 63 else c
+
+
+_C1, _C2 = _signed(0xBF58476D1CE4E5B9), _signed(0x94D049BB133111EB)
+
+
+def _shr(x: Tensor, k: int) -> Tensor:
+    """Logical right shift of int64 tensors (torch's `>>` is arithmetic)."""
+    return (x >> k) & ((1 << (64 - k)) - 1)
+
+
+def hash64(x: Tensor) -> Tensor:
+    """`absorb(0, w)` elementwise: the splitmix64 finaliser on int64 tensors, in two's complement.
+
+    int64 products wrap modulo 2^64 on CPU and CUDA, so the bits equal the Python integer hash
+    `absorb(0, w)` of each word (tested), on any device.
+
+    Args:
+        x: An int64 tensor.
+    """
+    x = x * _C1
+    x = (x ^ _shr(x, 31)) * _C2
+    return x ^ _shr(x, 29)
+
+
+def hashed_normals(keys: Tensor, dtype: torch.dtype) -> Tensor:
+    """One standard normal per int64 key, by Box–Muller from two 53-bit uniforms hashed from it.
+
+    A counter-based draw: the number is a function of its key alone, so any subset of keys, in any
+    order, on any device, gets the same numbers (up to the device's `log`/`cos` rounding). Slower per
+    number than `torch.randn`; used where each row needs its own keys (`RowBrownian`).
+
+    Args:
+        keys: int64 keys (already mixed with a seed).
+        dtype: The floating dtype of the result (computed in float64).
+    """
+    a = hash64(keys ^ 0x5851F42D4C957F2D)
+    b = hash64(keys ^ 0x14057B7EF767814F)
+    scale = 2.0**-53
+    u1 = (_shr(a, 11) + 1).to(torch.float64) * scale  # (0, 1]: log(u1) is finite
+    u2 = _shr(b, 11).to(torch.float64) * scale
+    return (torch.sqrt(-2.0 * torch.log(u1)) * torch.cos((2.0 * torch.pi) * u2)).to(dtype)

@@ -12,7 +12,8 @@ Accuracy, as docs/architecture.md ("How sample quality is judged") sets out:
 - `path_error`: RMS distance to a reference solve from the same $x_T$ (deterministic samplers:
   float64 `ode:dopri5` at rtol = atol = 1e-8; stochastic ones: the same Brownian path solved by
   the solver's `Solver.reference` (`sde:euler`; `sde:srk` for `sde:srk`, whose path differs) at
-  `reference_steps` steps). It
+  `reference_steps` steps, or, for `adaptive_sde_per_sample`, whose path is its own, that solver at
+  a twentieth of its tightest default tolerance). It
   measures discretisation error alone, with no sampling noise.
 - `sliced_w2`, `mmd`, `energy`: two-sample distances to the reference set (exact samples of
   $p_\epsilon$ or held-out data), each with a z-score against its exact-vs-exact null distribution
@@ -101,7 +102,8 @@ def compare(
         eps: Final time of every solve (and of the exact reference $p_\epsilon$).
         null_pairs: Exact-vs-exact pairs for the two-sample nulls (>= 2; docs/architecture.md asks for >= 10).
         reference_steps: Steps of the fine `sde:euler` / `sde:srk` solve that stochastic solvers'
-            path errors read against.
+            path errors read against (an adaptive reference runs at a twentieth of its tightest
+            default tolerance instead).
         two_sample_n: Points of each set the two-sample distances use (MMD and energy cost
             O(n^2)); their nulls are computed at the same size, so z-scores stay comparable.
         problem: A name for the tables (default: the reference's description).
@@ -383,8 +385,14 @@ def _reference_solve(
             batch_size=batch_size,
         )  # fmt: skip
         return out.samples.to(x_T.dtype)
+    info = get_solver(key)
+    budget = (
+        {"rtol": min(info.budgets) / 20, "atol": min(info.budgets) / 20}
+        if info.adaptive
+        else {"steps": steps}
+    )
     return sample(
-        score, sde, x_T=x_T, solver=key, steps=steps, eps=eps, seed=seed, batch_size=batch_size
+        score, sde, x_T=x_T, solver=key, eps=eps, seed=seed, batch_size=batch_size, **budget
     ).samples
 
 

@@ -33,9 +33,9 @@ import torch
 from torch import Tensor
 from torchsde import BaseBrownian
 
-from .._keyed import BLOCK_ROWS, absorb, mix, rows
+from .._keyed import BLOCK_ROWS, ROW_PATH, absorb, hash64, hashed_normals, mix, rows
 
-__all__ = ["BrownianPath", "LEVELS", "BLOCK_ROWS"]  # BLOCK_ROWS: see diffsolve._keyed
+__all__ = ["BrownianPath", "RowBrownian", "LEVELS", "BLOCK_ROWS"]  # BLOCK_ROWS: see diffsolve._keyed
 
 LEVELS = 10
 """Depth of the tree: the path is step-count independent down to cells of $S/2^{10}$."""
@@ -212,3 +212,99 @@ class BrownianPath(BaseBrownian):
         w = torch.lerp(wa, wb, frac).add_(self._normals(_BRIDGE, cell, key), alpha=sd)
         self._cell_points.append((pos, w))
         return w
+
+
+class RowBrownian:
+    r"""A `(B, D)` Brownian motion on $[0, S]$ that each row can query at its own time: a virtual tree.
+
+    For solvers whose samples take their own steps (`adaptive_sde_per_sample`): `value(s, rows)`
+    returns $W_i(s_i)$ for the listed rows, each at its own $s_i$. Like diffrax's
+    `VirtualBrownianTree`, nothing is stored: $W_i(s)$ is recomputed by descending a binary Lévy
+    tree over $[0, S]$ from the root, $W(S) = \sqrt S\,Z_{\text{root}}$, through `levels` midpoints
+    $W(\tfrac{a+b}2) = \tfrac12(W(a) + W(b)) + \tfrac12\sqrt{b-a}\,Z_{\text{node}}$, then the bridge
+    inside the final cell, $W(s) = W(a) + \frac{s-a}{b-a}(W(b) - W(a)) + \sqrt{(s-a)(b-s)/(b-a)}\,
+    Z_{\text{cell}, s}$. Every $Z$ is a counter-based normal (`_keyed.hashed_normals`) keyed by
+    (seed, global row, node, channel), so $W_i(s)$ is a function of the seed, the row's global
+    index and $s$ alone: queries may come in any order, a rejected step's retry sees the same path,
+    and a sample's path does not depend on its batch-mates, on any device.
+
+    The law is exact for query points at least $S/2^{\text{levels}}$ apart ($10^{-6} S$ at the
+    default 20 levels); two points strictly inside one cell get independent bridges. A query costs
+    `levels + 2` normals per row and channel. The path differs from `BrownianPath`'s for the same
+    seed (different draws).
+
+    Args:
+        shape: `(B, D)`: samples and noise channels.
+        seed: The entropy of the path.
+        s_end: The end of solver time, $S = T - \epsilon$.
+        dtype: Floating dtype of the path.
+        device: Device of the path.
+        row_start: Global index of the first row.
+        levels: Depth of the tree (at most 24).
+    """
+
+    _QBITS = 20  # a query's position inside a cell, in units of 2^-20 cells
+
+    def __init__(
+        self,
+        shape: tuple[int, int],
+        *,
+        seed: int,
+        s_end: float,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+        row_start: int = 0,
+        levels: int = 20,
+    ) -> None:
+        if len(shape) != 2:
+            raise ValueError(f"shape must be (batch, channels), got {tuple(shape)}")
+        if not s_end > 0:
+            raise ValueError(f"s_end must be > 0, got {s_end}")
+        if not 1 <= int(levels) <= 24:
+            raise ValueError(f"levels must be in [1, 24], got {levels}")
+        self.shape = tuple(int(n) for n in shape)
+        self.s_end, self.levels, self.dtype = float(s_end), int(levels), dtype
+        self.device = torch.device("cpu") if device is None else torch.device(device)
+        b, d = self.shape
+        base = mix(int(seed), ROW_PATH)
+        idx = torch.arange(row_start, row_start + b, dtype=torch.int64, device=self.device)
+        self._row_keys = hash64(idx ^ base)  # (B,)
+        self._channel_keys = hash64(torch.arange(d, dtype=torch.int64, device=self.device) + (1 << 40))
+        lv = torch.arange(self.levels, dtype=torch.int64, device=self.device)
+        self._shifts = (self.levels - lv).view(-1, 1)  # node k at level l: cell >> (levels - l)
+        self._tags = ((lv + 1) << 44).view(-1, 1)
+        self._sd = (0.5 * torch.sqrt(self.s_end / 2.0 ** lv.double())).to(dtype).view(-1, 1, 1)
+
+    def value(self, s: Tensor, rows: Tensor | None = None) -> Tensor:
+        """$W_i(s_i)$, `(len(rows), D)`, for solver times `s` `(len(rows),)` in $[0, S]$.
+
+        Args:
+            s: Each row's solver time (float64 recommended).
+            rows: Local row indices (default: all rows, in order).
+        """
+        levels, q = self.levels, self._QBITS
+        row_keys = self._row_keys if rows is None else self._row_keys[rows]
+        n, d = row_keys.shape[0], self.shape[1]
+        pos = (s.to(torch.float64) / self.s_end).clamp(0.0, 1.0) * float(1 << (levels + q))
+        qpos = torch.round(pos).to(torch.int64)
+        cell = (qpos >> q).clamp(max=(1 << levels) - 1)
+        frac_q = qpos - (cell << q)  # in [0, 2^q], 2^q only at s = S
+        nodes = torch.cat(
+            [
+                torch.zeros(1, n, dtype=torch.int64, device=self.device),  # the root
+                self._tags + (cell.unsqueeze(0) >> self._shifts),  # each level's interval
+                ((63 << 44) + (cell << q) + frac_q).unsqueeze(0),  # the bridge point inside the cell
+            ]
+        )  # (levels + 2, n)
+        keys = hash64(hash64(nodes) ^ row_keys)
+        z = hashed_normals(hash64(keys.unsqueeze(-1) ^ self._channel_keys), self.dtype)  # (levels + 2, n, d)
+        lo = torch.zeros(n, d, dtype=self.dtype, device=self.device)
+        hi = z[0] * math.sqrt(self.s_end)
+        mids = z[1 : levels + 1] * self._sd
+        bits = ((cell.unsqueeze(0) >> (self._shifts - 1)) & 1).bool().unsqueeze(-1)  # (levels, n, 1)
+        for level in range(levels):
+            mid = (lo + hi).mul_(0.5).add_(mids[level])
+            lo, hi = torch.where(bits[level], mid, lo), torch.where(bits[level], hi, mid)
+        frac = (frac_q.to(torch.float64) / (1 << q)).unsqueeze(-1)
+        sd = torch.sqrt(frac * (1 - frac) * (self.s_end / (1 << levels))).to(self.dtype)
+        return torch.lerp(lo, hi, frac.to(self.dtype)).add_(z[-1] * sd)

@@ -1,5 +1,6 @@
-r"""`dopri5_per_sample`: the Dormand–Prince 5(4) pair on the probability-flow ODE, each sample with its
-own step size and its own accept/reject.
+r"""Adaptive solvers whose samples take their own steps: `dopri5_per_sample` (the Dormand–Prince 5(4)
+pair on the probability-flow ODE) and `adaptive_sde_per_sample` (Gotta Go Fast's reverse-SDE pair),
+each sample with its own step size and its own accept/reject.
 
 torchdiffeq's `dopri5` controls one step size for the whole batch: the error norm is taken over
 every sample at once, so one hard sample (a trajectory that ends in a narrow mode, where the drift
@@ -21,18 +22,34 @@ waited for); `settings["sample_evaluations"]` counts the score evaluations of in
 (the compute actually spent), and `SampleResult.nfe_per_sample` each sample's own NFE. `steps_taken`
 counts rounds (one step attempt of every running sample, accepted or not), so that
 `nfe = 2 + 6 x steps_taken` as for any registered solver.
+
+`adaptive_sde_per_sample` is `adaptive_sde` (Jolicoeur-Martineau et al. 2021, Algorithm 1) with the
+same per-sample bookkeeping. Its noise comes from `adapters.RowBrownian`, a virtual Brownian tree
+that each sample queries at its own time, keyed by the sample's global index: a sample's path, and
+so its result, depends on the seed and its index only (another path than `BrownianPath`'s for the
+same seed, so its samples differ from `adaptive_sde`'s). A round makes one batched call for the
+second stage of every running sample and one for the next step's first stage of the samples that
+accepted and go on; `steps_taken` counts the rounds with both calls and `steps_rejected` those with
+one (every running sample rejected, or every accepting sample reached $\epsilon$), so that
+`nfe = 1 + 2 x steps_taken + steps_rejected`.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import Tensor
 
+from ..adapters.brownian import RowBrownian
+from ..errors import NonFiniteError, StepSizeError
 from ..scores import evaluate_score
+from .adaptive_sde import DEFAULT_ATOL, DEFAULT_RTOL
 from .base import SolveOutput, SolveRequest
+from .noise import NOISE_REMOVAL
 from .registry import SOLVERS, Solver
 
-__all__ = ["dopri5_per_sample"]
+__all__ = ["dopri5_per_sample", "adaptive_sde_per_sample"]
 
 _C = (0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0)
 _A = (
@@ -48,6 +65,23 @@ _B5 = (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0.0)
 _B4 = (5179 / 57600, 0.0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40)
 _E = tuple(b5 - b4 for b5, b4 in zip(_B5, _B4, strict=True))
 SAFETY, IFACTOR, DFACTOR = 0.9, 10.0, 0.2
+
+
+class _Score:
+    """The score on a subset of rows, each at its own time; counts batched calls and rows."""
+
+    def __init__(self, req: SolveRequest) -> None:
+        self.score, self.callback = req.score, req.callback
+        self.nfe = 0
+        self.rows = 0
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        out = evaluate_score(self.score, x, t.to(x.dtype))
+        self.nfe += 1
+        self.rows += x.shape[0]
+        if self.callback is not None:
+            self.callback(t.max())
+        return out
 
 
 class _Drift:
@@ -113,8 +147,6 @@ def dopri5_per_sample(req: SolveRequest) -> tuple[SolveOutput, Tensor, int]:
         err = _rms(err_vec / tol).to(torch.float64)
         ok = err <= 1
         if not bool(torch.isfinite(y5).all()):
-            from ..errors import NonFiniteError
-
             raise NonFiniteError("the state", float(ta.min()))
         acc = idx[ok]
         x[acc], t[acc], k1[acc] = y5[ok], ta[ok] + ha[ok], k[6][ok]
@@ -127,8 +159,6 @@ def dopri5_per_sample(req: SolveRequest) -> tuple[SolveOutput, Tensor, int]:
         rounds += 1
         active[acc] = t[acc] > eps * (1 + 1e-12)
         if bool((h[idx].abs() < 1e-14 * ta.abs().clamp_min(1.0)).any()):
-            from ..errors import StepSizeError
-
             raise StepSizeError(float(ta.min()), req.solver)
     out = SolveOutput(
         samples=x, nfe=f.nfe, accepted=rounds
@@ -158,6 +188,111 @@ def _run(req: SolveRequest) -> SolveOutput:
     out.sample_evaluations = rows
     return out
 
+
+def adaptive_sde_per_sample(
+    req: SolveRequest, *, h_init: float = 0.01, safety: float = 0.9, exponent: float = 0.9
+) -> tuple[SolveOutput, Tensor, int]:
+    r"""Gotta Go Fast's reverse-SDE solver (`adaptive_sde`) with a step size and accept/reject per sample.
+
+    Each sample steps from its own $t_i$ to $t_i - h_i$ with one Brownian increment
+    $\Delta W_i$ from `RowBrownian`: $x' = x + h\,b(x, t) + g(t)\Delta W$ (Euler–Maruyama),
+    $\tilde x = x + h\,b(x', t - h) + g(t - h)\Delta W$, $x'' = (x' + \tilde x)/2$, with the error
+    $E_i = \mathrm{RMS}\big((x'_i - x''_i)/\delta_i\big)$, $\delta_i = \max(\text{atol},
+    \text{rtol}\cdot\max(|x'_i|, |x'_{i,\text{prev}}|))$ over the sample's own entries; the
+    sample accepts when $E_i \le 1$ and sets $h_i \leftarrow \theta h_i E_i^{-r}$ either way.
+
+    Args:
+        req: The checked request (`rtol`, `atol`, `seed`, `options["noise_removal"]`).
+        h_init: First step size, in $t$.
+        safety: The factor $\theta$ of the step-size update.
+        exponent: The exponent $r$ of the step-size update.
+
+    Returns:
+        `(output, nfe_per_sample, sample_evaluations)`.
+    """
+    sde, x = req.sde, req.x_T.clone()
+    b = x.shape[0]
+    T, eps = float(sde.T), float(req.eps)
+    rtol, atol = float(req.rtol), float(req.atol)
+    noise_removal = bool(req.options["noise_removal"])
+    path = RowBrownian(
+        (b, x[0].numel()),
+        seed=req.seed,
+        s_end=T - eps,
+        dtype=x.dtype,
+        device=x.device,
+        row_start=req.row_start,
+    )
+    score = _Score(req)
+    dev = x.device
+    t = torch.full((b,), T, dtype=torch.float64, device=dev)
+    h = torch.full((b,), min(h_init, T - eps), dtype=torch.float64, device=dev)
+    w = torch.zeros(b, x[0].numel(), dtype=x.dtype, device=dev)  # W at each sample's solver time T - t
+    x_prev = x.clone()
+    s_x = score(x, t)
+    own = torch.ones(b, dtype=torch.int64, device=dev)
+    active = torch.ones(b, dtype=torch.bool, device=dev)
+    two_calls = one_call = 0
+
+    def drift(x: Tensor, t: Tensor, s: Tensor) -> Tensor:  # stepping down in t negates reverse_drift
+        return -sde.reverse_drift(x, t.to(x.dtype), s)
+
+    while True:
+        idx = active.nonzero().squeeze(1)
+        if idx.numel() == 0:
+            break
+        xa, ta, ha = x[idx], t[idx], h[idx]
+        if bool((ha < 1e-10 * T).any()):
+            raise StepSizeError(float(ta[ha < 1e-10 * T].max()), req.solver)
+        t_next = torch.where(ta - ha <= eps * (1 + 1e-12), torch.full_like(ta, eps), ta - ha)
+        ha = ta - t_next
+        w_next = path.value(T - t_next, idx)
+        dw = (w_next - w[idx]).view(xa.shape)
+        if noise_removal:
+            dw = dw * _col((t_next != eps).to(torch.float64), dw)
+        g_a, g_n = _col(sde.g2(ta).sqrt(), xa), _col(sde.g2(t_next).sqrt(), xa)
+        hc = _col(ha, xa)
+        x1 = xa + hc * drift(xa, ta, s_x[idx]) + g_a * dw
+        s1 = score(x1, t_next)
+        x2 = (x1 + xa + hc * drift(x1, t_next, s1) + g_n * dw) / 2
+        delta = (rtol * torch.maximum(x1.abs(), x_prev[idx].abs())).clamp_min(atol)
+        err = _rms((x1 - x2) / delta).to(torch.float64)
+        if not bool(torch.isfinite(err).all()):
+            raise NonFiniteError("the state", float(t_next[~torch.isfinite(err)].max()))
+        own[idx] += 1
+        ok = err <= 1.0
+        acc = idx[ok]
+        x[acc], x_prev[acc], t[acc], w[acc] = x2[ok], x1[ok], t_next[ok], w_next[ok]
+        h[idx] = safety * ha * err.clamp_min(1e-10) ** -exponent
+        going = acc[t[acc] > eps]
+        active[acc] = t[acc] > eps
+        h[going] = torch.minimum(h[going], t[going] - eps)
+        if going.numel():
+            s_x[going] = score(x[going], t[going])
+            own[going] += 1
+            two_calls += 1
+        else:
+            one_call += 1
+    out = SolveOutput(samples=x, nfe=score.nfe, accepted=two_calls, rejected=one_call)
+    return out, own, score.rows
+
+
+def _run_sde(req: SolveRequest) -> SolveOutput:
+    out, own, rows = adaptive_sde_per_sample(req)
+    out.nfe_per_sample = own
+    out.sample_evaluations = rows
+    return out
+
+
+SOLVERS["adaptive_sde_per_sample"] = Solver(
+    "adaptive_sde_per_sample", "diffusion", _run_sde, nfe_per_step=2, nfe_start=1, nfe_per_rejected_step=1,
+    strong_order=1.0, adaptive=True, stochastic=True,
+    options={"noise_removal": replace(NOISE_REMOVAL, default=False)},
+    default_rtol=DEFAULT_RTOL, default_atol=DEFAULT_ATOL, budgets=(0.5, 0.2, 0.1, 0.05, 0.02),
+    reference="adaptive_sde_per_sample",
+    description="Gotta Go Fast's adaptive reverse-SDE solver with a step size and accept/reject per sample "
+    "(noise from a per-sample virtual Brownian tree, so a sample's result does not depend on its batch-mates)",
+)  # fmt: skip
 
 SOLVERS["dopri5_per_sample"] = Solver(
     "dopri5_per_sample", "ode", _run, nfe_per_step=6, nfe_start=2, order=5,
