@@ -25,10 +25,11 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ._keyed import PROBES, normal_rows, uniform_rows
+from ._keyed import PROBES, hash64, hashed_normals, mix, normal_rows, uniform_rows
 from ._validation import check_positive
 
 __all__ = [
+    "deflated_divergence",
     "hutchpp_divergence",
     "AUTO_EXACT_MAX_DIM",
     "exact_divergence",
@@ -93,6 +94,7 @@ def make_probes(
     generator: torch.Generator | None = None,
     seed: int | None = None,
     row_start: int = 0,
+    rows: Tensor | None = None,
 ) -> Tensor:
     """Draw `probes` Hutchinson probe vectors per sample: shape `(probes, *x.shape)`, $E[vv^T] = I$.
 
@@ -105,6 +107,10 @@ def make_probes(
         seed: Instead of `generator`: each point's probes keyed by the seed and its global index
             `row_start + i`, drawn on `x`'s device, so they do not depend on the batch.
         row_start: Global index of `x`'s first row (with `seed`).
+        rows: Instead of `row_start`: the global index of each row of `x` (int64, `(B,)`), for
+            rows that are not contiguous; drawn by counter-based hashing (`_keyed.hashed_normals`),
+            so each row's probes depend on the seed and its index only. A different stream from
+            `row_start`'s.
 
     Returns:
         A tensor `(K, B, *event)`.
@@ -112,6 +118,17 @@ def make_probes(
     check_positive(probes, "probes", integer=True)
     if kind not in ("rademacher", "gaussian"):
         raise ValueError(f"probe must be 'rademacher' or 'gaussian', got {kind!r}")
+    if rows is not None:
+        if seed is None:
+            raise ValueError("rows= needs seed=: the probes are keyed by the seed and each row's index")
+        numel = x[0].numel()
+        row_keys = hash64(rows.to(device=x.device, dtype=torch.int64) ^ mix(seed, PROBES, 1))
+        keys = hash64(row_keys[:, None] ^ hash64(torch.arange(probes * numel, device=x.device) + 1))
+        if kind == "rademacher":
+            v = torch.where(keys < 0, -1.0, 1.0).to(x.dtype)  # the top bit of the hash
+        else:
+            v = hashed_normals(keys, x.dtype)
+        return v.view(x.shape[0], probes, *x.shape[1:]).transpose(0, 1)
     if seed is not None:
         b, numel = x.shape[0], probes * x[0].numel()
         if kind == "rademacher":
@@ -203,3 +220,61 @@ def hutchpp_divergence(fn: VectorField, x: Tensor, probes: Tensor) -> tuple[Tens
     if not create_graph:
         f, est = f.detach(), est.detach()
     return f, est[:, None]
+
+
+def deflated_divergence(fn: VectorField, x: Tensor, probes: Tensor) -> tuple[Tensor, Tensor]:
+    r"""Evaluate `fn(x)` and k Hutchinson estimates with a low-rank control variate that keeps the
+    diagonal exact.
+
+    Rademacher Hutchinson carries no variance from a Jacobian's diagonal ($v_i^2 = 1$): its variance
+    is $2\sum_{i \ne j} J_{ij}^2$, the off-diagonal mass alone. The drift Jacobian of a diffusion's
+    PF-ODE is a diagonal (near the data) plus a low-rank part (between modes, where the posterior
+    over modes is mixed), and Hutch++ deflates the low-rank part but projects its residual probes,
+    so that they pick up the diagonal's variance: it loses on such Jacobians. Here, per sample, a
+    sketch $S$ of k Rademacher vectors gives $Y = J^\top S$ (k vector-Jacobian products), the
+    diagonal estimate $\hat D = \tfrac1k \sum_s s \odot J^\top s$ (exact when $J$ is diagonal) and
+    $Q = \text{orth}(Y)$; with $M = Q^\top (J - \hat D) Q$ (r <= k more products), each residual
+    Rademacher probe $v$ gives
+
+    $$\widehat{\operatorname{tr}} J = v^\top J v - \big[(Q^\top v)^\top M\, (Q^\top v) - \operatorname{tr} M\big],$$
+
+    unbiased for any sketch (the bracket has mean zero over $v$), exact when $J$ is diagonal (then
+    $M = 0$), and with the low-rank part's off-diagonal mass removed when $Q$ spans it. The k
+    residual estimates are independent given the sketch, so their spread is a standard error. Cost:
+    2k + min(k, d) vector-Jacobian products, as Hutch++.
+
+    Args:
+        fn: A map from `(B, *event)` to `(B, *event)` that acts on each sample separately.
+        x: The points, `(B, *event)`.
+        probes: `(2k, *x.shape)` Rademacher probes: the first k are the sketch, the last k the
+            residual probes (see `make_probes`).
+
+    Returns:
+        `(fn(x), estimates)` with estimates of shape `(B, k)`; their mean is the estimate.
+    """
+    m = probes.shape[0]
+    if m % 2 or probes.shape[1:] != x.shape:
+        raise ValueError(
+            f"probes must have shape (2k, {', '.join(map(str, x.shape))}) for 'deflated', got {tuple(probes.shape)}"
+        )
+    k, b, d = m // 2, x.shape[0], x[0].numel()
+    create_graph = torch.is_grad_enabled()
+    with torch.enable_grad():
+        x = x if create_graph and x.requires_grad else x.detach().requires_grad_(True)
+        f = fn(x)
+        sketch = probes[:k].reshape(k, b, d)
+        y = _vjps(f, x, probes[:k], False).detach().reshape(k, b, d)  # J^T s
+        diag = (sketch * y).mean(0)  # (B, d): exact when J is diagonal
+        q = torch.linalg.qr(y.permute(1, 2, 0), mode="reduced").Q  # (B, d, r)
+        r = q.shape[2]
+        v = probes[k:].reshape(k, b, d)
+        vs = torch.cat([q.permute(2, 0, 1), v]).reshape(r + k, *x.shape)
+        w = _vjps(f, x, vs, create_graph).reshape(r + k, b, d)
+        # M[b, a, c] = q_a^T J q_c - q_a^T diag(D) q_c
+        mat = torch.einsum("abd,bdc->bac", w[:r], q) - torch.einsum("bda,bd,bdc->bac", q, diag, q)
+        proj = torch.einsum("bda,kbd->kba", q, v)  # Q^T v
+        control = torch.einsum("kba,bac,kbc->kb", proj, mat, proj) - mat.diagonal(dim1=1, dim2=2).sum(-1)
+        est = ((w[r:] * v).sum(-1) - control).T  # (B, k)
+    if not create_graph:
+        f, est = f.detach(), est.detach()
+    return f, est

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from . import distributed, memory
+from ._keyed import mix
 from ._validation import check_batched, check_bool, check_positive, check_seed, describe
 from .adapters import LikelihoodODE, odeint
 from .divergence import AUTO_EXACT_MAX_DIM, make_probes
@@ -39,6 +40,9 @@ from .scores import Score, check_problem
 from .sde import SDE
 
 __all__ = ["LikelihoodResult", "log_likelihood", "bits_per_dim", "dataset_bits_per_dim", "DatasetBits"]
+
+ESTIMATORS = ("hutchinson", "hutch++", "deflated")
+"""The stochastic divergence estimators `log_likelihood` takes (they need probes and a seed)."""
 
 
 @dataclass
@@ -57,8 +61,10 @@ class LikelihoodResult:
         vjps: Vector-Jacobian products taken for the divergence.
         seconds: Wall-clock time of the solve.
         settings: Solver, tolerances, eps, divergence, probes, seed, dtype, device.
-        std_error: Hutchinson with `probes > 1`: the standard error of `log_prob` across probes, else None.
-        per_probe: Hutchinson: `log_prob` for each probe, `(B, K)`; else None.
+        std_error: Hutchinson or `"deflated"` with `probes > 1` (or `target_se`): the standard error of
+            `log_prob` across probes, else None.
+        per_probe: Hutchinson and `"deflated"`: `log_prob` for each probe, `(B, K)`; else None.
+        probes_used: With `target_se`: the probes each point used, `(B,)` int64; else None.
     """
 
     log_prob: Tensor
@@ -71,6 +77,7 @@ class LikelihoodResult:
     settings: dict[str, Any]
     std_error: Tensor | None = None
     per_probe: Tensor | None = None
+    probes_used: Tensor | None = None
 
     def __repr__(self) -> str:
         return (
@@ -98,6 +105,8 @@ def log_likelihood(
     batch_size: int | None = None,
     progress: bool = False,
     gather: str = "all",
+    target_se: float | None = None,
+    max_probes: int = 1024,
 ) -> LikelihoodResult:
     r"""Log-density $\log p_\epsilon(x)$ in nats by integrating the PF-ODE from `eps` up to T.
 
@@ -107,10 +116,13 @@ def log_likelihood(
         x: Data `(B, *event)`, finite.
         divergence: `"exact"` (Jacobian trace), `"hutchinson"`, `"hutch++"` (Hutch++, Meyer et al.
             2021: a rank-k sketch taken exactly plus Hutchinson on the rest; 3k vector-Jacobian
-            products per evaluation for `probes=k`), or `"auto"` (exact up to
+            products per evaluation for `probes=k`), `"deflated"` (Rademacher Hutchinson with a
+            rank-k control variate that keeps the diagonal exact, `divergence.deflated_divergence`;
+            3k products for `probes=k`, k estimates), or `"auto"` (exact up to
             `AUTO_EXACT_MAX_DIM` = 64 dimensions, Hutchinson above).
         probes: Hutchinson probes per sample, fixed for the whole solve; their spread gives
-            `std_error`. For `"hutch++"`: the sketch size k (one estimate, no `std_error`).
+            `std_error`. For `"hutch++"`: the sketch size k (one estimate, no `std_error`); for
+            `"deflated"`: the sketch size k, with k residual probes whose spread gives `std_error`.
         probe: `"rademacher"` or `"gaussian"`.
         solver: A torchdiffeq method (`"dopri5"`, or with the `ode:` prefix). Fixed-step ones need `steps`.
         rtol: Relative tolerance (adaptive solvers).
@@ -131,10 +143,18 @@ def log_likelihood(
             solvers give the same values (bit for bit on the CPU) as one batch; adaptive ones choose
             their steps per chunk (`nfe` is then the largest chunk's, `settings["nfe_per_chunk"]`
             has each).
-        progress: A progress bar over the points, chunk by chunk (with `batch_size`).
+        progress: A progress bar: over the points, chunk by chunk (with several chunks), else over
+            the solve's time from `eps` to T.
         gather: Under `torch.distributed` (see `diffsolve.distributed`): each rank evaluates its
             shard of the points and the result is gathered on every rank (`"all"`) or on rank 0
             only (`"rank0"`; the others get their shard).
+        target_se: With `"hutchinson"` or `"deflated"`: keep adding rounds of `probes` probes (one
+            more solve of the points still above the target, its probes sharing each forward
+            pass) until each point's standard error is at most `target_se` nats, or it has used
+            `max_probes`. A round's probes are keyed by the seed, the round and the point's global
+            index. `std_error` then covers all of a point's probes, `probes_used` counts them, and
+            `per_probe` is None; no gradients (the rounds differ per point).
+        max_probes: The most probes (residual probes for `"deflated"`) a point may use with `target_se`.
 
     Returns:
         A `LikelihoodResult`.
@@ -160,7 +180,21 @@ def log_likelihood(
     seed = check_seed(seed, allow_none=True)
     check_bool(adjoint, "adjoint")
     check_bool(progress, "progress")
-    if seed is None and divergence in ("hutchinson", "hutch++"):
+    if target_se is not None:
+        check_positive(target_se, "target_se")
+        check_positive(max_probes, "max_probes", integer=True)
+        if divergence not in ("hutchinson", "deflated"):
+            raise ValueError(
+                f"target_se needs divergence='hutchinson' or 'deflated' (estimates with a spread), got {divergence!r}"
+            )
+        if max_probes < probes:
+            raise ValueError(f"max_probes must be at least probes ({probes}), got {max_probes}")
+        if _differentiable(score, x):
+            raise ValueError(
+                "target_se gives no gradients (each point takes its own rounds): call it under torch.no_grad(), "
+                "or use a fixed number of probes"
+            )
+    if seed is None and divergence in ESTIMATORS:
         seed = int(np.random.SeedSequence().generate_state(1)[0]) & 0x7FFFFFFF
     settings = {
         "solver": info.name, "rtol": rtol, "atol": atol, "steps": steps, "eps": eps,
@@ -168,6 +202,8 @@ def log_likelihood(
         "probe": probe if divergence != "exact" else None, "seed": seed, "adjoint": adjoint,
         "dtype": str(x.dtype).removeprefix("torch."), "device": str(x.device), "sde": repr(sde),
     }  # fmt: skip
+    if target_se is not None:
+        settings.update(target_se=float(target_se), max_probes=int(max_probes))
     budget: dict[str, Any] = {"rtol": rtol, "atol": atol} if info.adaptive else {"steps": steps}
     gather = distributed.check_gather(gather)
     rank, ranks = distributed.world()
@@ -182,11 +218,12 @@ def log_likelihood(
     if batch_size is not None:
         settings["batch_size"] = batch_size
     bar = _bar(hi - lo) if progress and len(chunks) > 1 else None
+    time_bar = progress and len(chunks) == 1
     parts = []
     for r0, r1 in chunks:
         parts.append(
             _solve_chunk(score, sde, x[r0:r1], r0, divergence, probes, probe, seed, eps, method, adjoint, budget,
-                         prior_log_prob, info.name)
+                         prior_log_prob, info.name, target_se, max_probes, time_bar)
         )  # fmt: skip
         if bar is not None:
             bar.update(r1 - r0)
@@ -195,7 +232,8 @@ def log_likelihood(
         bar.close()
     if len(parts) > 1:
         settings["nfe_per_chunk"] = [p["nfe"] for p in parts]
-    cat = {k: torch.cat([p[k] for p in parts]) for k in ("prior", "delta", "latent")}
+    keys = ("prior", "delta", "latent") + (("mean", "se", "count") if target_se is not None else ())
+    cat = {k: torch.cat([p[k] for p in parts]) for k in keys}
     nfe, vjps = max(p["nfe"] for p in parts), sum(p["vjps"] for p in parts)
     seconds = sum(p["seconds"] for p in parts)
     if ranks > 1:  # the only collective: after every rank has solved its shard
@@ -204,9 +242,13 @@ def log_likelihood(
         nfe, vjps = int(max(r[0] for r in per_rank)), int(sum(r[1] for r in per_rank))
         seconds = max(r[2] for r in per_rank)
         settings["nfe_per_rank"] = [int(r[0]) for r in per_rank]
-    per_probe = std_error = None
+    per_probe = std_error = used = None
     delta = cat["delta"]
-    if divergence == "hutchinson":
+    if target_se is not None:
+        std_error, used = cat["se"], cat["count"]
+        delta = cat["mean"] - cat["prior"]
+        settings["rounds"] = max(p["rounds"] for p in parts)
+    elif divergence in ("hutchinson", "deflated"):
         per_probe = cat["prior"][:, None] + delta
         if probes > 1:
             std_error = per_probe.std(1) / math.sqrt(probes)
@@ -229,6 +271,7 @@ def log_likelihood(
         settings=settings,
         std_error=std_error,
         per_probe=None if per_probe is None else out(per_probe),
+        probes_used=used,
     )
 
 
@@ -250,26 +293,78 @@ def _bar(total: int) -> Any:
 
 
 def _solve_chunk(
-    score, sde, x, row_start, divergence, probes, probe, seed, eps, method, adjoint, budget, prior_log_prob, name
+    score, sde, x, row_start, divergence, probes, probe, seed, eps, method, adjoint, budget, prior_log_prob, name,
+    target_se=None, max_probes=None, time_bar=False,
 ) -> dict[str, Any]:  # fmt: skip
-    """One chunk's solve: its probes keyed by global row index, the augmented ODE, the prior term."""
-    v = None
-    if divergence != "exact":  # Hutch++: the sketch S and the residual set G, k each
-        v = make_probes(
-            x, probes * (2 if divergence == "hutch++" else 1), probe, seed=seed, row_start=row_start
+    """One chunk's solve: its probes keyed by global row index, the augmented ODE, the prior term;
+    with `target_se`, more rounds for the points whose standard error is still above it."""
+    per_round = probes * (1 if divergence == "hutchinson" else 2)  # hutch++ / deflated: sketch + residual
+    v = None if divergence == "exact" else make_probes(x, per_round, probe, seed=seed, row_start=row_start)
+    first = _solve_once(score, sde, x, v, divergence, probes, eps, method, adjoint, budget, prior_log_prob,
+                        name, time_bar)  # fmt: skip
+    if target_se is None:
+        return first
+    # Accumulate each point's per-probe values as deviations from its first-round mean (float64).
+    values = first["prior"][:, None] + first["delta"]
+    shift = values.double().mean(1)
+    dev = values.double() - shift[:, None]
+    s1, s2 = dev.sum(1), dev.square().sum(1)
+    count = torch.full((x.shape[0],), probes, dtype=torch.int64, device=x.device)
+    nfe, vjps, seconds, rounds = first["nfe"], first["vjps"], first["seconds"], 1
+
+    def standard_error() -> Tensor:
+        n = count.double()
+        var = ((s2 - s1.square() / n) / (n - 1).clamp_min(1)).clamp_min(0)
+        return torch.where(count > 1, (var / n).sqrt(), torch.full_like(var, math.inf))
+
+    se = standard_error()
+    while True:
+        pending = ((se > target_se) & (count + probes <= max_probes)).nonzero().squeeze(1)
+        if pending.numel() == 0:
+            break
+        v = make_probes(x[pending], per_round, probe, seed=mix(seed, rounds), rows=pending + row_start)
+        more = _solve_once(score, sde, x[pending], v, divergence, probes, eps, method, adjoint, budget,
+                           prior_log_prob, name, False)  # fmt: skip
+        dev = (more["prior"][:, None] + more["delta"]).double() - shift[pending, None]
+        s1[pending] += dev.sum(1)
+        s2[pending] += dev.square().sum(1)
+        count[pending] += probes
+        nfe, vjps, seconds, rounds = (
+            nfe + more["nfe"],
+            vjps + more["vjps"],
+            seconds + more["seconds"],
+            rounds + 1,
         )
+        se = standard_error()
+    mean = (shift + s1 / count.double()).to(x.dtype)
+    return {**first, "mean": mean, "se": se.to(x.dtype), "count": count, "nfe": nfe, "vjps": vjps,
+            "seconds": seconds, "rounds": rounds}  # fmt: skip
+
+
+def _solve_once(
+    score, sde, x, v, divergence, probes, eps, method, adjoint, budget, prior_log_prob, name, time_bar
+) -> dict[str, Any]:  # fmt: skip
+    """One solve of the augmented ODE with the given probes."""
     func = LikelihoodODE(score, sde, divergence, probes=v, eps=eps)
-    width = {"exact": None, "hutchinson": probes, "hutch++": 1}[divergence]
+    width = {"exact": None, "hutchinson": probes, "hutch++": 1, "deflated": probes}[divergence]
     delta0 = x.new_zeros((x.shape[0],) if width is None else (x.shape[0], width))
     ts = torch.tensor([eps, sde.T], dtype=torch.float64, device=x.device)
     start = time.perf_counter()
     graph = _differentiable(score, x)
     params = tuple(p for p in _parameters(score) if p.requires_grad) if graph else ()
-    with contextlib.nullcontext() if graph else torch.no_grad():
-        out = odeint(func, (x, delta0), ts, method=method, adjoint=adjoint, adjoint_params=params, **budget)
-        xs, deltas = out.ys
-        latent, delta = xs[-1], deltas[-1]
-        prior = prior_log_prob(latent)
+    bar = _TimeBar(eps, sde.T) if time_bar else None
+    func.pf.callback = bar
+    try:
+        with contextlib.nullcontext() if graph else torch.no_grad():
+            out = odeint(
+                func, (x, delta0), ts, method=method, adjoint=adjoint, adjoint_params=params, **budget
+            )
+            xs, deltas = out.ys
+            latent, delta = xs[-1], deltas[-1]
+            prior = prior_log_prob(latent)
+    finally:
+        if bar is not None:
+            bar.close()
     if not isinstance(prior, Tensor) or prior.shape != (x.shape[0],):
         got = tuple(prior.shape) if isinstance(prior, Tensor) else type(prior).__name__
         raise ValueError(f"prior_log_prob must return shape ({x.shape[0]},), one value per point; got {got}")
@@ -279,7 +374,30 @@ def _solve_chunk(
     if x.device.type == "cuda":
         torch.cuda.synchronize(x.device)
     return {"prior": prior, "delta": delta, "latent": latent, "nfe": func.nfe, "vjps": func.vjps,
-            "seconds": time.perf_counter() - start}  # fmt: skip
+            "seconds": time.perf_counter() - start, "rounds": 1}  # fmt: skip
+
+
+class _TimeBar:
+    """A tqdm bar over the likelihood solve's time, from eps up to T, fed after every score evaluation."""
+
+    def __init__(self, eps: float, T: float) -> None:
+        from tqdm.auto import tqdm
+
+        self.eps, self.T, self.done, self.nfe = eps, T, 0.0, 0
+        self.bar = tqdm(
+            total=1000, desc="log-likelihood", leave=False, dynamic_ncols=True, disable=None,
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}",
+        )  # fmt: skip
+
+    def __call__(self, t: Tensor) -> None:
+        self.nfe += 1
+        frac = min(max((float(t) - self.eps) / (self.T - self.eps), self.done), 1.0)
+        self.bar.update(round(1000 * frac) - round(1000 * self.done))
+        self.done = frac
+        self.bar.set_postfix_str(f"t={float(t):.4f} nfe={self.nfe}", refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def _check_inputs(
@@ -297,8 +415,10 @@ def _check_inputs(
     and the solver, which must be a torchdiffeq method on the PF-ODE."""
     check_problem(score, sde, eps)
     x = check_batched(x, "x")
-    if divergence not in ("exact", "hutchinson", "hutch++", "auto"):
-        raise ValueError(f"divergence must be 'exact', 'hutchinson', 'hutch++' or 'auto', got {divergence!r}")
+    if divergence not in ("exact", *ESTIMATORS, "auto"):
+        raise ValueError(
+            f"divergence must be 'exact', 'hutchinson', 'hutch++', 'deflated' or 'auto', got {divergence!r}"
+        )
     if divergence == "auto":
         divergence = "exact" if x[0].numel() <= AUTO_EXACT_MAX_DIM else "hutchinson"
     check_positive(probes, "probes", integer=True)
@@ -308,7 +428,10 @@ def _check_inputs(
     info = get_solver(f"ode:{method}" if isinstance(method, str) else method)
     if info.run is not run_pf_ode:
         raise ValueError(f"solver must be a torchdiffeq method on the PF-ODE ('ode:...'), got {solver!r}")
-    d, k = x[0].numel(), {"exact": 0, "hutchinson": probes, "hutch++": 3 * probes}[divergence]
+    d, k = (
+        x[0].numel(),
+        {"exact": 0, "hutchinson": probes, "hutch++": 3 * probes, "deflated": 3 * probes}[divergence],
+    )
     basis = min(d, 64) if divergence == "exact" else k  # vectors per batched backward pass
     work = x.shape[0] if batch_size is None else min(batch_size, x.shape[0])
     itemsize = x.element_size()

@@ -1,14 +1,17 @@
 """Divergence estimators against known traces: Hutch++ is exact for Jacobians of rank <= k, unbiased
 always, and at the same number of vector-Jacobian products has a much lower variance than
-Hutchinson when the spectrum decays; in the likelihood ODE with k >= d it equals the exact trace."""
+Hutchinson when the spectrum decays; in the likelihood ODE with k >= d it equals the exact trace.
+The deflated estimator is exact for diagonal Jacobians, unbiased always, and beats Hutchinson by
+more than 4x in variance on diagonal-plus-low-rank Jacobians and on the 64-D mixture's likelihood."""
 
 import math
 import statistics
 
+import pytest
 import torch
 
 import diffsolve as ds
-from diffsolve.divergence import hutchinson_divergence, hutchpp_divergence, make_probes
+from diffsolve.divergence import deflated_divergence, hutchinson_divergence, hutchpp_divergence, make_probes
 
 
 def _linear(m):
@@ -82,3 +85,122 @@ def test_dataset_bits_per_dim_and_its_standard_errors():
         dataset_bits_per_dim(score, sde, x, divergence="hutchinson", probes=1, seed=0, **kw).se_estimator
         is None
     )
+
+
+def _diagonal_plus_low_rank(d=40, rank=3, seed=2):
+    """A diagonal 1 +- 0.5 plus a symmetric rank-3 part u u^T with u standard normal (eigenvalues ~40)."""
+    g = torch.Generator().manual_seed(seed)
+    diag = torch.diag(1 + torch.rand(d, generator=g, dtype=torch.float64) - 0.5)
+    u = torch.randn(d, rank, generator=g, dtype=torch.float64)
+    return diag, u @ u.T
+
+
+def test_deflated_is_exact_for_a_diagonal_jacobian():
+    diag, _ = _diagonal_plus_low_rank()
+    x = torch.randn(5, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    for seed in range(3):
+        _, est = deflated_divergence(_linear(diag), x, make_probes(x, 8, seed=seed))  # k = 4
+        assert est.shape == (5, 4)
+        torch.testing.assert_close(est, torch.full((5, 4), float(torch.trace(diag)), dtype=torch.float64))
+
+
+def test_deflated_is_unbiased_and_beats_hutchinson_on_diagonal_plus_low_rank():
+    # J = D + U U^T (D's entries 1 +- 0.5, U 40x3 standard normal), k = 8 (24 VJPs) against 24
+    # Rademacher probes, 2000 independent draws each: measured SD 6.0 vs 18.9, 9.9x lower variance
+    # (3.4x at k = 4; with a diagonal of 3 +- 0.5 only 3.4x at k = 8: the sketch J^T S then mixes in
+    # the diagonal's directions). A dense random J (no structure) checks unbiasedness; there the
+    # deflated estimate is worse than Hutchinson (measured variance 2.8x higher).
+    diag, low = _diagonal_plus_low_rank()
+    x = torch.zeros(1, 40, dtype=torch.float64)
+    dense = torch.randn(40, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    for m, at_least in ((diag + low, 4.0), (dense, None)):
+        de = [
+            deflated_divergence(_linear(m), x, make_probes(x, 16, seed=s))[1].mean().item()
+            for s in range(2000)
+        ]
+        hu = [
+            hutchinson_divergence(_linear(m), x, make_probes(x, 24, seed=s))[1].mean().item()
+            for s in range(2000)
+        ]
+        trace = float(torch.trace(m))
+        sd_de, sd_hu = statistics.pstdev(de), statistics.pstdev(hu)
+        assert abs(statistics.fmean(de) - trace) < 4 * sd_de / 2000**0.5  # unbiased, within 4 SE
+        if at_least is not None:
+            assert sd_de**2 < sd_hu**2 / at_least, (sd_de, sd_hu)
+
+
+def test_deflated_beats_hutchinson_on_the_64d_mixture_likelihood_with_an_honest_standard_error():
+    # Per-point log-likelihood error against the exact trace, 40 points of p_eps of
+    # GaussianMixture.random(64, 8), VP, float64, dopri5 at 1e-4, 24 VJPs per evaluation for both.
+    # Measured (benchmarks/variance_reduction.py, 100 points): variance ratio 0.017, i.e. 57x lower.
+    sde, eps = ds.VPSDE(), 1e-3
+    gm = ds.GaussianMixture.random(64, 8, seed=0)
+    score = gm.score_fn(sde)
+    x = gm.marginal(eps, sde).sample(40, seed=1)
+    kw = dict(rtol=1e-4, atol=1e-4, eps=eps, seed=0)
+    exact = ds.log_likelihood(score, sde, x, divergence="exact", **{**kw, "seed": None}).log_prob
+    hu = ds.log_likelihood(score, sde, x, divergence="hutchinson", probes=24, **kw)
+    de = ds.log_likelihood(score, sde, x, divergence="deflated", probes=8, **kw)
+    err_hu, err_de = hu.log_prob - exact, de.log_prob - exact
+    assert float(err_de.square().mean()) < float(err_hu.square().mean()) / 4
+    assert de.per_probe.shape == (40, 8) and de.vjps == 24 * de.nfe
+    # the spread of the 8 residual estimates is a standard error for the estimate (given the
+    # sketch, they are independent): the errors in units of it have an RMS near 1 (t with 7 dof: 1.18)
+    z = (err_de / de.std_error).square().mean().sqrt()
+    assert 0.5 < float(z) < 2.0, float(z)
+
+
+def test_probes_for_scattered_rows_depend_on_the_seed_and_the_row_only():
+    x = torch.zeros(6, 3, 4, dtype=torch.float64)
+    rows = torch.tensor([7, 2, 40, 41, 5000, 3])
+    v = make_probes(x, 5, seed=9, rows=rows)
+    assert v.shape == (5, 6, 3, 4) and set(v.unique().tolist()) == {-1.0, 1.0}
+    sub = make_probes(x[[4, 1]], 5, seed=9, rows=rows[[4, 1]])
+    assert torch.equal(sub, v[:, [4, 1]])
+    many = make_probes(torch.zeros(20_000, 8), 1, seed=1, rows=torch.arange(20_000), kind="gaussian")
+    assert abs(float(many.mean())) < 4 / 400**1 and abs(float(many.var()) - 1) < 0.02  # 160 000 draws
+    signs = make_probes(torch.zeros(20_000, 8), 1, seed=1, rows=torch.arange(20_000))
+    assert abs(float(signs.mean())) < 4 / 400  # SE of the mean of 160 000 signs: 1/400
+
+
+def _sixteen_d():
+    sde, eps = ds.VPSDE(), 1e-3
+    gm = ds.GaussianMixture.random(16, 4, seed=3)
+    return sde, eps, gm.score_fn(sde), gm.marginal(eps, sde).sample(24, seed=2)
+
+
+def test_target_se_adds_probes_until_each_point_meets_it():
+    sde, eps, score, x = _sixteen_d()
+    kw = dict(rtol=1e-6, atol=1e-6, eps=eps)
+    exact = ds.log_likelihood(score, sde, x, divergence="exact", **kw).log_prob
+    res = ds.log_likelihood(
+        score, sde, x, divergence="hutchinson", probes=4, seed=0, target_se=0.05, max_probes=256, **kw
+    )
+    used, se = res.probes_used, res.std_error
+    assert bool(((se <= 0.05) | (used == 256)).all()) and bool((used % 4 == 0).all())
+    assert res.per_probe is None and res.settings["rounds"] == int(used.max()) // 4
+    assert int(used.max()) > 4  # some points needed more than one round
+    # The standard errors are honest against the exact trace (errors in units of the SE: RMS near
+    # 1, measured 1.15; stopping when the estimated SE first falls below the target makes it
+    # somewhat optimistic). Measured: 4 to 256 probes per point, 11 of 24 points at the cap.
+    z = float(((res.log_prob - exact) / se).square().mean().sqrt())
+    assert 0.3 < z < 2.0, z
+    # A point's rounds and probes depend on it alone: with a fixed-step solver (an adaptive one picks
+    # its steps for the whole batch), the first 10 points alone give the same values.
+    fixed = dict(solver="rk4", steps=20, eps=eps, divergence="hutchinson", probes=4, seed=0, target_se=0.05)
+    every = ds.log_likelihood(score, sde, x, max_probes=256, **fixed)
+    few = ds.log_likelihood(score, sde, x[:10], max_probes=256, **fixed)
+    assert torch.equal(few.probes_used, every.probes_used[:10])
+    torch.testing.assert_close(few.log_prob, every.log_prob[:10], rtol=0, atol=1e-9)
+
+
+def test_target_se_refuses_what_it_cannot_do():
+    sde, eps, score, x = _sixteen_d()
+    with pytest.raises(ValueError, match="target_se needs divergence"):
+        ds.log_likelihood(score, sde, x, divergence="exact", target_se=0.1)
+    with pytest.raises(ValueError, match="max_probes must be at least probes"):
+        ds.log_likelihood(score, sde, x, divergence="hutchinson", probes=8, target_se=0.1, max_probes=4)
+    with pytest.raises(ValueError, match="target_se"):
+        ds.log_likelihood(score, sde, x, divergence="hutchinson", target_se=-1.0)
+    with pytest.raises(ValueError, match="no gradients"):
+        ds.log_likelihood(score, sde, x.clone().requires_grad_(True), divergence="hutchinson", target_se=0.1)

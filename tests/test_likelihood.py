@@ -197,7 +197,8 @@ def test_bad_input():
     with pytest.raises(ValueError, match="probes must be > 0, got 0"):
         ds.log_likelihood(score, sde, x, divergence="hutchinson", probes=0)
     with pytest.raises(
-        ValueError, match="divergence must be 'exact', 'hutchinson', 'hutch\\+\\+' or 'auto', got 'trace'"
+        ValueError,
+        match="divergence must be 'exact', 'hutchinson', 'hutch\\+\\+', 'deflated' or 'auto', got 'trace'",
     ):
         ds.log_likelihood(score, sde, x, divergence="trace")
     with pytest.raises(ValueError, match="probe must be 'rademacher' or 'gaussian', got 'sphere'"):

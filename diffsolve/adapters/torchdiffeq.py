@@ -31,7 +31,7 @@ import torch
 import torchdiffeq
 from torch import Tensor, nn
 
-from ..divergence import exact_divergence, hutchinson_divergence, hutchpp_divergence
+from ..divergence import deflated_divergence, exact_divergence, hutchinson_divergence, hutchpp_divergence
 from ..errors import FiniteGuard, NonFiniteError, StepSizeError
 from ..scores import Score, check_problem, evaluate_score
 from ..sde import SDE
@@ -118,8 +118,9 @@ class LikelihoodODE(nn.Module):
     Args:
         score: A `Score`, `score(x, t)` with `t` of shape `(B,)`.
         sde: The forward SDE.
-        divergence: `"exact"` or `"hutchinson"`.
-        probes: For Hutchinson, fixed probe vectors `(K, B, *event)` (see `divergence.make_probes`).
+        divergence: `"exact"`, `"hutchinson"`, `"hutch++"` or `"deflated"` (see `diffsolve.divergence`).
+        probes: For the estimators, fixed probe vectors (see `divergence.make_probes`): `(K, B, *event)`
+            for Hutchinson, `(2k, B, *event)` for `"hutch++"` and `"deflated"` (sketch, then residual).
         eps: The smallest time the score may see (calls outside $[\epsilon, T]$ are clamped).
 
     Attributes:
@@ -137,8 +138,10 @@ class LikelihoodODE(nn.Module):
         eps: float = 1e-5,
     ) -> None:
         super().__init__()
-        if divergence not in ("exact", "hutchinson", "hutch++"):
-            raise ValueError(f"divergence must be 'exact', 'hutchinson' or 'hutch++', got {divergence!r}")
+        if divergence not in ("exact", "hutchinson", "hutch++", "deflated"):
+            raise ValueError(
+                f"divergence must be 'exact', 'hutchinson', 'hutch++' or 'deflated', got {divergence!r}"
+            )
         if divergence != "exact" and probes is None:
             raise ValueError("divergence='hutchinson' needs probes: see diffsolve.divergence.make_probes")
         self.pf = ProbabilityFlowODE(score, sde, eps)
@@ -190,8 +193,9 @@ class LikelihoodODE(nn.Module):
         if self.divergence == "exact":
             f, div = exact_divergence(drift, x)
             self.vjps += x[0].numel()
-        elif self.divergence == "hutch++":
-            f, div = hutchpp_divergence(drift, x, self.probes)
+        elif self.divergence in ("hutch++", "deflated"):
+            estimator = hutchpp_divergence if self.divergence == "hutch++" else deflated_divergence
+            f, div = estimator(drift, x, self.probes)
             k = self.probes.shape[0] // 2
             self.vjps += 2 * k + min(k, x[0].numel())
         else:

@@ -41,7 +41,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="points to evaluate (without --data) (--n-points is the same, for torchrun, which takes --n for its own options)",
     )
     lik.add_argument(
-        "--divergence", choices=["auto", "exact", "hutchinson"], default="auto", help="divergence estimator"
+        "--divergence",
+        choices=["auto", "exact", "hutchinson", "hutch++", "deflated"],
+        default="auto",
+        help="divergence: exact trace, or an estimator (auto: exact up to 64 dimensions, hutchinson above)",
     )
     lik.add_argument("--probes", type=positive_int, default=1, help="Hutchinson probes per point")
     add_batch_size(lik)
