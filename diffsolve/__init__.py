@@ -14,7 +14,7 @@ from .memory import MemoryBudgetError, memory_limit, set_memory_limit
 from .samplers import Solver, SolverInfo, get_solver, register_solver, solvers, unregister_solver
 from .sampling import SampleResult, sample
 from .scores import Score, ScoreModel
-from .sde import SDE, VESDE, VPSDE, SubVPSDE
+from .sde import EDMSDE, SDE, VESDE, VPSDE, CosineVPSDE, DiscreteVPSDE, SubVPSDE
 
 __version__ = "0.1.0.dev0"
 
@@ -22,6 +22,9 @@ __all__ = [
     "SDE",
     "VPSDE",
     "SubVPSDE",
+    "CosineVPSDE",
+    "DiscreteVPSDE",
+    "EDMSDE",
     "VESDE",
     "GaussianMixture",
     "AnalyticScore",

@@ -209,6 +209,30 @@ class GaussianMixture:
             out = torch.einsum("bk,bkd->bd", resp, prec * mean) - x64 * torch.einsum("bk,bkd->bd", resp, prec)
         return out.reshape(x.shape).to(x.dtype)
 
+    def divergence_t(self, x: Tensor, t: float | Tensor, sde: SDE) -> Tensor:
+        r"""Exact $\operatorname{tr} \nabla_x^2 \log p_t(x)$, the divergence of the score, shape `(B,)`.
+
+        With responsibilities $r_k$, component scores $s_k = P_k(m_k - x)$ and $s = \sum_k r_k s_k$,
+        the score's Jacobian is $\sum_k r_k(-P_k + s_k s_k^\top) - s s^\top$, so its trace is
+        $\sum_k r_k(\|s_k\|^2 - \operatorname{tr} P_k) - \|s\|^2$: one pass over the components, the
+        cost of a score evaluation, instead of D vector-Jacobian products.
+        """
+        x64 = self._flat(x).to(self.dtype)
+        mean, prec = self._moments(x64, *self._alpha_sigma(x64, t, sde))
+        resp = _softmax(self._component_log_probs(x64, mean, prec))  # (B, K)
+        if prec.dim() == 2:  # (K, D): ||s_k||^2 = sum_j P_kj^2 (m_kj - x_j)^2, expanded as matrix products
+            p2 = prec**2
+            sq = (x64**2) @ p2.T - 2 * x64 @ (p2 * mean).T + (p2 * mean**2).sum(-1)
+            score = resp @ (prec * mean) - x64 * (resp @ prec)
+            trace_p = prec.sum(-1)[None]
+        else:
+            comp = prec * (mean - x64[:, None, :])  # (B, K, D)
+            sq = comp.square().sum(-1)
+            score = torch.einsum("bk,bkd->bd", resp, comp)
+            trace_p = prec.sum(-1)
+        out = (resp * (sq - trace_p)).sum(-1) - score.square().sum(-1)
+        return out.to(x.dtype)
+
     def responsibilities(self, x: Tensor, t: float | Tensor | None = None, sde: SDE | None = None) -> Tensor:
         """Posterior component probabilities under $p_t$ (under $p_0$ when `t` is None), shape `(B, K)`."""
         x64 = self._flat(x).to(self.dtype)
@@ -249,6 +273,18 @@ class AnalyticScore:
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
         return self.mixture.score_t(x, t, self.sde)
+
+    def divergence(self, x: Tensor, t: Tensor) -> Tensor:
+        r"""The score's exact divergence $\operatorname{tr}\nabla_x s(x, t)$ per sample, `(B,)`, in closed form.
+
+        `log_likelihood(divergence="exact")` uses it instead of D vector-Jacobian products whenever
+        a score has this method (see `GaussianMixture.divergence_t`).
+
+        Args:
+            x: The points `(B, *event)`.
+            t: The times `(B,)`.
+        """
+        return self.mixture.divergence_t(x, t, self.sde)
 
     def __repr__(self) -> str:
         return f"AnalyticScore({self.mixture!r}, {self.sde!r})"

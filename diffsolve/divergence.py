@@ -53,18 +53,27 @@ def _vjps(f: Tensor, x: Tensor, vs: Tensor, create_graph: bool) -> Tensor:
     return out
 
 
-def exact_divergence(fn: VectorField, x: Tensor, *, chunk: int = 64) -> tuple[Tensor, Tensor]:
+def exact_divergence(
+    fn: VectorField, x: Tensor, *, chunk: int = 64, method: str = "auto"
+) -> tuple[Tensor, Tensor]:
     """Evaluate `fn(x)` and its exact divergence (the Jacobian trace) per sample.
 
     Args:
         fn: A map from `(B, *event)` to `(B, *event)` that acts on each sample separately.
         x: The points, `(B, *event)`.
         chunk: Basis vectors per batched backward pass (memory ~ chunk x one backward pass).
+        method: `"loop"` (one backward pass per event dimension), `"batched"` (`chunk` basis
+            vectors per backward pass, `is_grads_batched`), or `"auto"`: the loop on the CPU,
+            where it measured 10-60% faster (benchmarks/exact_trace.py), batched elsewhere.
 
     Returns:
         `(fn(x), div)`, with `div` of shape `(B,)`. Both carry a graph only if grad mode is on.
     """
     check_positive(chunk, "chunk", integer=True)
+    if method not in ("auto", "loop", "batched"):
+        raise ValueError(f"method must be 'auto', 'loop' or 'batched', got {method!r}")
+    if method == "auto":
+        method = "loop" if x.device.type == "cpu" else "batched"
     create_graph = torch.is_grad_enabled()
     with torch.enable_grad():
         # Without a graph to keep (grad mode off: a plain solve, or torchdiffeq's adjoint forward pass),
@@ -73,14 +82,22 @@ def exact_divergence(fn: VectorField, x: Tensor, *, chunk: int = 64) -> tuple[Te
         f = fn(x)
         d = x[0].numel()
         div = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-        flat_dims = torch.arange(d, device=x.device)
-        for start in range(0, d, chunk):
-            idx = flat_dims[start : start + chunk]
-            basis = torch.zeros(len(idx), *x.shape, dtype=x.dtype, device=x.device)
-            rows = torch.arange(len(idx), device=x.device)
-            basis.view(len(idx), x.shape[0], d)[rows, :, idx] = 1.0
-            vjp = _vjps(f, x, basis, create_graph).reshape(len(idx), x.shape[0], d)
-            div = div + vjp[rows, :, idx].sum(0)
+        if method == "loop":
+            flat_f = f.reshape(x.shape[0], d)
+            for i in range(d):
+                (g,) = torch.autograd.grad(
+                    flat_f[:, i].sum(), x, retain_graph=True, create_graph=create_graph
+                )
+                div = div + g.reshape(x.shape[0], d)[:, i]
+        else:
+            flat_dims = torch.arange(d, device=x.device)
+            for start in range(0, d, chunk):
+                idx = flat_dims[start : start + chunk]
+                basis = torch.zeros(len(idx), *x.shape, dtype=x.dtype, device=x.device)
+                rows = torch.arange(len(idx), device=x.device)
+                basis.view(len(idx), x.shape[0], d)[rows, :, idx] = 1.0
+                vjp = _vjps(f, x, basis, create_graph).reshape(len(idx), x.shape[0], d)
+                div = div + vjp[rows, :, idx].sum(0)
     if not create_graph:
         f, div = f.detach(), div.detach()
     return f, div

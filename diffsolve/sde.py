@@ -28,7 +28,7 @@ from torch import Tensor
 
 from ._validation import append_dims, as_time, batch_time, check_batched, check_positive, check_tensor
 
-__all__ = ["SDE", "VPSDE", "SubVPSDE", "VESDE"]
+__all__ = ["SDE", "VPSDE", "SubVPSDE", "VESDE", "CosineVPSDE", "DiscreteVPSDE", "EDMSDE"]
 
 
 class SDE(abc.ABC):
@@ -283,6 +283,163 @@ class VESDE(SDE):
     def _log_alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
         var = self.sigma_min**2 * torch.expm1(2.0 * self._log_ratio * t)
         return torch.zeros_like(t), var.sqrt()
+
+    @property
+    def prior_std(self) -> float:
+        return self.sigma_max
+
+
+class CosineVPSDE(SDE):
+    r"""VP SDE with Nichol & Dhariwal's cosine schedule, $\bar\alpha(t) = \cos^2\theta(t) / \cos^2\theta(0)$.
+
+    $\theta(t) = \tfrac\pi2 \frac{t + s}{1 + s}$; $\alpha_t = \bar\alpha(t)^{1/2}$, $\sigma_t^2 = 1 - \bar\alpha(t)$,
+    $\beta(t) = -\tfrac{d}{dt}\log\bar\alpha = \frac{\pi}{1 + s}\tan\theta(t)$, $f = -\beta/2$, $g^2 = \beta$.
+    $\beta$ blows up at $t = 1$, so the SDE ends at $T = 0.9946$ by default (DPM-Solver's choice,
+    where $\alpha_T \approx 8.4 \times 10^{-3}$). Prior $N(0, I)$.
+
+    Args:
+        s: The offset that keeps $\beta$ finite near $t = 0$ (0.008 in Nichol & Dhariwal).
+        T: The end time, in (0, 1).
+
+    References:
+        Nichol & Dhariwal, "Improved Denoising Diffusion Probabilistic Models", ICML 2021, eq. (17).
+        Lu et al., "DPM-Solver", NeurIPS 2022, Appendix D (T = 0.9946).
+    """
+
+    def __init__(self, s: float = 0.008, T: float = 0.9946) -> None:
+        check_positive(s, "s")
+        _check_finite(s=s, T=T)
+        if not 0.0 < T < 1.0:
+            raise ValueError(f"T must be in (0, 1) (beta is infinite at 1), got {T!r}")
+        self.s, self.T = float(s), float(T)
+        self._log_cos0 = math.log(math.cos(0.5 * math.pi * self.s / (1 + self.s)))
+
+    def params(self) -> dict[str, float]:
+        return {"s": self.s, "T": self.T}
+
+    def _theta(self, t: Tensor) -> Tensor:
+        return 0.5 * math.pi * (t + self.s) / (1 + self.s)
+
+    def beta(self, t: Tensor) -> Tensor:
+        return math.pi / (1 + self.s) * torch.tan(self._theta(t))
+
+    def _f(self, t: Tensor) -> Tensor:
+        return -0.5 * self.beta(t)
+
+    def _g2(self, t: Tensor) -> Tensor:
+        return self.beta(t)
+
+    def _log_alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        log_abar = (2.0 * (torch.log(torch.cos(self._theta(t))) - self._log_cos0)).clamp(max=0.0)
+        return 0.5 * log_abar, (-torch.expm1(log_abar)).sqrt()
+
+    @property
+    def prior_std(self) -> float:
+        return 1.0
+
+
+class DiscreteVPSDE(SDE):
+    r"""The discrete DDPM schedule $\beta_1, \dots, \beta_N$ as a continuous VP SDE.
+
+    Timestep $n = 0, \dots, N-1$ (diffusers' and DDPM's index) sits at $t_n = (n + 1)/N$, where
+    $\log\alpha_{t_n} = \tfrac12\sum_{i \le n}\log(1 - \beta_i)$, exactly the discrete
+    $\sqrt{\bar\alpha_n}$; between the knots, and from $\log\alpha_0 = 0$ to the first, $\log\alpha_t$ is
+    linear in $t$ (DPM-Solver's `NoiseScheduleVP('discrete')`). So $f(t) = \tfrac{d}{dt}\log\alpha_t$ is
+    piecewise constant, $\sigma_t^2 = 1 - \alpha_t^2$ and $g^2 = -2f$: a VP SDE whose marginals at the
+    knots are the discrete ones. $T = 1$ (timestep $N - 1$). Prior $N(0, I)$.
+
+    Args:
+        betas: The discrete $\beta_n$ in (0, 1), increasing or not; default DDPM's 1000 linear betas
+            from 1e-4 to 0.02.
+
+    References:
+        Ho, Jain & Abbeel, "Denoising Diffusion Probabilistic Models", NeurIPS 2020.
+        Lu et al., "DPM-Solver", NeurIPS 2022, Section 3.4 (the discrete-time models).
+    """
+
+    def __init__(self, betas: Tensor | list[float] | None = None) -> None:
+        if betas is None:
+            b = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
+        else:
+            b = torch.as_tensor(betas, dtype=torch.float64).reshape(-1)
+        if b.numel() < 2 or not bool(torch.isfinite(b).all()) or not bool(((b > 0) & (b < 1)).all()):
+            raise ValueError(f"betas must be at least 2 finite values in (0, 1), got {b.numel()} values")
+        self.betas = b
+        self.N = b.numel()
+        log_alpha = torch.cat([torch.zeros(1, dtype=torch.float64), 0.5 * torch.cumsum(torch.log1p(-b), 0)])
+        self._knots = torch.linspace(0.0, 1.0, self.N + 1, dtype=torch.float64)
+        self._log_alpha = log_alpha  # at t = 0 and at each t_n = (n + 1)/N
+        self._slopes = torch.diff(log_alpha) * self.N  # f on each cell
+
+    def params(self) -> dict[str, float]:
+        return {"betas": self.betas.tolist()}  # type: ignore[dict-item]
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, tuple(self.betas.tolist())))
+
+    def __repr__(self) -> str:
+        return f"DiscreteVPSDE(N={self.N}, betas {self.betas[0].item():.3g} .. {self.betas[-1].item():.3g})"
+
+    def timestep(self, t: float | Tensor) -> Tensor:
+        """The (fractional) discrete timestep $n = Nt - 1$ of time `t`: what a DDPM network takes."""
+        t = as_time(t, like=None, T=self.T)
+        return t * self.N - 1
+
+    def time_of(self, n: float | Tensor) -> Tensor:
+        """The time $t = (n + 1)/N$ of discrete timestep `n` (0 <= n <= N - 1)."""
+        n = torch.as_tensor(n, dtype=torch.float64)
+        return (n + 1) / self.N
+
+    def _cell(self, t: Tensor) -> Tensor:
+        return (t.double() * self.N).floor().clamp(0, self.N - 1).long()
+
+    def _f(self, t: Tensor) -> Tensor:
+        return self._slopes.to(t.device)[self._cell(t)].to(t.dtype)
+
+    def _g2(self, t: Tensor) -> Tensor:
+        return -2.0 * self._f(t)
+
+    def _log_alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        cell = self._cell(t)
+        la, knots = self._log_alpha.to(t.device), self._knots.to(t.device)
+        log_alpha = (la[cell] + (t.double() - knots[cell]) * self._slopes.to(t.device)[cell]).to(t.dtype)
+        return log_alpha, (-torch.expm1(2.0 * log_alpha)).sqrt()
+
+    @property
+    def prior_std(self) -> float:
+        return 1.0
+
+
+class EDMSDE(SDE):
+    r"""Karras et al.'s (EDM) SDE: $\sigma(t) = t$, $dx = \sqrt{2t}\,dW$, $\alpha_t = 1$, on $[0, \sigma_{max}]$.
+
+    Time is the noise level: $x_t = x_0 + t z$. $T = \sigma_{max}$ (80 by default), prior
+    $N(0, \sigma_{max}^2 I)$; EDM samples from $\sigma_{max}$ down to $\sigma_{min} = 0.002$ (pass it as `eps`).
+
+    Args:
+        sigma_max: The largest noise level, which is also $T$.
+
+    References:
+        Karras, Aittala, Aila & Laine, "Elucidating the Design Space of Diffusion-Based Generative
+        Models", NeurIPS 2022 (Table 1, "Ours").
+    """
+
+    def __init__(self, sigma_max: float = 80.0) -> None:
+        check_positive(sigma_max, "sigma_max")
+        _check_finite(sigma_max=sigma_max)
+        self.sigma_max = self.T = float(sigma_max)
+
+    def params(self) -> dict[str, float]:
+        return {"sigma_max": self.sigma_max}
+
+    def _f(self, t: Tensor) -> Tensor:
+        return torch.zeros_like(t)
+
+    def _g2(self, t: Tensor) -> Tensor:
+        return 2.0 * t
+
+    def _log_alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        return torch.zeros_like(t), t.clone()
 
     @property
     def prior_std(self) -> float:

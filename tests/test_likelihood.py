@@ -135,10 +135,16 @@ def test_adjoint_matches_odeint():
     torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
 
 
-def test_likelihood_ode_with_odeint_directly():
+@pytest.mark.parametrize("route", ["closed form", "vector-Jacobian products"])
+def test_likelihood_ode_with_odeint_directly(route):
+    # The analytic score's trace in closed form, and the same score behind a plain function (which
+    # hides its divergence method) through D vector-Jacobian products: both against the closed form.
     gm, sde = PROBLEMS["ring2d"], SDES["VP"]
     x = gm.marginal(1e-3, sde).sample(100, seed=4)
-    func = LikelihoodODE(gm.score_fn(sde), sde, "exact", eps=1e-3)
+    score = gm.score_fn(sde)
+    func = LikelihoodODE(
+        score if route == "closed form" else (lambda x, t: score(x, t)), sde, "exact", eps=1e-3
+    )
     ts = torch.tensor([1e-3, 1.0], dtype=torch.float64)
     xs, deltas = torchdiffeq.odeint(
         func,
@@ -150,14 +156,26 @@ def test_likelihood_ode_with_odeint_directly():
     )
     logp = gm.log_prob_t(xs[-1], 1.0, sde) + deltas[-1]
     torch.testing.assert_close(logp, gm.log_prob_t(x, 1e-3, sde), atol=1e-5, rtol=0)
-    assert func.vjps == 2 * func.nfe
+    assert func.vjps == (0 if route == "closed form" else 2 * func.nfe)
+
+
+def test_the_mixture_divergence_in_closed_form_equals_the_autograd_trace():
+    # Per-row times, a 16-D mixture with diagonal covariances, VP and VE: against D autograd passes.
+    gm = ds.GaussianMixture.random(16, 5, seed=2)
+    for sde in (SDES["VP"], SDES["VE"]):
+        score = gm.score_fn(sde)
+        x = gm.marginal(0.2, sde).sample(40, seed=0).requires_grad_(True)
+        t = torch.linspace(0.01, 0.99, 40, dtype=torch.float64)
+        s = score(x, t)
+        trace = sum(torch.autograd.grad(s[:, i].sum(), x, retain_graph=True)[0][:, i] for i in range(16))
+        torch.testing.assert_close(score.divergence(x.detach(), t), trace, rtol=1e-10, atol=1e-10)
 
 
 def test_auto_divergence_and_settings():
     gm, sde = PROBLEMS["ring2d"], SDES["VP"]
     x = gm.sample(8, seed=0)
     res = ds.log_likelihood(gm.score_fn(sde), sde, x, divergence="auto", solver="rk4", steps=10, rtol=1e-5)
-    assert res.settings["divergence"] == "exact" and res.nfe == 40 and res.vjps == 80
+    assert res.settings["divergence"] == "exact" and res.nfe == 40 and res.vjps == 0  # closed-form trace
     assert res.settings["solver"] == "ode:rk4" and res.settings["steps"] == 10
     assert res.log_prob.shape == (8,) and res.latent.shape == (8, 2) and res.std_error is None
 

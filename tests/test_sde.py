@@ -121,3 +121,86 @@ def test_bad_parameters():
         ds.VESDE(sigma_min=1.0, sigma_max=0.5)
     with pytest.raises(ValueError, match=r"t has shape \(3,\)"):
         ds.VPSDE().drift(torch.zeros(2, 2), torch.full((3,), 0.5))
+
+
+SCHEDULES = [ds.CosineVPSDE(), ds.DiscreteVPSDE(), ds.EDMSDE()]
+
+
+@pytest.mark.parametrize("sde", SCHEDULES, ids=lambda s: type(s).__name__)
+def test_the_ecosystem_schedules_match_their_moment_odes(sde):
+    # As for the SDEs above: m' = f m, v' = 2 f v + g^2 integrated at tight tolerance. The discrete
+    # schedule's f is piecewise constant: it is integrated cell by cell, each cell with the f and g^2
+    # of its interior (a stage at a cell's right end would otherwise see the next cell's f).
+    T = sde.T
+    t_eval = torch.tensor([0.0, 0.05 * T, 0.3 * T, 0.7 * T, T], dtype=torch.float64)
+    if isinstance(sde, ds.DiscreteVPSDE):
+        pieces = torch.linspace(0.0, 1.0, sde.N + 1, dtype=torch.float64)
+    else:
+        pieces = torch.tensor([0.0, T], dtype=torch.float64)
+    y = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    at = {0.0: y}
+    for a, b in zip(pieces[:-1], pieces[1:], strict=True):
+        mid = 0.5 * (a + b)
+
+        def rhs(t, y, mid=mid):
+            u = mid if isinstance(sde, ds.DiscreteVPSDE) else t.clamp(0.0, T)
+            f = sde.drift(torch.ones(1, dtype=torch.float64), u)[0]
+            return torch.stack([f * y[0], 2 * f * y[1] + sde.g2(u)])
+
+        inside = t_eval[(t_eval > a) & (t_eval <= b)]
+        ts = torch.cat([a.reshape(1), inside, b.reshape(1)]).unique()
+        sol = torchdiffeq.odeint(rhs, y, ts, rtol=1e-11, atol=1e-13, method="dopri5", options={"step_t": ts})
+        for t, v in zip(ts.tolist(), sol, strict=True):
+            at[t] = v
+        y = sol[-1]
+    expected = torch.stack([at[t] for t in t_eval.tolist()])
+    alpha, sigma = sde.marginal(t_eval)
+    torch.testing.assert_close(alpha, expected[:, 0], rtol=1e-8, atol=1e-12)
+    torch.testing.assert_close(sigma**2, expected[:, 1], rtol=1e-8, atol=1e-10)
+
+
+def test_the_discrete_schedule_is_ddpm_at_its_timesteps():
+    # The independent answer: DDPM's alphas_cumprod = prod(1 - beta) at every timestep n.
+    sde = ds.DiscreteVPSDE()
+    betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
+    alphas_cumprod = torch.cumprod(1 - betas, 0)
+    n = torch.arange(1000)
+    alpha, sigma = sde.marginal(sde.time_of(n))
+    torch.testing.assert_close(alpha**2, alphas_cumprod, rtol=1e-12, atol=0)
+    torch.testing.assert_close(sigma**2, 1 - alphas_cumprod, rtol=1e-10, atol=0)
+    torch.testing.assert_close(sde.timestep(sde.time_of(n)), n.double())
+
+
+def test_the_cosine_schedule_is_nichol_and_dhariwals():
+    # alpha_bar(t) = f(t)/f(0), f(t) = cos^2(pi/2 (t + s)/(1 + s)), written out here.
+    sde = ds.CosineVPSDE()
+    t = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
+
+    def f(u):
+        return torch.cos(0.5 * math.pi * (u + 0.008) / 1.008) ** 2
+
+    alpha, _ = sde.marginal(t)
+    torch.testing.assert_close(alpha**2, f(t) / f(torch.zeros(1, dtype=torch.float64)), rtol=1e-12, atol=0)
+
+
+def test_edm_time_is_the_noise_level_and_sampling_works_on_it():
+    sde = ds.EDMSDE()
+    t = torch.tensor([0.002, 1.0, 80.0], dtype=torch.float64)
+    alpha, sigma = sde.marginal(t)
+    assert torch.equal(alpha, torch.ones(3, dtype=torch.float64)) and torch.equal(sigma, t)
+    # an exact-score sampler on EDM's time: the analytic mixture's samples at sigma = 0.002
+    ring = ds.GaussianMixture.ring2d()
+    out = ds.sample(ring.score_fn(sde), sde, 4000, solver="edm_heun", steps=40, eps=0.002, seed=0)
+    from diffsolve import metrics
+
+    gap = metrics.log_prob_gap(out.samples, ring, 0.002, sde)
+    assert abs(gap.value) < 0.05 + 3 * gap.se, gap
+
+
+def test_schedule_parameters_are_checked():
+    with pytest.raises(ValueError, match="T must be in"):
+        ds.CosineVPSDE(T=1.0)
+    with pytest.raises(ValueError, match="betas must be"):
+        ds.DiscreteVPSDE([0.1, 1.5])
+    with pytest.raises(ValueError, match="sigma_max"):
+        ds.EDMSDE(sigma_max=-1.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from ._common import (
     HelpFormatter,
@@ -46,7 +47,26 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default="auto",
         help="divergence: exact trace, or an estimator (auto: exact up to 64 dimensions, hutchinson above)",
     )
-    lik.add_argument("--probes", type=positive_int, default=1, help="Hutchinson probes per point")
+    lik.add_argument(
+        "--probes",
+        type=positive_int,
+        default=1,
+        help="Hutchinson probes per point (the sketch size k for hutch++ and deflated); 2 or more give "
+        "the estimator's standard error",
+    )
+    lik.add_argument(
+        "--target-se",
+        type=positive_float,
+        default=None,
+        help="with hutchinson or deflated: add rounds of --probes probes until each point's standard error "
+        "is at most this many nats (or --max-probes are used)",
+    )
+    lik.add_argument(
+        "--max-probes",
+        type=positive_int,
+        default=1024,
+        help="the most probes a point may use with --target-se",
+    )
     add_batch_size(lik)
     lik.add_argument("--no-progress", action="store_true", help="hide the progress bar over the points")
     lik.add_argument("--solver", default="dopri5", help="a torchdiffeq method")
@@ -98,18 +118,34 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             batch_size=args.batch_size,
             progress=not args.no_progress,
+            target_se=args.target_se,
+            max_probes=args.max_probes,
         )
     lp = res.log_prob.double().cpu()
-    d = x[0].numel()
-    se = float(lp.std() / lp.numel() ** 0.5) if lp.numel() > 1 else float("nan")
-    print(
-        f"{prob.name}, {prob.sde!r}: {x.shape[0]} points, divergence {res.settings['divergence']}, {args.solver}"
-    )
+    d, n = x[0].numel(), lp.numel()
+    se = float(lp.std() / n**0.5) if n > 1 else float("nan")
+    # The standard error of the mean splits into the data's sampling and the estimator's noise.
+    if res.settings["divergence"] == "exact":
+        est_se: float | None = 0.0
+    elif res.std_error is not None:
+        est_se = float(res.std_error.double().square().mean().sqrt()) / n**0.5
+    else:
+        est_se = None  # one probe: no per-point spread to estimate it from
+    data_se = None if est_se is None else max(se**2 - est_se**2, 0.0) ** 0.5
+
+    def split(scale: float, unit: str) -> str:
+        if est_se is None:
+            return f"± {se * scale:.4f} {unit} (data and estimator together; --probes 2 or more splits them)"
+        return f"± {se * scale:.4f} {unit} (data ± {data_se * scale:.4f}, estimator ± {est_se * scale:.4f})"
+
+    print(f"{prob.name}, {prob.sde!r}: {n} points, divergence {res.settings['divergence']}, {args.solver}")
     nll = float(-lp.mean())
-    print(f"mean NLL {nll:.4f} ± {se:.4f} nats ({nll / d:.4f} nats/dim); NFE {res.nfe}, {res.seconds:.2f} s")
-    if res.std_error is not None:
-        probe_se = float(res.std_error.double().pow(2).mean().sqrt() / lp.numel() ** 0.5)
-        print(f"Hutchinson (probe) standard error of the mean: {probe_se:.4f} nats")
+    print(f"mean NLL {nll:.4f} {split(1.0, 'nats')}; NFE {res.nfe}, {res.seconds:.2f} s")
+    if res.probes_used is not None:
+        used = res.probes_used.double()
+        print(
+            f"--target-se {args.target_se:g}: {used.mean():.1f} probes per point on average (at most {used.max():.0f})"
+        )
     if truth is not None:
         print(
             f"analytic NLL {float(-truth.mean()):.4f}; mean |error| {float((lp - truth).abs().mean()):.2e} nats"
@@ -117,5 +153,8 @@ def run(args: argparse.Namespace) -> int:
     meta = getattr(prob.score, "checkpoint_config", {}).get("metadata", {}).get("data", {})
     if meta.get("dequantized"):
         bpd = bits_per_dim(lp, d, bins=meta["bins"], scale=2.0 if meta.get("scale") == "[-1, 1]" else 1.0)
-        print(f"bits/dim (dequantised, {meta['bins']} levels): {float(bpd.mean()):.4f}")
+        per_bit = 1.0 / (d * math.log(2))
+        print(
+            f"bits/dim (dequantised, {meta['bins']} levels): {float(bpd.mean()):.4f} {split(per_bit, 'bits/dim')}"
+        )
     return 0
