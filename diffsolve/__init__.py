@@ -9,6 +9,7 @@ from .adapters import LikelihoodODE, ProbabilityFlowODE, ReverseSDE
 from .analytic import AnalyticScore, GaussianMixture
 from .datasets import dequantize
 from .errors import NonFiniteError, StepSizeError
+from .guidance import Conditional, LabeledMixture, guided
 from .likelihood import DatasetBits, LikelihoodResult, bits_per_dim, dataset_bits_per_dim, log_likelihood
 from .memory import MemoryBudgetError, memory_limit, set_memory_limit
 from .samplers import Solver, SolverInfo, get_solver, register_solver, solvers, unregister_solver
@@ -27,6 +28,9 @@ __all__ = [
     "EDMSDE",
     "VESDE",
     "GaussianMixture",
+    "Conditional",
+    "LabeledMixture",
+    "guided",
     "AnalyticScore",
     "Score",
     "ScoreModel",

@@ -197,11 +197,18 @@ class GaussianMixture:
         mean, prec = self._moments(x64, *self._alpha_sigma(x64, t, sde))
         return torch.logsumexp(self._component_log_probs(x64, mean, prec), dim=1).to(x.dtype)
 
-    def score_t(self, x: Tensor, t: float | Tensor, sde: SDE) -> Tensor:
-        """Exact score $\\nabla_x \\log p_t(x)$ under `sde`, shaped and typed like `x`."""
+    def score_t(self, x: Tensor, t: float | Tensor, sde: SDE, components: Tensor | None = None) -> Tensor:
+        """Exact score $\\nabla_x \\log p_t(x)$ under `sde`, shaped and typed like `x`.
+
+        `components`, a `(B, K)` boolean mask, restricts each row to a subset of the components
+        (weights renormalised): the score of $p_t(x \\mid y)$ for a class made of those components.
+        """
         x64 = self._flat(x).to(self.dtype)
         mean, prec = self._moments(x64, *self._alpha_sigma(x64, t, sde))
-        resp = _softmax(self._component_log_probs(x64, mean, prec))  # (B, K)
+        logits = self._component_log_probs(x64, mean, prec)
+        if components is not None:
+            logits = logits.masked_fill(~components.to(logits.device), -math.inf)
+        resp = _softmax(logits)  # (B, K)
         # sum_k r_k P_k (m_k - x), written as two contractions over k.
         if prec.dim() == 2:
             out = resp @ (prec * mean) - x64 * (resp @ prec)

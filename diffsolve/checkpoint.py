@@ -38,7 +38,10 @@ FORMAT_VERSION = 1
 """The checkpoint format this version writes; `load` refuses newer ones with a clear error."""
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
-_SDES = {"VPSDE": sde_module.VPSDE, "SubVPSDE": sde_module.SubVPSDE, "VESDE": sde_module.VESDE}
+_SDES = {
+    name: getattr(sde_module, name)
+    for name in ("VPSDE", "SubVPSDE", "VESDE", "CosineVPSDE", "DiscreteVPSDE", "EDMSDE")
+}
 
 
 class CheckpointError(ValueError):

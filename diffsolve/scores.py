@@ -51,7 +51,9 @@ class ScoreModel(nn.Module):
         if not callable(net):
             raise TypeError(f"net must be callable as net(x, t), got {describe(net)}")
         if not isinstance(sde, SDE):
-            raise TypeError(f"sde must be a diffsolve SDE (VPSDE, SubVPSDE, VESDE), got {describe(sde)}")
+            raise TypeError(
+                f"sde must be a diffsolve SDE (e.g. VPSDE, VESDE, CosineVPSDE, EDMSDE), got {describe(sde)}"
+            )
         if parameterization not in ("eps", "score", "x0"):
             raise ValueError(
                 f"parameterization must be one of 'eps', 'score', 'x0', got {parameterization!r}"
@@ -120,7 +122,9 @@ def check_problem(score: object, sde: object, eps: float) -> None:
             analytic score) other than `sde`.
     """
     if not isinstance(sde, SDE):
-        raise TypeError(f"sde must be a diffsolve SDE (VPSDE, SubVPSDE, VESDE), got {describe(sde)}")
+        raise TypeError(
+            f"sde must be a diffsolve SDE (e.g. VPSDE, VESDE, CosineVPSDE, EDMSDE), got {describe(sde)}"
+        )
     if not callable(score):
         raise TypeError(f"score must be callable as score(x, t), got {describe(score)}")
     check_positive(eps, "eps")

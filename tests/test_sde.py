@@ -204,3 +204,18 @@ def test_schedule_parameters_are_checked():
         ds.DiscreteVPSDE([0.1, 1.5])
     with pytest.raises(ValueError, match="sigma_max"):
         ds.EDMSDE(sigma_max=-1.0)
+
+
+@pytest.mark.parametrize("sde", SCHEDULES, ids=lambda s: type(s).__name__)
+def test_a_model_on_each_schedule_round_trips_through_a_checkpoint(sde, tmp_path):
+    from diffsolve import checkpoint
+    from diffsolve.nn import ScoreMLP
+
+    torch.manual_seed(0)
+    model = ds.ScoreModel(ScoreMLP(dim=2, width=16, depth=1), sde, "eps")
+    checkpoint.save(tmp_path / "ckpt", model)
+    loaded = checkpoint.load(tmp_path / "ckpt")
+    x, t = torch.randn(4, 2), torch.full((4,), 0.5 * sde.T)
+    assert loaded.sde == sde
+    with torch.no_grad():
+        assert torch.equal(loaded(x, t), model(x, t))
