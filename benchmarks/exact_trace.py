@@ -26,32 +26,16 @@ Usage: `python benchmarks/exact_trace.py [--small]`; results in docs/benchmarks.
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import time
 
 import torch
+from likelihood import MLP  # benchmarks/likelihood.py's 3x256 MLP (this script's folder is on sys.path)
 from torch import nn
 
 import diffsolve as ds
 from diffsolve.divergence import exact_divergence, hutchinson_divergence, make_probes
 from diffsolve.nn import ScoreUNet
-
-
-class MLP(nn.Module):
-    """3 hidden layers of 256 with SiLU; time enters as sin/cos features."""
-
-    def __init__(self, d: int, width: int = 256) -> None:
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(d + 16, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU(),
-            nn.Linear(width, width), nn.SiLU(), nn.Linear(width, d),
-        )  # fmt: skip
-        self.register_buffer("freqs", torch.exp(torch.linspace(0, math.log(1000), 8)))
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        arg = t[:, None] * self.freqs
-        return self.net(torch.cat([x, arg.sin(), arg.cos()], dim=1))
 
 
 def _median(fn, repeats: int) -> float:

@@ -192,6 +192,26 @@ def hutchinson_divergence(fn: VectorField, x: Tensor, probes: Tensor) -> tuple[T
     return f, est
 
 
+def _sketch_size(x: Tensor, probes: Tensor, name: str) -> tuple[int, int, int]:
+    """(k, B, d) for `2k` probes (a sketch and a residual set) on `x`, or a clear error."""
+    m = probes.shape[0]
+    if m % 2 or probes.shape[1:] != x.shape:
+        raise ValueError(
+            f"probes must have shape (2k, {', '.join(map(str, x.shape))}) for {name}, got {tuple(probes.shape)}"
+        )
+    return m // 2, x.shape[0], x[0].numel()
+
+
+def _sketch(fn: VectorField, x: Tensor, sketch: Tensor, create_graph: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """`(x, fn(x), J^T S)`: the point to differentiate at, the forward pass, and the sketch's products
+    (no graph: the sketch only chooses the subspace, which the estimators hold fixed)."""
+    # Without a graph to keep (grad mode off: a plain solve, or torchdiffeq's adjoint forward pass),
+    # differentiate at a fresh leaf; with one, through x's own history.
+    x = x if create_graph and x.requires_grad else x.detach().requires_grad_(True)
+    f = fn(x)
+    return x, f, _vjps(f, x, sketch, False).detach()
+
+
 def hutchpp_divergence(fn: VectorField, x: Tensor, probes: Tensor) -> tuple[Tensor, Tensor]:
     r"""Evaluate `fn(x)` and the Hutch++ divergence estimate (Meyer, Musco, Musco & Woodruff 2021).
 
@@ -214,17 +234,11 @@ def hutchpp_divergence(fn: VectorField, x: Tensor, probes: Tensor) -> tuple[Tens
     Returns:
         `(fn(x), estimate)` with the estimate of shape `(B, 1)`.
     """
-    m = probes.shape[0]
-    if m % 2 or probes.shape[1:] != x.shape:
-        raise ValueError(
-            f"probes must have shape (2k, {', '.join(map(str, x.shape))}) for Hutch++, got {tuple(probes.shape)}"
-        )
-    k, b, d = m // 2, x.shape[0], x[0].numel()
+    k, b, d = _sketch_size(x, probes, "Hutch++")
     create_graph = torch.is_grad_enabled()
     with torch.enable_grad():
-        x = x if create_graph and x.requires_grad else x.detach().requires_grad_(True)
-        f = fn(x)
-        y = _vjps(f, x, probes[:k], False).detach().reshape(k, b, d).permute(1, 2, 0)  # (B, d, k): J^T S
+        x, f, y = _sketch(fn, x, probes[:k], create_graph)
+        y = y.reshape(k, b, d).permute(1, 2, 0)  # (B, d, k): J^T S
         q = torch.linalg.qr(y, mode="reduced").Q  # (B, d, min(d, k))
         g = probes[k:].reshape(k, b, d).permute(1, 2, 0)
         g = g - q @ (q.transpose(1, 2) @ g)  # (I - QQ^T) G
@@ -269,18 +283,11 @@ def deflated_divergence(fn: VectorField, x: Tensor, probes: Tensor) -> tuple[Ten
     Returns:
         `(fn(x), estimates)` with estimates of shape `(B, k)`; their mean is the estimate.
     """
-    m = probes.shape[0]
-    if m % 2 or probes.shape[1:] != x.shape:
-        raise ValueError(
-            f"probes must have shape (2k, {', '.join(map(str, x.shape))}) for 'deflated', got {tuple(probes.shape)}"
-        )
-    k, b, d = m // 2, x.shape[0], x[0].numel()
+    k, b, d = _sketch_size(x, probes, "'deflated'")
     create_graph = torch.is_grad_enabled()
     with torch.enable_grad():
-        x = x if create_graph and x.requires_grad else x.detach().requires_grad_(True)
-        f = fn(x)
-        sketch = probes[:k].reshape(k, b, d)
-        y = _vjps(f, x, probes[:k], False).detach().reshape(k, b, d)  # J^T s
+        x, f, y = _sketch(fn, x, probes[:k], create_graph)
+        sketch, y = probes[:k].reshape(k, b, d), y.reshape(k, b, d)  # S and J^T S
         diag = (sketch * y).mean(0)  # (B, d): exact when J is diagonal
         q = torch.linalg.qr(y.permute(1, 2, 0), mode="reduced").Q  # (B, d, r)
         r = q.shape[2]

@@ -9,7 +9,11 @@ $x_t = \alpha_t x_0 + \sigma_t \epsilon$:
 | --- | --- | --- |
 | `"eps"` | $\hat\epsilon$ | $-\hat\epsilon / \sigma_t$ |
 | `"x0"` | $\hat x_0$ | $(\alpha_t \hat x_0 - x)/\sigma_t^2$ |
+| `"v"` | $\hat v = \alpha_t \epsilon - \sigma_t x_0$ | $-(\sigma_t x + \alpha_t \hat v) / (\sigma_t(\alpha_t^2 + \sigma_t^2))$ |
 | `"score"` | $\hat s$ | $\hat s$ |
+
+`"v"` is Salimans & Ho's v-prediction (diffusers' `prediction_type="v_prediction"`); on a VP SDE
+$\alpha_t^2 + \sigma_t^2 = 1$ and the score is $-(\sigma_t x + \alpha_t \hat v)/\sigma_t$.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from .sde import SDE
 
 __all__ = ["Score", "ScoreModel", "evaluate_score", "check_problem"]
 
-Parameterization = Literal["eps", "score", "x0"]
+Parameterization = Literal["eps", "score", "x0", "v"]
 
 
 @runtime_checkable
@@ -39,7 +43,8 @@ class ScoreModel(nn.Module):
     Args:
         net: A module called as `net(x, t)` with `t` of shape `(B,)`; output shaped like `x`.
         sde: The forward SDE the network was trained with (gives $\\alpha_t$, $\\sigma_t$).
-        parameterization: What `net` predicts: `"eps"` (the noise), `"x0"` (the clean data) or `"score"`.
+        parameterization: What `net` predicts: `"eps"` (the noise), `"x0"` (the clean data), `"v"`
+            ($\\alpha_t \\epsilon - \\sigma_t x_0$) or `"score"`.
 
     Raises:
         ValueError: On an unknown parameterization.
@@ -54,9 +59,9 @@ class ScoreModel(nn.Module):
             raise TypeError(
                 f"sde must be a diffsolve SDE (e.g. VPSDE, VESDE, CosineVPSDE, EDMSDE), got {describe(sde)}"
             )
-        if parameterization not in ("eps", "score", "x0"):
+        if parameterization not in ("eps", "score", "x0", "v"):
             raise ValueError(
-                f"parameterization must be one of 'eps', 'score', 'x0', got {parameterization!r}"
+                f"parameterization must be one of 'eps', 'score', 'x0', 'v', got {parameterization!r}"
             )
         self.net = net
         self.sde = sde
@@ -71,6 +76,8 @@ class ScoreModel(nn.Module):
         sigma = append_dims(sigma.to(x.dtype), x.dim())
         if self.parameterization == "eps":
             return -out / sigma
+        if self.parameterization == "v":
+            return -(sigma * x + alpha * out) / (sigma * (alpha**2 + sigma**2))
         return (alpha * out - x) / sigma**2
 
 

@@ -76,10 +76,16 @@ def test_train_and_resume(tmp_path, capsys):
         "500",
         "--checkpoint-every",
         "10",
+        "--lr-schedule",
+        "constant",
         "--no-progress",
     ]
     assert main(args) == 0
     assert "reached step 20 (20 in this run" in capsys.readouterr().out
+    # the default cosine schedule's length is --steps: changing it on resume is a usage error
+    cosine = [a for a in args if a not in ("--lr-schedule", "constant")]
+    assert main([*cosine, "--resume", "--allow-change", "steps"]) == 2
+    assert "--allow-change steps needs --lr-schedule constant" in capsys.readouterr().err
     args[args.index("20")] = "30"
     # Another --steps is refused unless allowed; another --sde or --n-data always.
     assert main([*args, "--resume"]) == 2

@@ -81,7 +81,7 @@ def test_train_under_torchrun_uses_ddp_and_resumes_with_another_number_of_proces
     import os
 
     base = ["-m", "diffsolve", "train", "--dataset", "moons", "--width", "16", "--depth", "1", "--n-data", "500",
-            "--batch-size", "64", "--checkpoint-every", "10", "--no-progress"]  # fmt: skip
+            "--batch-size", "64", "--checkpoint-every", "10", "--lr-schedule", "constant", "--no-progress"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = _torchrun(tmp_path, *base, "--steps", "20", "--out", str(tmp_path / "two"))
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -106,8 +106,10 @@ def test_non_finite_score_names_t_and_solver(setup, solver):
 
 def test_score_model_and_sde_type_checks(setup):
     _, sde, score = setup
-    with pytest.raises(ValueError, match="parameterization must be one of 'eps', 'score', 'x0', got 'v'"):
-        ds.ScoreModel(torch.nn.Identity(), sde, parameterization="v")
+    with pytest.raises(
+        ValueError, match="parameterization must be one of 'eps', 'score', 'x0', 'v', got 'vee'"
+    ):
+        ds.ScoreModel(torch.nn.Identity(), sde, parameterization="vee")
     with pytest.raises(TypeError, match="sde must be a diffsolve SDE"):
         ds.sample(score, "vp", 4)
     with pytest.raises(ValueError, match="seed must be a non-negative integer"):

@@ -20,10 +20,12 @@ class _PosteriorMean(torch.nn.Module):
         alpha, sigma = (v[:, None] for v in self.sde.marginal(t))
         v = alpha**2 * S0**2 + sigma**2
         r = x - alpha * M
-        return {"x0": M + alpha * S0**2 * r / v, "eps": sigma * r / v, "score": -r / v}[self.kind]
+        x0, eps = M + alpha * S0**2 * r / v, sigma * r / v
+        # v-prediction (Salimans & Ho 2022): v = alpha eps - sigma x0, of the posterior means
+        return {"x0": x0, "eps": eps, "score": -r / v, "v": alpha * eps - sigma * x0}[self.kind]
 
 
-@pytest.mark.parametrize("kind", ["eps", "x0", "score"])
+@pytest.mark.parametrize("kind", ["eps", "x0", "score", "v"])
 def test_score_model_turns_each_posterior_mean_into_the_gaussian_score(any_sde, kind):
     model = ds.ScoreModel(_PosteriorMean(any_sde, kind), any_sde, parameterization=kind)
     x = torch.randn(16, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))

@@ -10,6 +10,7 @@ from ..problems import dataset_names
 from ._common import (
     HelpFormatter,
     UsageError,
+    check_device,
     output_dir,
     positive_float,
     positive_int,
@@ -34,7 +35,25 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     tr.add_argument("--dataset", required=True, help="one of: " + ", ".join(dataset_names()))
     tr.add_argument("--sde", choices=["vp", "subvp", "ve"], default="vp", help="forward SDE")
-    tr.add_argument("--steps", type=positive_int, required=True, help="optimisation steps in total")
+    tr.add_argument(
+        "--steps",
+        type=positive_int,
+        default=6000,
+        help="optimisation steps in total (the cosine schedule's length; 6000 take ~2.2 min on 2 cores for ring2d)",
+    )
+    tr.add_argument(
+        "--minutes",
+        type=positive_float,
+        default=None,
+        help="wall-clock budget: stop (and checkpoint) after the step that crosses it, even before --steps",
+    )
+    tr.add_argument(
+        "--model",
+        choices=["mlp", "unet"],
+        default="mlp",
+        help="the network: ScoreMLP (--width, --depth), or ScoreUNet for image datasets (digits; --width is its base channels)",
+    )
+    tr.add_argument("--device", default="cpu", help="torch device to train on, e.g. cpu or cuda")
     tr.add_argument("--out", required=True, help="checkpoint directory")
     tr.add_argument(
         "--weighting", choices=["eps", "likelihood"], default="eps", help="loss weighting lambda(t)"
@@ -44,8 +63,20 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         action="store_true",
         help="with --weighting likelihood: sample t with density proportional to g^2 / sigma^2",
     )
-    tr.add_argument("--batch-size", type=positive_int, default=256, help="samples per step")
-    tr.add_argument("--lr", type=positive_float, default=2e-3, help="Adam learning rate")
+    tr.add_argument("--batch-size", type=positive_int, default=512, help="samples per step")
+    tr.add_argument("--lr", type=positive_float, default=2e-3, help="Adam's peak learning rate")
+    tr.add_argument(
+        "--lr-schedule",
+        choices=["cosine", "constant"],
+        default="cosine",
+        help="learning rate over the run: cosine decay from --lr to 0 at --steps, or constant",
+    )
+    tr.add_argument(
+        "--ema-decay",
+        type=float,
+        default=0.999,
+        help="decay of the weights' exponential moving average (saved)",
+    )
     tr.add_argument("--width", type=positive_int, default=256, help="hidden width of the ScoreMLP")
     tr.add_argument("--depth", type=positive_int, default=3, help="residual blocks of the ScoreMLP")
     tr.add_argument(
@@ -67,7 +98,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         choices=["steps"],
         default=[],
         help="with --resume: let this option differ from the saved run (steps: train further or stop "
-        "earlier; the learning rate is constant, so nothing else changes)",
+        "earlier; needs --lr-schedule constant, so that nothing else changes)",
     )
     tr.add_argument(
         "--overwrite", action="store_true", help="start a new run in an --out that already holds one"
@@ -81,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from .. import ScoreModel
-    from ..nn import ScoreMLP
+    from ..nn import ScoreMLP, ScoreUNet
     from ..problems import dataset_names, make_sde, training_data
     from ..training import TRAIN_STATE, train
 
@@ -95,8 +126,16 @@ def run(args: argparse.Namespace) -> int:
     shaping = {  # the options that shape the run; --resume checks them against the saved run
         "dataset": args.dataset, "sde": args.sde, "steps": args.steps, "weighting": args.weighting,
         "importance_sampling": args.importance_sampling, "batch_size": args.batch_size, "lr": args.lr,
+        "lr_schedule": args.lr_schedule, "ema_decay": args.ema_decay, "model": args.model,
         "width": args.width, "depth": args.depth, "n_data": args.n_data, "seed": args.seed,
     }  # fmt: skip
+    device = check_device(args.device, NAME)
+    if args.allow_change and args.lr_schedule == "cosine":
+        raise UsageError(
+            NAME, "--allow-change steps needs --lr-schedule constant: the cosine schedule's length is --steps"
+        )
+    if not 0.0 <= args.ema_decay < 1.0:
+        raise UsageError(NAME, f"--ema-decay must be in [0, 1), got {args.ema_decay}")
     output_dir(args.out, NAME)
     if args.resume:
         _check_resume(Path(args.out), shaping, args.allow_change)
@@ -109,14 +148,25 @@ def run(args: argparse.Namespace) -> int:
     data, meta = training_data(args.dataset, args.n_data, args.seed)
     meta = {**meta, "cli": {k: v for k, v in shaping.items() if k != "steps"}}
     torch.manual_seed(args.seed)
-    net = ScoreMLP(data[0].numel(), width=args.width, depth=args.depth)
-    model = ScoreModel(net, sde, "eps")
+    if args.model == "unet":
+        if data.dim() != 4:
+            raise UsageError(
+                NAME,
+                f"--model unet needs image data (N, C, H, W); --dataset {args.dataset} is {tuple(data.shape[1:])}",
+            )
+        net = ScoreUNet(channels=data.shape[1], base=args.width)
+    else:
+        net = ScoreMLP(data[0].numel(), width=args.width, depth=args.depth)
+    model = ScoreModel(net, sde, "eps").to(device)
     res = train(
         model,
-        data,
+        data.to(device),
         steps=args.steps,
         batch_size=args.batch_size,
         lr=args.lr,
+        lr_schedule=args.lr_schedule,
+        ema_decay=args.ema_decay,
+        max_seconds=None if args.minutes is None else 60.0 * args.minutes,
         weighting=args.weighting,
         importance_sampling=args.importance_sampling,
         seed=args.seed,
