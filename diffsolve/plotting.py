@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import Tensor
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ __all__ = [
     "style",
     "work_precision",
     "sample_grid",
+    "image_grid",
     "trajectories",
     "convergence",
     "step_sizes",
@@ -141,7 +143,8 @@ def sample_grid(
     max_points: int = 3000,
     dims: tuple[int, int] = (0, 1),
 ) -> Figure:
-    """Scatter plots of each solver's samples (first seed) beside the reference set.
+    """Scatter plots of each solver's samples (first seed) beside the reference set (image-shaped
+    samples: a grid of the first 16 images per panel, `image_grid`).
 
     Args:
         comparison: What `compare` returned.
@@ -170,6 +173,9 @@ def sample_grid(
     lo, hi = ref[:, list(dims)].min(0).values, ref[:, list(dims)].max(0).values
     pad = 0.15 * (hi - lo)
     for ax, (title, pts) in zip(axes.flat, panels, strict=False):
+        if pts.dim() == 4 and pts.shape[1] in (1, 3):  # images: a tile of the first 16, not a scatter
+            image_grid(pts[:16], ax=ax, title=title)
+            continue
         p = pts.flatten(1)[:max_points].cpu()
         ax.scatter(p[:, dims[0]], p[:, dims[1]], s=1, alpha=0.4, color=OKABE_ITO[0], rasterized=True)
         ax.set_title(title, fontsize=8)
@@ -180,6 +186,56 @@ def sample_grid(
         ax.set_aspect("equal")
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
+    return fig
+
+
+def image_grid(
+    images: Tensor,
+    *,
+    nrow: int | None = None,
+    value_range: tuple[float, float] = (-1.0, 1.0),
+    ax: Axes | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Image-shaped samples `(B, C, H, W)` (C = 1 or 3) tiled in a grid, one pixel per pixel.
+
+    Values are clipped to `value_range` (the data's scale: [-1, 1] for diffsolve's image datasets)
+    and shown in grey (C = 1) or colour (C = 3); a one-pixel gap separates the tiles.
+
+    Args:
+        images: The samples, `(B, C, H, W)`.
+        nrow: Images per row (default: about the square root of B).
+        value_range: The values mapped to black and white.
+        ax: Axes to draw into (default: a new figure).
+        title: A title for the axes.
+
+    Raises:
+        ValueError: If `images` is not `(B, 1 or 3, H, W)` or `value_range` is empty.
+    """
+    if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[1] not in (1, 3):
+        got = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"images must be a tensor (B, C, H, W) with C = 1 or 3, got {got}")
+    lo, hi = (float(v) for v in value_range)
+    if not hi > lo:
+        raise ValueError(f"value_range must be (low, high) with high > low, got {value_range!r}")
+    b, c, h, w = images.shape
+    nrow = max(1, int(nrow) if nrow is not None else math.ceil(math.sqrt(b)))
+    rows = -(-b // nrow)
+    canvas = torch.ones(c, rows * (h + 1) + 1, nrow * (w + 1) + 1)
+    x = ((images.detach().float().cpu() - lo) / (hi - lo)).clamp(0, 1)
+    for i in range(b):
+        r, col = divmod(i, nrow)
+        canvas[:, 1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + col * (w + 1) : 1 + col * (w + 1) + w] = x[i]
+    inches = [min(12.0, max(2.0, n / 14)) for n in (canvas.shape[2], canvas.shape[1])]  # ~14 pixels an inch
+    fig, ax = _figure(ax, (inches[0], inches[1]))
+    if c == 1:
+        ax.imshow(canvas[0].numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    else:
+        ax.imshow(canvas.permute(1, 2, 0).numpy(), interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title is not None:
+        ax.set_title(title, fontsize=9)
     return fig
 
 

@@ -321,6 +321,7 @@ class CosineVPSDE(SDE):
         return 0.5 * math.pi * (t + self.s) / (1 + self.s)
 
     def beta(self, t: Tensor) -> Tensor:
+        """$\\beta(t) = \\frac{\\pi}{1 + s}\\tan\\theta(t)$, for a tensor `t` in $[0, T]$."""
         return math.pi / (1 + self.s) * torch.tan(self._theta(t))
 
     def _f(self, t: Tensor) -> Tensor:

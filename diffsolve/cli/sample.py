@@ -82,7 +82,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     smp.add_argument("--seed", type=seed_int, default=0, help="seed of the prior draws and the Brownian path")
     smp.add_argument("--out", default="samples.npy", help="where to save the samples (.npy)")
     smp.add_argument(
-        "--plot", default=None, help="also save a scatter plot of the first two coordinates here"
+        "--plot",
+        default=None,
+        help="also save a plot here: a scatter of the first two coordinates, or a grid of images for image data",
     )
     smp.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return smp
@@ -141,13 +143,17 @@ def run(args: argparse.Namespace) -> int:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from ..plotting import OKABE_ITO, save_figure
+        from ..plotting import OKABE_ITO, image_grid, save_figure
 
-        fig, ax = plt.subplots(figsize=(4.5, 4.5), layout="constrained")
-        p = x.flatten(1)[:5000].cpu()
-        ax.scatter(p[:, 0], p[:, 1 if p.shape[1] > 1 else 0], s=1, alpha=0.4, color=OKABE_ITO[0])
-        ax.set_title(f"{res.settings['solver']}, NFE {res.nfe}", fontsize=10)
-        ax.set_aspect("equal")
+        title = f"{res.settings['solver']}, NFE {res.nfe}"
+        if x.dim() == 4 and x.shape[1] in (1, 3):  # images: a grid of the first 64
+            fig = image_grid(x[:64], title=title)
+        else:
+            fig, ax = plt.subplots(figsize=(4.5, 4.5), layout="constrained")
+            p = x.flatten(1)[:5000].cpu()
+            ax.scatter(p[:, 0], p[:, 1 if p.shape[1] > 1 else 0], s=1, alpha=0.4, color=OKABE_ITO[0])
+            ax.set_title(title, fontsize=10)
+            ax.set_aspect("equal")
         save_figure(fig, args.plot)
         plt.close(fig)
         print(f"plot: {args.plot}")
