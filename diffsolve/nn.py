@@ -79,6 +79,10 @@ class ScoreMLP(nn.Module):
         time_embedding: `"fourier"` (Gaussian random features of t) or `"sinusoidal"`.
         embed_dim: Size of the time features.
         fourier_scale: Std of the Fourier frequencies (t lies in [0, 1]).
+        num_classes: For a class-conditional model: the number of classes C. A learned embedding of
+            the label (C + 1 entries, the last the "no label" of classifier-free guidance) is added
+            to the time embedding; `forward(x, t, y)` takes labels `(B,)`, and `y=None` or `y = C`
+            is unconditional (`train(labels=..., label_dropout=...)` teaches both).
     """
 
     def __init__(
@@ -90,12 +94,15 @@ class ScoreMLP(nn.Module):
         time_embedding: str = "fourier",
         embed_dim: int = 64,
         fourier_scale: float = 16.0,
+        num_classes: int | None = None,
     ) -> None:
         super().__init__()
         for name, value in (("dim", dim), ("width", width), ("depth", depth), ("embed_dim", embed_dim)):
             check_positive(value, name, integer=True)
         if time_embedding not in ("fourier", "sinusoidal"):
             raise ValueError(f"time_embedding must be 'fourier' or 'sinusoidal', got {time_embedding!r}")
+        if num_classes is not None:
+            check_positive(num_classes, "num_classes", integer=True)
         self.config: dict[str, Any] = {
             "dim": dim,
             "width": width,
@@ -104,6 +111,10 @@ class ScoreMLP(nn.Module):
             "embed_dim": embed_dim,
             "fourier_scale": fourier_scale,
         }
+        self.num_classes = num_classes
+        if num_classes is not None:
+            self.config["num_classes"] = num_classes
+            self.label_embed = nn.Embedding(num_classes + 1, width)
         self.embed = (
             GaussianFourierEmbedding(embed_dim, fourier_scale)
             if time_embedding == "fourier"
@@ -114,8 +125,14 @@ class ScoreMLP(nn.Module):
         self.blocks = nn.ModuleList(_ResBlock(width) for _ in range(depth))
         self.out = nn.Sequential(nn.LayerNorm(width), nn.SiLU(), nn.Linear(width, dim))
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         temb = self.t_mlp(self.embed(t))
+        if self.num_classes is not None:
+            if y is None:  # unconditional: the "no label" entry
+                y = torch.full((x.shape[0],), self.num_classes, dtype=torch.int64, device=x.device)
+            temb = temb + self.label_embed(y)
+        elif y is not None:
+            raise ValueError("this ScoreMLP has no num_classes: it takes no labels y")
         h = self.inp(x.reshape(x.shape[0], -1))
         for block in self.blocks:
             h = block(h, temb)

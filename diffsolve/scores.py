@@ -67,8 +67,8 @@ class ScoreModel(nn.Module):
         self.sde = sde
         self.parameterization = parameterization
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        out = self.net(x, t)
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        out = self.net(x, t) if y is None else self.net(x, t, y)  # y: labels of a class-conditional net
         if self.parameterization == "score":
             return out
         alpha, sigma = self.sde.marginal(t)

@@ -38,7 +38,7 @@ from torch import Tensor
 
 from . import checkpoint, distributed, memory
 from ._keyed import generator_on
-from ._validation import append_dims, check_batched, check_positive, check_seed
+from ._validation import append_dims, check_batched, check_positive, check_seed, describe
 from .datasets import dequantize as dequantize_data
 from .io import atomic_write_bytes, directory_lock, remove_stale_temporaries
 from .scores import ScoreModel
@@ -100,7 +100,13 @@ class _TimeSampler:
 
 
 def dsm_loss(
-    model: ScoreModel, x0: Tensor, t: Tensor, z: Tensor, weighting: str, importance_norm: float | None = None
+    model: ScoreModel,
+    x0: Tensor,
+    t: Tensor,
+    z: Tensor,
+    weighting: str,
+    importance_norm: float | None = None,
+    y: Tensor | None = None,
 ) -> Tensor:
     r"""Mean over the batch of the weighted denoising score-matching loss (see the module docstring).
 
@@ -112,6 +118,7 @@ def dsm_loss(
         weighting: `"eps"` ($\lambda = \sigma_t^2$) or `"likelihood"` ($\lambda = g(t)^2$).
         importance_norm: With `"likelihood"` and `t` drawn from the importance density, the
             constant that makes the estimate unbiased; None for uniform `t`.
+        y: Labels `(B,)` for a class-conditional model, or None.
 
     Returns:
         A scalar tensor.
@@ -122,7 +129,8 @@ def dsm_loss(
     a, s = append_dims(alpha, x0.dim()), append_dims(sigma, x0.dim())
     xt = a * x0 + s * z
     # s_theta * sigma + z: the residual in units of the noise, well scaled at every t.
-    resid = (model(xt, t) * s + z).flatten(1).square().sum(1)
+    out = model(xt, t) if y is None else model(xt, t, y)
+    resid = (out * s + z).flatten(1).square().sum(1)
     if weighting == "eps":
         return resid.mean()
     g2_over_s2 = sde.g2(t) / sigma**2
@@ -158,6 +166,8 @@ def train(
     dequantize: tuple[int, float, float] | None = None,
     allow_changes: Sequence[str] = (),
     overwrite: bool = False,
+    labels: Tensor | None = None,
+    label_dropout: float = 0.1,
 ) -> TrainResult:
     """Train `model` by denoising score matching on `data` (`(N, *event)`), on `data`'s device.
 
@@ -195,6 +205,11 @@ def train(
         allow_changes: Settings that may differ from the saved run's on resume; only those in
             `SAFE_CHANGES` (`"steps"`, with a constant learning rate).
         overwrite: Start a new run in a `checkpoint_dir` that holds one (otherwise refused).
+        labels: Class labels `(N,)` of `data` for a class-conditional model (its network takes
+            `net(x, t, y)`, e.g. `ScoreMLP(num_classes=C)`); None trains an unconditional model.
+        label_dropout: With `labels`: the probability that a training example's label is replaced
+            by "no label" (class C), so that one network learns the conditional and the
+            unconditional score that classifier-free guidance combines (Ho & Salimans use 0.1-0.2).
 
     Raises:
         ValueError: On bad arguments, or a NaN/Inf loss (naming the step and suggesting a lower lr).
@@ -211,11 +226,12 @@ def train(
         importance_sampling, optimizer, ema_decay, grad_clip, resume, checkpoint_dir, max_seconds, dequantize,
     )  # fmt: skip
     allow_changes = _check_allowed(allow_changes, lr_schedule)
+    conditioning = _check_labels(model, data, labels, label_dropout)
     if checkpoint_dir is None:
         return _train(
             model, data, steps, batch_size, lr, lr_schedule, warmup_steps, weighting, importance_sampling,
             eps, optimizer, weight_decay, grad_clip, ema_decay, seed, None, checkpoint_every, False, progress,
-            metadata, max_seconds, dequantize, allow_changes,
+            metadata, max_seconds, dequantize, allow_changes, conditioning,
         )  # fmt: skip
     directory = Path(checkpoint_dir)
     if directory.exists() and not directory.is_dir():
@@ -243,7 +259,7 @@ def train(
         return _train(
             model, data, steps, batch_size, lr, lr_schedule, warmup_steps, weighting, importance_sampling,
             eps, optimizer, weight_decay, grad_clip, ema_decay, seed, directory, checkpoint_every, resume,
-            progress, metadata, max_seconds, dequantize, allow_changes,
+            progress, metadata, max_seconds, dequantize, allow_changes, conditioning,
         )  # fmt: skip
 
 
@@ -263,10 +279,46 @@ def _check_allowed(allow_changes: object, lr_schedule: str) -> tuple[str, ...]:
     return tuple(allow_changes)
 
 
+def _check_labels(
+    model: ScoreModel, data: Tensor, labels: object, label_dropout: object
+) -> tuple[Tensor, float, int] | None:
+    """`(labels on data's device, label_dropout, classes)` for a conditional run, None otherwise."""
+    if labels is None:
+        return None
+    if (
+        not isinstance(labels, Tensor)
+        or labels.dim() != 1
+        or labels.is_floating_point()
+        or labels.dtype == torch.bool
+        or labels.is_complex()
+    ):
+        raise TypeError(
+            f"labels must be a 1-D integer tensor, one class per data point, got {describe(labels)}"
+        )
+    if labels.shape[0] != data.shape[0]:
+        raise ValueError(f"labels holds {labels.shape[0]} labels for {data.shape[0]} data points")
+    classes = getattr(model.net, "num_classes", None)
+    if classes is None:
+        raise ValueError(
+            "labels need a class-conditional network (e.g. ScoreMLP(num_classes=C)); this one takes none"
+        )
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= classes):
+        raise ValueError(
+            f"labels must lie in [0, {classes}) (the network's num_classes), got {int(labels.min())}..{int(labels.max())}"
+        )
+    if (
+        isinstance(label_dropout, bool)
+        or not isinstance(label_dropout, (int, float))
+        or not 0.0 <= float(label_dropout) < 1.0
+    ):
+        raise ValueError(f"label_dropout must be a probability in [0, 1), got {label_dropout!r}")
+    return labels.to(device=data.device, dtype=torch.int64), float(label_dropout), int(classes)
+
+
 def _train(
     model, data, steps, batch_size, lr, lr_schedule, warmup_steps, weighting, importance_sampling, eps,
     optimizer, weight_decay, grad_clip, ema_decay, seed, checkpoint_dir, checkpoint_every, resume, progress,
-    metadata, max_seconds, dequantize, allow_changes,
+    metadata, max_seconds, dequantize, allow_changes, conditioning=None,
 ) -> TrainResult:  # fmt: skip
 
     params = list(model.net.parameters())
@@ -290,6 +342,9 @@ def _train(
             "sde": {"name": type(model.sde).__name__, "params": model.sde.params()},
         },
     }  # fmt: skip
+    if conditioning is not None:  # recorded (and checked on resume) only for conditional runs
+        settings["label_dropout"] = conditioning[1]
+        settings["classes"] = conditioning[2]
     if resume:
         step, losses = _restore(checkpoint_dir, model, ema, opt, gen, settings, metadata, allow_changes)
     first = step
@@ -311,7 +366,7 @@ def _train(
     while step < steps:
         loss = _optimisation_step(
             net, ema, opt, params, data, gen, times, norm, step, steps, batch_size, lr, lr_schedule,
-            warmup_steps, weighting, grad_clip, ema_decay, dequantize,
+            warmup_steps, weighting, grad_clip, ema_decay, dequantize, conditioning,
         )  # fmt: skip
         step += 1
         losses.append(loss.item())
@@ -339,7 +394,7 @@ def _optimisation_step(
     model: _Replicated, ema: ScoreModel, opt: torch.optim.Optimizer, params: list[Tensor], data: Tensor,
     gen: torch.Generator, times: Any, norm: float | None, step: int, steps: int, batch_size: int, lr: float,
     lr_schedule: str, warmup_steps: int, weighting: str, grad_clip: float | None, ema_decay: float,
-    dequantize: tuple[int, float, float] | None,
+    dequantize: tuple[int, float, float] | None, conditioning: tuple[Tensor, float, int] | None = None,
 ) -> Tensor:  # fmt: skip
     """One step: draw a batch, t and noise from `gen` (in this order, so a resumed run draws the
     same numbers), take the loss's gradient, clip, step the optimiser, update the EMA."""
@@ -353,10 +408,17 @@ def _optimisation_step(
     noise_gen = generator_on(x0.device)
     noise_gen.manual_seed(int(torch.randint(0, 2**62, (), generator=gen)))
     z = torch.randn(x0.shape, generator=noise_gen, dtype=x0.dtype, device=x0.device)
+    y = None
+    if conditioning is not None:  # drawn last: an unconditional run's numbers are unchanged
+        labels, dropout, classes = conditioning
+        drop = torch.rand(batch_size, generator=gen) < dropout
+        y = torch.where(drop.to(labels.device), classes, labels[idx.to(labels.device)])
     # Every rank draws the whole global batch from the same generator (so the generator's state, and a
     # resume, do not depend on the number of ranks) and trains on its slice; DDP averages the gradients.
     lo, hi = model.slice(batch_size)
-    loss = dsm_loss(model, x0[lo:hi], t[lo:hi].to(x0.device), z[lo:hi], weighting, norm)
+    loss = dsm_loss(
+        model, x0[lo:hi], t[lo:hi].to(x0.device), z[lo:hi], weighting, norm, None if y is None else y[lo:hi]
+    )
     reported = model.mean(loss.detach())
     if not bool(torch.isfinite(reported)):
         raise ValueError(
@@ -391,8 +453,8 @@ class _Replicated:
         else:
             self.ddp = model
 
-    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
-        return self.ddp(x, t)
+    def __call__(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        return self.ddp(x, t) if y is None else self.ddp(x, t, y)
 
     def slice(self, batch_size: int) -> tuple[int, int]:
         """This rank's rows of the global batch."""
