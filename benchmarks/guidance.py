@@ -44,8 +44,7 @@ def main() -> None:
     print("| ---: | ---: | ---: | " + " | ".join("---:" for _ in SOLVERS) + " |")
     for w in weights:
         g = ds.guided(ds.Conditional(score, 1), ds.Conditional(score, None), w)
-        g.event_shape = (2,)
-        spec = jacobian_spectrum(g, sde, n=32, points=40, event_shape=(2,))
+        spec = jacobian_spectrum(g, sde, n=32, points=40)
         res = compare(
             g, sde, reference=lab.conditional(1), solvers=SOLVERS, budgets=budgets, n=n,
             metrics=["path_error"], progress=False,

@@ -197,48 +197,54 @@ class GaussianMixture:
         mean, prec = self._moments(x64, *self._alpha_sigma(x64, t, sde))
         return torch.logsumexp(self._component_log_probs(x64, mean, prec), dim=1).to(x.dtype)
 
+    def _posterior(
+        self, x: Tensor, t: float | Tensor, sde: SDE, components: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """`(x, mean, prec, resp)` in the mixture's dtype: the moments of p_t's components and the
+        responsibilities, restricted to `components` (a `(B, K)` mask) when given; and the score."""
+        x64 = self._flat(x).to(self.dtype)
+        mean, prec = self._moments(x64, *self._alpha_sigma(x64, t, sde))
+        logits = self._component_log_probs(x64, mean, prec)
+        if components is not None:
+            logits = logits.masked_fill(~components.to(logits.device), -math.inf)
+        return x64, mean, prec, _softmax(logits)
+
+    @staticmethod
+    def _score(x: Tensor, mean: Tensor, prec: Tensor, resp: Tensor) -> Tensor:
+        """sum_k r_k P_k (m_k - x), written as two contractions over k."""
+        if prec.dim() == 2:
+            return resp @ (prec * mean) - x * (resp @ prec)
+        return torch.einsum("bk,bkd->bd", resp, prec * mean) - x * torch.einsum("bk,bkd->bd", resp, prec)
+
     def score_t(self, x: Tensor, t: float | Tensor, sde: SDE, components: Tensor | None = None) -> Tensor:
         """Exact score $\\nabla_x \\log p_t(x)$ under `sde`, shaped and typed like `x`.
 
         `components`, a `(B, K)` boolean mask, restricts each row to a subset of the components
         (weights renormalised): the score of $p_t(x \\mid y)$ for a class made of those components.
         """
-        x64 = self._flat(x).to(self.dtype)
-        mean, prec = self._moments(x64, *self._alpha_sigma(x64, t, sde))
-        logits = self._component_log_probs(x64, mean, prec)
-        if components is not None:
-            logits = logits.masked_fill(~components.to(logits.device), -math.inf)
-        resp = _softmax(logits)  # (B, K)
-        # sum_k r_k P_k (m_k - x), written as two contractions over k.
-        if prec.dim() == 2:
-            out = resp @ (prec * mean) - x64 * (resp @ prec)
-        else:
-            out = torch.einsum("bk,bkd->bd", resp, prec * mean) - x64 * torch.einsum("bk,bkd->bd", resp, prec)
-        return out.reshape(x.shape).to(x.dtype)
+        return self._score(*self._posterior(x, t, sde, components)).reshape(x.shape).to(x.dtype)
 
-    def divergence_t(self, x: Tensor, t: float | Tensor, sde: SDE) -> Tensor:
-        r"""Exact $\operatorname{tr} \nabla_x^2 \log p_t(x)$, the divergence of the score, shape `(B,)`.
+    def score_and_divergence_t(self, x: Tensor, t: float | Tensor, sde: SDE) -> tuple[Tensor, Tensor]:
+        r"""The exact score (shaped like `x`) and its divergence $\operatorname{tr}
+        abla_x^2 \log p_t(x)$
+                (shape `(B,)`), from one pass over the components.
 
-        With responsibilities $r_k$, component scores $s_k = P_k(m_k - x)$ and $s = \sum_k r_k s_k$,
-        the score's Jacobian is $\sum_k r_k(-P_k + s_k s_k^\top) - s s^\top$, so its trace is
-        $\sum_k r_k(\|s_k\|^2 - \operatorname{tr} P_k) - \|s\|^2$: one pass over the components, the
-        cost of a score evaluation, instead of D vector-Jacobian products.
+                With responsibilities $r_k$, component scores $s_k = P_k(m_k - x)$ and $s = \sum_k r_k s_k$,
+                the score's Jacobian is $\sum_k r_k(-P_k + s_k s_k^	op) - s s^	op$, so its trace is
+                $\sum_k r_k(\|s_k\|^2 - \operatorname{tr} P_k) - \|s\|^2$: about the cost of the score itself,
+                instead of D vector-Jacobian products.
         """
-        x64 = self._flat(x).to(self.dtype)
-        mean, prec = self._moments(x64, *self._alpha_sigma(x64, t, sde))
-        resp = _softmax(self._component_log_probs(x64, mean, prec))  # (B, K)
+        x64, mean, prec, resp = self._posterior(x, t, sde, None)
+        score = self._score(x64, mean, prec, resp)
         if prec.dim() == 2:  # (K, D): ||s_k||^2 = sum_j P_kj^2 (m_kj - x_j)^2, expanded as matrix products
             p2 = prec**2
             sq = (x64**2) @ p2.T - 2 * x64 @ (p2 * mean).T + (p2 * mean**2).sum(-1)
-            score = resp @ (prec * mean) - x64 * (resp @ prec)
             trace_p = prec.sum(-1)[None]
         else:
-            comp = prec * (mean - x64[:, None, :])  # (B, K, D)
-            sq = comp.square().sum(-1)
-            score = torch.einsum("bk,bkd->bd", resp, comp)
+            sq = (prec * (mean - x64[:, None, :])).square().sum(-1)
             trace_p = prec.sum(-1)
-        out = (resp * (sq - trace_p)).sum(-1) - score.square().sum(-1)
-        return out.to(x.dtype)
+        div = (resp * (sq - trace_p)).sum(-1) - score.square().sum(-1)
+        return score.reshape(x.shape).to(x.dtype), div.to(x.dtype)
 
     def responsibilities(self, x: Tensor, t: float | Tensor | None = None, sde: SDE | None = None) -> Tensor:
         """Posterior component probabilities under $p_t$ (under $p_0$ when `t` is None), shape `(B, K)`."""
@@ -281,17 +287,18 @@ class AnalyticScore:
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
         return self.mixture.score_t(x, t, self.sde)
 
-    def divergence(self, x: Tensor, t: Tensor) -> Tensor:
-        r"""The score's exact divergence $\operatorname{tr}\nabla_x s(x, t)$ per sample, `(B,)`, in closed form.
+    def score_and_divergence(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """The score and its exact divergence $\\operatorname{tr}\\nabla_x s(x, t)$ (`(B,)`), in closed form.
 
-        `log_likelihood(divergence="exact")` uses it instead of D vector-Jacobian products whenever
-        a score has this method (see `GaussianMixture.divergence_t`).
+        `log_likelihood(divergence="exact")` calls it, once per evaluation, instead of the score and
+        D vector-Jacobian products whenever a score has this method (see
+        `GaussianMixture.score_and_divergence_t`).
 
         Args:
             x: The points `(B, *event)`.
             t: The times `(B,)`.
         """
-        return self.mixture.divergence_t(x, t, self.sde)
+        return self.mixture.score_and_divergence_t(x, t, self.sde)
 
     def __repr__(self) -> str:
         return f"AnalyticScore({self.mixture!r}, {self.sde!r})"

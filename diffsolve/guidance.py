@@ -62,8 +62,8 @@ class Conditional:
     ) -> None:
         if not callable(score):
             raise TypeError(f"score must be callable as score(x, t, y), got {describe(score)}")
-        if y is not None:
-            _labels(y, y.shape[0] if isinstance(y, Tensor) and y.dim() == 1 else 1, torch.device("cpu"))
+        if y is not None:  # the type checks now; the length against each call's batch
+            _labels(y, len(y) if isinstance(y, Tensor) and y.dim() == 1 else 1, torch.device("cpu"))
         self.score, self.y = score, y
         self.event_shape = getattr(score, "event_shape", None)
         self.sde = getattr(score, "sde", None)

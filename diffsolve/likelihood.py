@@ -36,10 +36,13 @@ from .errors import NonFiniteError
 from .memory import format_bytes
 from .samplers.generic import run_pf_ode
 from .samplers.registry import get_solver
+from .sampling import _Progress
 from .scores import Score, check_problem
 from .sde import SDE
 
-__all__ = ["LikelihoodResult", "log_likelihood", "bits_per_dim", "dataset_bits_per_dim", "DatasetBits"]
+__all__ = [
+    "LikelihoodResult", "log_likelihood", "bits_per_dim", "dataset_bits_per_dim", "DatasetBits", "standard_errors",
+]  # fmt: skip
 
 ESTIMATORS = ("hutchinson", "hutch++", "deflated")
 """The stochastic divergence estimators `log_likelihood` takes (they need probes and a seed)."""
@@ -352,7 +355,7 @@ def _solve_once(
     start = time.perf_counter()
     graph = _differentiable(score, x)
     params = tuple(p for p in _parameters(score) if p.requires_grad) if graph else ()
-    bar = _TimeBar(eps, sde.T) if time_bar else None
+    bar = _Progress(eps, sde.T, "log-likelihood") if time_bar else None
     func.pf.callback = bar
     try:
         with contextlib.nullcontext() if graph else torch.no_grad():
@@ -375,29 +378,6 @@ def _solve_once(
         torch.cuda.synchronize(x.device)
     return {"prior": prior, "delta": delta, "latent": latent, "nfe": func.nfe, "vjps": func.vjps,
             "seconds": time.perf_counter() - start, "rounds": 1}  # fmt: skip
-
-
-class _TimeBar:
-    """A tqdm bar over the likelihood solve's time, from eps up to T, fed after every score evaluation."""
-
-    def __init__(self, eps: float, T: float) -> None:
-        from tqdm.auto import tqdm
-
-        self.eps, self.T, self.done, self.nfe = eps, T, 0.0, 0
-        self.bar = tqdm(
-            total=1000, desc="log-likelihood", leave=False, dynamic_ncols=True, disable=None,
-            bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}",
-        )  # fmt: skip
-
-    def __call__(self, t: Tensor) -> None:
-        self.nfe += 1
-        frac = min(max((float(t) - self.eps) / (self.T - self.eps), self.done), 1.0)
-        self.bar.update(round(1000 * frac) - round(1000 * self.done))
-        self.done = frac
-        self.bar.set_postfix_str(f"t={float(t):.4f} nfe={self.nfe}", refresh=False)
-
-    def close(self) -> None:
-        self.bar.close()
 
 
 def _check_inputs(
@@ -525,16 +505,38 @@ def dataset_bits_per_dim(
         res = log_likelihood(score, sde, data, **likelihood)
     d = data[0].numel()
     b = bits_per_dim(res.log_prob.double(), d, bins=bins, scale=scale)
-    n = b.numel()
-    total = float(b.var() / n) if n > 1 else float("nan")
-    if res.settings["divergence"] == "exact":
+    se, se_data, se_est = standard_errors(b, res, unit=1 / (d * math.log(2)))
+    return DatasetBits(
+        bpd=float(b.mean()), se=se, se_data=se_data, se_estimator=se_est, per_point=b, result=res,
+    )  # fmt: skip
+
+
+def standard_errors(
+    values: Tensor, result: LikelihoodResult, unit: float = 1.0
+) -> tuple[float, float | None, float | None]:
+    r"""The standard error of the mean of per-point `values`, split into data sampling and estimator noise.
+
+    $\text{se}^2 = s^2/N$ from the values' spread; the estimator's part is $\overline{v}/N$ with
+    $v_i$ each point's squared `std_error` (0 for the exact trace, unknown for one probe); the data's
+    part is what remains, $\text{se}_{data}^2 = \text{se}^2 - \text{se}_{est}^2$.
+
+    Args:
+        values: Per-point values `(N,)` (log-densities, or a transform such as bits/dim).
+        result: The `LikelihoodResult` behind them (its divergence and `std_error`).
+        unit: The factor from nats to the values' unit (1 / (D ln 2) for bits/dim; its sign is ignored).
+
+    Returns:
+        `(se, se_data, se_estimator)`; the last two are None when one probe gives no per-point spread.
+    """
+    v = values.double()
+    n = v.numel()
+    total = float(v.var() / n) if n > 1 else float("nan")
+    if result.settings["divergence"] == "exact":
         est: float | None = 0.0
-    elif res.std_error is not None:
-        est = float((res.std_error.double() / (d * math.log(2))).square().mean() / n)
+    elif result.std_error is not None:
+        est = float((result.std_error.double() * abs(unit)).square().mean() / n)
     else:
         est = None
-    data_part = None if est is None else math.sqrt(max(total - est, 0.0))
-    return DatasetBits(
-        bpd=float(b.mean()), se=math.sqrt(total), se_data=data_part,
-        se_estimator=None if est is None else math.sqrt(est), per_point=b, result=res,
-    )  # fmt: skip
+    if est is None:
+        return math.sqrt(total), None, None
+    return math.sqrt(total), math.sqrt(max(total - est, 0.0)), math.sqrt(est)

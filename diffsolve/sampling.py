@@ -476,12 +476,13 @@ class _ChunkProgress:
 
 
 class _Progress:
-    """A tqdm bar over forward time, fed by the adapters' callback after every score evaluation."""
+    """A tqdm bar over forward time from `start` to `end` (T down to eps for sampling, eps up to T
+    for a likelihood), fed by the adapters' callback after every score evaluation."""
 
-    def __init__(self, T: float, eps: float, name: str) -> None:
+    def __init__(self, start: float, end: float, name: str) -> None:
         from tqdm.auto import tqdm
 
-        self.T, self.eps = T, eps
+        self.start, self.end = start, end
         self.nfe = 0
         self.done = 0.0
         self.bar = tqdm(
@@ -496,7 +497,7 @@ class _Progress:
     def __call__(self, t: Tensor) -> None:
         self.nfe += 1
         # Adaptive solvers probe back and forth: show the furthest point reached.
-        frac = min(max((self.T - float(t)) / (self.T - self.eps), self.done), 1.0)
+        frac = min(max((float(t) - self.start) / (self.end - self.start), self.done), 1.0)
         self.bar.update(round(1000 * frac) - round(1000 * self.done))
         self.done = frac
         self.bar.set_postfix_str(f"t={float(t):.4f} nfe={self.nfe}", refresh=False)

@@ -168,7 +168,9 @@ def test_the_mixture_divergence_in_closed_form_equals_the_autograd_trace():
         t = torch.linspace(0.01, 0.99, 40, dtype=torch.float64)
         s = score(x, t)
         trace = sum(torch.autograd.grad(s[:, i].sum(), x, retain_graph=True)[0][:, i] for i in range(16))
-        torch.testing.assert_close(score.divergence(x.detach(), t), trace, rtol=1e-10, atol=1e-10)
+        value, div = score.score_and_divergence(x.detach(), t)
+        torch.testing.assert_close(div, trace, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(value, s.detach(), rtol=0, atol=0)  # the same score, from one pass
 
 
 def test_auto_divergence_and_settings():

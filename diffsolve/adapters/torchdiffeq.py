@@ -90,15 +90,31 @@ class ProbabilityFlowODE(nn.Module):
         return {"step_t": torch.tensor([self.eps, self.sde.T], dtype=torch.float64)}
 
     def forward(self, t: Tensor, x: Tensor) -> Tensor:
+        return self.drift_and(t, x)[0]
+
+    def drift_and(self, t: Tensor, x: Tensor, with_divergence: bool = False) -> tuple[Tensor, Tensor | None]:
+        """The drift at `(t, x)` (one NFE), and with `with_divergence` the score's divergence from
+        the same call (`score.score_and_divergence(x, t)`, e.g. `AnalyticScore`'s closed form)."""
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device).clamp(self.eps, self.sde.T)
         self.last_t = t
-        score = evaluate_score(self.score, x, t.expand(x.shape[0]))
+        tb = t.expand(x.shape[0])
+        divs: list[Tensor] = []
+        if with_divergence:
+
+            def score_only(x_: Tensor, t_: Tensor) -> Tensor:  # evaluate_score's checks on the score part
+                value, div_ = self.score.score_and_divergence(x_, t_)  # type: ignore[attr-defined]
+                divs.append(div_)
+                return value
+
+            score = evaluate_score(score_only, x, tb)
+        else:
+            score = evaluate_score(self.score, x, tb)
         self.nfe += 1
         if self.callback is not None:
             self.callback(t)
         out = self.sde.pf_drift(x, t, score)  # a 0-d t: the coefficients are scalars, not (B,) vectors
         self.last_out = out  # kept (not checked) so that a collapsed step can be traced to a NaN
-        return out
+        return out, divs[0] if divs else None
 
 
 class LikelihoodODE(nn.Module):
@@ -115,9 +131,9 @@ class LikelihoodODE(nn.Module):
     its parts, so `delta` takes part in step control on its own footing. That is deliberate: the
     log-density is the output, and a 1-D `delta` would be drowned in a joint norm over a 3072-D `x`.
 
-    The exact trace: a score with a `divergence(x, t)` method (the analytic mixtures'
-    `AnalyticScore`) gives $\operatorname{tr}\nabla s$ in closed form, so the divergence costs about
-    one more score evaluation; any other score takes D vector-Jacobian products
+    The exact trace: a score with a `score_and_divergence(x, t)` method (the analytic mixtures'
+    `AnalyticScore`) gives $\operatorname{tr}\nabla s$ in closed form with the score, in one call;
+    any other score takes D vector-Jacobian products
     (`divergence.exact_divergence`). Wrap a score in a plain function to force the second route.
 
     Args:
@@ -151,10 +167,9 @@ class LikelihoodODE(nn.Module):
             raise ValueError("divergence='hutchinson' needs probes: see diffsolve.divergence.make_probes")
         self.pf = ProbabilityFlowODE(score, sde, eps)
         self.divergence = divergence
-        # A score that knows its own divergence (the analytic mixtures' `divergence(x, t)`): the
-        # exact trace at the cost of a score call instead of D vector-Jacobian products.
-        closed = getattr(score, "divergence", None)
-        self.closed_form: Callable[[Tensor, Tensor], Tensor] | None = closed if callable(closed) else None
+        # A score that knows its own divergence (the analytic mixtures' `score_and_divergence`): the
+        # exact trace from the score call itself instead of D vector-Jacobian products.
+        self.closed_form = callable(getattr(score, "score_and_divergence", None))
         self.probes = probes
         self.vjps = 0
 
@@ -199,13 +214,10 @@ class LikelihoodODE(nn.Module):
         def drift(z: Tensor) -> Tensor:
             return self.pf(t, z)
 
-        if self.divergence == "exact" and self.closed_form is not None:
-            f = drift(x)
-            tb = torch.as_tensor(t, dtype=x.dtype, device=x.device).clamp(self.pf.eps, self.pf.sde.T)
-            sde = self.pf.sde
-            div = x[0].numel() * sde._f(tb).to(x.dtype) - 0.5 * sde.g2(tb).to(x.dtype) * self.closed_form(
-                x, tb.expand(x.shape[0])
-            )
+        if self.divergence == "exact" and self.closed_form:
+            f, score_div = self.pf.drift_and(t, x, with_divergence=True)
+            tb, sde = self.pf.last_t, self.pf.sde  # the clamped time the drift saw
+            div = x[0].numel() * sde._f(tb).to(x.dtype) - 0.5 * sde.g2(tb).to(x.dtype) * score_div
         elif self.divergence == "exact":
             f, div = exact_divergence(drift, x)
             self.vjps += x[0].numel()

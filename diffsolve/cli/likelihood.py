@@ -83,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from .. import bits_per_dim, log_likelihood
+    from ..likelihood import standard_errors
 
     prob = problem_from_args(args, "likelihood")
     truth = None
@@ -123,15 +124,7 @@ def run(args: argparse.Namespace) -> int:
         )
     lp = res.log_prob.double().cpu()
     d, n = x[0].numel(), lp.numel()
-    se = float(lp.std() / n**0.5) if n > 1 else float("nan")
-    # The standard error of the mean splits into the data's sampling and the estimator's noise.
-    if res.settings["divergence"] == "exact":
-        est_se: float | None = 0.0
-    elif res.std_error is not None:
-        est_se = float(res.std_error.double().square().mean().sqrt()) / n**0.5
-    else:
-        est_se = None  # one probe: no per-point spread to estimate it from
-    data_se = None if est_se is None else max(se**2 - est_se**2, 0.0) ** 0.5
+    se, data_se, est_se = standard_errors(lp, res)  # nats: data sampling and estimator noise
 
     def split(scale: float, unit: str) -> str:
         if est_se is None:
