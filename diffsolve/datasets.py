@@ -147,7 +147,8 @@ def digits(
     scale: str = "[0, 1]",
     test_fraction: float = 0.2,
     dtype: torch.dtype = torch.float32,
-) -> Tensor:
+    return_labels: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     """scikit-learn's 8x8 handwritten digits as images `(N, 1, 8, 8)`, with a fixed train/test split.
 
     The split is a permutation of the 1797 images drawn with seed 0, the last `test_fraction` of it
@@ -160,9 +161,10 @@ def digits(
         scale: `"[0, 1]"` or `"[-1, 1]"`.
         test_fraction: Fraction of the images held out as the test set.
         dtype: The returned tensor's dtype.
+        return_labels: Also return the digit each image shows (0..9).
 
     Returns:
-        The images, `(N, 1, 8, 8)`.
+        The images, `(N, 1, 8, 8)`; with `return_labels`, `(images, labels)` with labels `(N,)` int64.
 
     Raises:
         ImportError: Without scikit-learn (`pip install "diffsolve[data]"`).
@@ -178,14 +180,16 @@ def digits(
         from sklearn.datasets import load_digits
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError('the digits need scikit-learn: pip install "diffsolve[data]"') from err
-    images = load_digits().images.astype(np.float64)  # (1797, 8, 8), levels 0..16
+    bunch = load_digits()
+    images = bunch.images.astype(np.float64)  # (1797, 8, 8), levels 0..16
     order = np.random.default_rng(0).permutation(len(images))
     n_test = round(test_fraction * len(images))
     idx = {"train": order[:-n_test], "test": order[-n_test:], "all": np.arange(len(images))}[split]
     x = images[idx] / (DIGITS_LEVELS - 1)
     if scale == "[-1, 1]":
         x = 2 * x - 1
-    return torch.as_tensor(x[:, None], dtype=dtype)
+    out = torch.as_tensor(x[:, None], dtype=dtype)
+    return (out, torch.as_tensor(bunch.target[idx], dtype=torch.int64)) if return_labels else out
 
 
 def dequantize(

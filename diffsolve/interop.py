@@ -10,7 +10,14 @@ $D(x; \sigma) = c_{skip} x + c_{out} F(c_{in} x, c_{noise})$ with $c_{skip} = \s
 $c_{out} = \sigma\sigma_d/\sqrt{\sigma^2 + \sigma_d^2}$, $c_{in} = 1/\sqrt{\sigma^2 + \sigma_d^2}$ and
 $c_{noise} = \tfrac14\ln\sigma$ (k-diffusion's `Denoiser` wrapper). Loading score_sde (NCSN++/DDPM++)
 checkpoints is not provided: their network code is not a dependency, and a state dict alone cannot
-be run without it. diffusers' `UNet2DModel` bridge is not built yet.
+be run without it.
+
+`from_diffusers` turns a diffusers `UNet2DModel` and its `DDPMScheduler` / `DDIMScheduler` into a
+`ScoreModel` on `DiscreteVPSDE` (the scheduler's betas): discrete timestep $n$ sits at time
+$t_n = (n + 1)/N$, and the network's epsilon, v or sample output becomes the score.
+`scheduler_times` gives the scheduler's own timesteps as a time grid, so diffsolve's fixed-grid
+samplers can be run on exactly the steps the scheduler takes. diffusers is an optional extra
+(`pip install "diffsolve[diffusers]"`).
 
 References:
     Karras, Aittala, Aila & Laine, "Elucidating the Design Space of Diffusion-Based Generative
@@ -21,14 +28,21 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
+import warnings
 from collections.abc import Callable
+from typing import Any
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 
-from ._validation import append_dims, describe
-from .sde import EDMSDE
+from ._validation import append_dims, check_positive, describe
+from .scores import ScoreModel
+from .sde import EDMSDE, DiscreteVPSDE
 
-__all__ = ["from_denoiser", "DenoiserScore"]
+__all__ = ["from_denoiser", "DenoiserScore", "from_diffusers", "DiffusersUNet", "scheduler_times"]
+
+_PREDICTIONS = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}
 
 
 class DenoiserScore:
@@ -92,3 +106,173 @@ def from_denoiser(
     ):
         raise ValueError(f"sigma_data must be a finite number > 0, got {sigma_data!r}")
     return DenoiserScore(denoiser, EDMSDE(sigma_max), None if sigma_data is None else float(sigma_data))
+
+
+def _import_diffusers() -> Any:
+    try:
+        import diffusers
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError('from_diffusers needs diffusers: pip install "diffsolve[diffusers]"') from err
+    return diffusers
+
+
+class DiffusersUNet(nn.Module):
+    """A diffusers `UNet2DModel` called as `net(x, t, y=None)` in diffsolve's time (see `from_diffusers`).
+
+    Time $t$ becomes the discrete timestep $n = Nt - 1$ of the schedule (snapped to the nearest
+    integer when within 1e-3 of it, the resolution of a float32 time, so a scheduler's integer
+    timesteps reach the network exactly). A network with twice the input channels (a learned
+    variance, as in improved DDPM) gives its first half, the mean prediction.
+
+    Args:
+        unet: The diffusers `UNet2DModel` (or any module called as `unet(x, timesteps,
+            class_labels=...)` returning an object with `.sample`, or a tensor).
+        sde: The `DiscreteVPSDE` of the network's schedule.
+    """
+
+    def __init__(self, unet: nn.Module, sde: DiscreteVPSDE) -> None:
+        super().__init__()
+        self.unet, self.sde = unet, sde
+
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        n = t.double() * self.sde.N - 1
+        near = n.round()
+        n = torch.where((n - near).abs() < 1e-3, near, n).to(x.dtype)
+        kwargs = {} if y is None else {"class_labels": y}
+        out = self.unet(x, n, **kwargs)
+        out = getattr(out, "sample", out)
+        if out.shape[1] == 2 * x.shape[1]:  # learned variance: the first half is the prediction
+            out = out[:, : x.shape[1]]
+        return out
+
+
+def _load_dir(path: str) -> tuple[nn.Module, Any]:
+    """A UNet2DModel and its scheduler from a `save_pretrained` directory or a pipeline directory."""
+    diffusers = _import_diffusers()
+    if not os.path.isdir(path):
+        raise FileNotFoundError(
+            f"model_or_dir {path!r} is not a directory: pass a local diffusers model or pipeline directory "
+            "(models are never downloaded here)"
+        )
+    unet_dir = (
+        os.path.join(path, "unet") if os.path.isfile(os.path.join(path, "unet", "config.json")) else path
+    )
+    if not os.path.isfile(os.path.join(unet_dir, "config.json")):
+        raise FileNotFoundError(
+            f"no config.json in {path!r} or {os.path.join(path, 'unet')!r}: not a diffusers model"
+        )
+    unet = diffusers.UNet2DModel.from_pretrained(unet_dir, local_files_only=True, low_cpu_mem_usage=False)
+    for sched_dir in (os.path.join(path, "scheduler"), path, unet_dir):
+        config = os.path.join(sched_dir, "scheduler_config.json")
+        if os.path.isfile(config):
+            return unet, diffusers.DDIMScheduler.from_pretrained(sched_dir, local_files_only=True)
+    return unet, None
+
+
+def from_diffusers(model_or_dir: nn.Module | str | os.PathLike[str], scheduler: Any = None) -> ScoreModel:
+    """A diffusers `UNet2DModel` with its scheduler as a diffsolve `ScoreModel` on `DiscreteVPSDE`.
+
+    The scheduler's `betas` define the SDE (timestep $n$ at $t = (n + 1)/N$, see `DiscreteVPSDE`),
+    its `prediction_type` the parameterisation (`"epsilon"` -> eps, `"v_prediction"` -> v,
+    `"sample"` -> x0). diffsolve's samplers do not clip or threshold the data prediction; a
+    scheduler configured to (`clip_sample`, `thresholding`) draws a warning, as its own loop then
+    differs from diffsolve's wherever the prediction leaves the clipping range. A class-conditional
+    UNet (`num_class_embeds`) takes labels as `score(x, t, y)`.
+
+    Args:
+        model_or_dir: A `UNet2DModel`, or a local directory written by `save_pretrained` (a model
+            directory with `scheduler_config.json` beside `config.json`, or a pipeline directory
+            with `unet/` and `scheduler/`).
+        scheduler: A diffusers scheduler with `betas` and a `prediction_type` (`DDPMScheduler`,
+            `DDIMScheduler`, ...); read from the directory when None.
+
+    Returns:
+        A `ScoreModel` whose `sde` is the `DiscreteVPSDE` and whose `scheduler` attribute is the
+        scheduler; sample with `ds.sample(score, score.sde, n, event_shape=...)` or, on the
+        scheduler's own steps, `ds.samplers.diffusion.ddim(score, score.sde, x, scheduler_times(scheduler, k))`.
+
+    Raises:
+        ImportError: Without diffusers.
+        FileNotFoundError: If the directory holds no diffusers model.
+        ValueError: If no scheduler is given or found, or its prediction type or betas are unsupported.
+    """
+    if isinstance(model_or_dir, (str, os.PathLike)):
+        unet, found = _load_dir(os.fspath(model_or_dir))
+        scheduler = found if scheduler is None else scheduler
+    elif isinstance(model_or_dir, nn.Module):
+        unet = model_or_dir
+    else:
+        raise TypeError(
+            f"model_or_dir must be a UNet2DModel or a directory path, got {describe(model_or_dir)}"
+        )
+    if scheduler is None:
+        raise ValueError(
+            "scheduler is needed: pass the DDPMScheduler/DDIMScheduler the model was trained with "
+            "(none was given and none was found beside the model)"
+        )
+    config = getattr(scheduler, "config", None)
+    if config is None or not hasattr(scheduler, "betas"):
+        raise TypeError(
+            f"scheduler must be a diffusers scheduler with betas and a config, got {describe(scheduler)}"
+        )
+    prediction = config.get("prediction_type", "epsilon")
+    if prediction not in _PREDICTIONS:
+        raise ValueError(
+            f"scheduler.config.prediction_type must be one of {', '.join(_PREDICTIONS)}, got {prediction!r}"
+        )
+    betas = scheduler.betas.detach().double()
+    if not bool((betas < 1).all()):
+        raise ValueError(
+            "the scheduler's last beta is 1 (rescale_betas_zero_snr=True: zero SNR at the last timestep), "
+            "which no VP SDE with a Gaussian prior reaches; use a schedule with betas < 1"
+        )
+    if config.get("clip_sample", False) or config.get("thresholding", False):
+        warnings.warn(
+            "the scheduler clips or thresholds its data prediction (clip_sample/thresholding); diffsolve's "
+            "samplers do not, so their samples differ from the scheduler's loop where the prediction leaves "
+            "that range",
+            stacklevel=2,
+        )
+    sde = DiscreteVPSDE(betas)
+    score = ScoreModel(DiffusersUNet(unet, sde), sde, _PREDICTIONS[prediction])  # type: ignore[arg-type]
+    score.scheduler = scheduler
+    return score
+
+
+def scheduler_times(scheduler: Any, num_inference_steps: int) -> Tensor:
+    """The time grid of a diffusers DDIM/DDPM scheduler's own steps, for diffsolve's fixed-grid samplers.
+
+    The times of `scheduler.timesteps` after `set_timesteps(num_inference_steps)` (timestep $n$ at
+    $t = (n + 1)/N$), then where the last step lands: the timestep before the last by the
+    scheduler's stride, or, past the first, $t = 0$ (the clean data, $\bar\alpha = 1$) when the
+    scheduler sets `set_alpha_to_one` and $t_0 = 1/N$ otherwise. Run a sampler on it directly,
+    `ds.samplers.diffusion.ddim(score, score.sde, x, grid)`, starting from the scheduler's initial noise.
+
+    Args:
+        scheduler: A diffusers scheduler with `set_timesteps` and a `num_train_timesteps` config.
+        num_inference_steps: The number of steps.
+
+    Returns:
+        Decreasing times, float64, `num_inference_steps + 1` of them.
+
+    Raises:
+        ValueError: If the scheduler's timesteps are not evenly strided (diffusers' DDIM steps from
+            each timestep to the one a stride below, so only then is its step the grid's).
+    """
+    check_positive(num_inference_steps, "num_inference_steps", integer=True)
+    scheduler.set_timesteps(num_inference_steps)
+    N = int(scheduler.config.num_train_timesteps)
+    steps = scheduler.timesteps.to(torch.float64)
+    stride = N // num_inference_steps
+    if len(steps) > 1 and not bool((steps[:-1] - steps[1:] == stride).all()):
+        raise ValueError(
+            f"the scheduler's timesteps {steps.long().tolist()} are not strided by {stride} "
+            f"(timestep_spacing={scheduler.config.get('timestep_spacing')!r}): its steps do not form one grid; "
+            "use 'leading' or 'trailing'"
+        )
+    last = float(steps[-1]) - stride
+    if last >= 0:
+        end = (last + 1) / N
+    else:
+        end = 0.0 if scheduler.config.get("set_alpha_to_one", True) else 1 / N
+    return torch.cat([(steps + 1) / N, torch.tensor([end], dtype=torch.float64)])

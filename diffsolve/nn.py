@@ -101,8 +101,6 @@ class ScoreMLP(nn.Module):
             check_positive(value, name, integer=True)
         if time_embedding not in ("fourier", "sinusoidal"):
             raise ValueError(f"time_embedding must be 'fourier' or 'sinusoidal', got {time_embedding!r}")
-        if num_classes is not None:
-            check_positive(num_classes, "num_classes", integer=True)
         self.config: dict[str, Any] = {
             "dim": dim,
             "width": width,
@@ -111,10 +109,7 @@ class ScoreMLP(nn.Module):
             "embed_dim": embed_dim,
             "fourier_scale": fourier_scale,
         }
-        self.num_classes = num_classes
-        if num_classes is not None:
-            self.config["num_classes"] = num_classes
-            self.label_embed = nn.Embedding(num_classes + 1, width)
+        _label_embedding(self, num_classes, width)
         self.embed = (
             GaussianFourierEmbedding(embed_dim, fourier_scale)
             if time_embedding == "fourier"
@@ -126,17 +121,31 @@ class ScoreMLP(nn.Module):
         self.out = nn.Sequential(nn.LayerNorm(width), nn.SiLU(), nn.Linear(width, dim))
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
-        temb = self.t_mlp(self.embed(t))
-        if self.num_classes is not None:
-            if y is None:  # unconditional: the "no label" entry
-                y = torch.full((x.shape[0],), self.num_classes, dtype=torch.int64, device=x.device)
-            temb = temb + self.label_embed(y)
-        elif y is not None:
-            raise ValueError("this ScoreMLP has no num_classes: it takes no labels y")
+        temb = _add_label(self, self.t_mlp(self.embed(t)), y)
         h = self.inp(x.reshape(x.shape[0], -1))
         for block in self.blocks:
             h = block(h, temb)
         return self.out(h).reshape(x.shape)
+
+
+def _label_embedding(net: nn.Module, num_classes: int | None, width: int) -> None:
+    """Give `net` a learned label embedding (C + 1 entries, the last "no label") when `num_classes` is set."""
+    net.num_classes = num_classes
+    if num_classes is not None:
+        check_positive(num_classes, "num_classes", integer=True)
+        net.config["num_classes"] = num_classes
+        net.label_embed = nn.Embedding(num_classes + 1, width)
+
+
+def _add_label(net: nn.Module, temb: Tensor, y: Tensor | None) -> Tensor:
+    """The time embedding plus the label's (`y=None`: the "no label" entry) for a class-conditional net."""
+    if net.num_classes is None:
+        if y is not None:
+            raise ValueError(f"this {type(net).__name__} has no num_classes: it takes no labels y")
+        return temb
+    if y is None:
+        y = torch.full((temb.shape[0],), net.num_classes, dtype=torch.int64, device=temb.device)
+    return temb + net.label_embed(y)
 
 
 def _groups(channels: int) -> int:
@@ -172,10 +181,18 @@ class ScoreUNet(nn.Module):
         base: Channels at full resolution (doubled at each level below).
         embed_dim: Size of the Fourier time features.
         fourier_scale: Std of the Fourier frequencies.
+        num_classes: For a class-conditional model: the number of classes C, as in `ScoreMLP`
+            (a label embedding with a "no label" entry, added to the time embedding).
     """
 
     def __init__(
-        self, channels: int = 1, *, base: int = 32, embed_dim: int = 64, fourier_scale: float = 16.0
+        self,
+        channels: int = 1,
+        *,
+        base: int = 32,
+        embed_dim: int = 64,
+        fourier_scale: float = 16.0,
+        num_classes: int | None = None,
     ) -> None:
         super().__init__()
         check_positive(channels, "channels", integer=True)
@@ -184,6 +201,7 @@ class ScoreUNet(nn.Module):
             "channels": channels, "base": base, "embed_dim": embed_dim, "fourier_scale": fourier_scale,
         }  # fmt: skip
         t = 4 * base
+        _label_embedding(self, num_classes, t)
         self.embed = GaussianFourierEmbedding(embed_dim, fourier_scale)
         self.t_mlp = nn.Sequential(nn.Linear(2 * (embed_dim // 2), t), nn.SiLU(), nn.Linear(t, t))
         c1, c2, c3 = base, 2 * base, 4 * base
@@ -197,10 +215,10 @@ class ScoreUNet(nn.Module):
             nn.GroupNorm(_groups(c1), c1), nn.SiLU(), nn.Conv2d(c1, channels, 3, padding=1)
         )
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         if x.dim() != 4:
             raise ValueError(f"ScoreUNet takes images (B, C, H, W), got shape {tuple(x.shape)}")
-        temb = self.t_mlp(self.embed(t))
+        temb = _add_label(self, self.t_mlp(self.embed(t)), y)
         h1 = self.down1(self.inp(x), temb)  # H
         h2 = self.down2(nn.functional.avg_pool2d(h1, 2), temb)  # H/2
         m = self.mid(nn.functional.avg_pool2d(h2, 2), temb)  # H/4

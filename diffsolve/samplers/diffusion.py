@@ -96,7 +96,10 @@ def first_order_update(
     # x * c + pred * (-k) as two fused operations: this update runs once per NFE.
     if data:
         return torch.mul(x, sig_t / sig_s).add_(pred, alpha=-a_t * math.expm1(-h))
-    return torch.mul(x, a_t / a_s).add_(pred, alpha=-sig_t * math.expm1(h))
+    # sigma_t (e^h - 1) = a_t sigma_s / a_s - sigma_t: its limit at sigma_t = 0 (h = inf), the step
+    # to the clean data that a discrete schedule's last DDIM step takes.
+    k = sig_t * math.expm1(h) if sig_t > 0 else a_t * sig_s / a_s
+    return torch.mul(x, a_t / a_s).add_(pred, alpha=-k)
 
 
 def prediction(x: Tensor, score: Tensor, *, alpha: float, sigma: float, data: bool) -> Tensor:

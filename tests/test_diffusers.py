@@ -1,0 +1,137 @@
+"""The diffusers bridge, against diffusers' own DDIMScheduler loop on a small random UNet2DModel (offline)."""
+
+import json
+import os
+import warnings
+
+import pytest
+import torch
+
+import diffsolve as ds
+from diffsolve.interop import from_diffusers, scheduler_times
+from diffsolve.samplers.diffusion import ddim
+
+diffusers = pytest.importorskip("diffusers")
+
+
+def small_unet(**kwargs):
+    torch.manual_seed(0)
+    config = dict(
+        sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=4,
+    )  # fmt: skip
+    config.update(kwargs)
+    return diffusers.UNet2DModel(**config).eval()
+
+
+@pytest.fixture(scope="module")
+def unet():
+    return small_unet()
+
+
+def scheduler_loop(unet, scheduler, x, steps, **unet_kwargs):
+    """diffusers' own sampling loop (what DDIMPipeline does, eta = 0)."""
+    scheduler.set_timesteps(steps)
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            x = scheduler.step(unet(x, t, **unet_kwargs).sample, t, x).prev_sample
+    return x
+
+
+@pytest.mark.parametrize("spacing", ["leading", "trailing"])
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction", "sample"])
+def test_ddim_on_the_schedulers_steps_equals_the_ddim_scheduler_loop(unet, tmp_path, spacing, prediction):
+    scheduler = diffusers.DDIMScheduler(
+        clip_sample=False, prediction_type=prediction, timestep_spacing=spacing
+    )
+    unet.save_pretrained(tmp_path)
+    scheduler.save_pretrained(tmp_path)
+    score = from_diffusers(tmp_path)  # the model and its scheduler, read back from disk
+    assert isinstance(score.sde, ds.DiscreteVPSDE) and score.parameterization == {
+        "epsilon": "eps", "v_prediction": "v", "sample": "x0"
+    }[prediction]  # fmt: skip
+    x = torch.randn(16, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    theirs = scheduler_loop(unet, scheduler, x.clone(), 10)
+    grid = scheduler_times(scheduler, 10)
+    with torch.no_grad():
+        ours = ddim(score, score.sde, x, grid)
+    assert ours.nfe == 10
+    # float32 round-off: measured max |ours - theirs| / max |theirs| = 3.8e-7 (eps), 5.6e-7 (v),
+    # 4.5e-6 (sample: the x0 output is turned into a score and back, dividing by sigma_t^2).
+    scale = theirs.abs().max()
+    assert (ours.samples - theirs).abs().max() <= 2e-5 * scale
+    # and the check discriminates: the same solve a tenth of a step off the scheduler's times is far away
+    with torch.no_grad():
+        shifted = ddim(score, score.sde, x, torch.cat([grid[:-1] - 1e-4, grid[-1:]]))
+    assert (shifted.samples - theirs).abs().max() > 1e-3 * scale
+
+
+def test_the_grid_follows_the_schedulers_timesteps():
+    s = diffusers.DDIMScheduler(timestep_spacing="leading")
+    assert scheduler_times(s, 10).tolist() == pytest.approx([0.901 - 0.1 * k for k in range(10)] + [0.0])
+    s = diffusers.DDIMScheduler(timestep_spacing="trailing", set_alpha_to_one=False)
+    assert scheduler_times(s, 4).tolist() == pytest.approx([1.0, 0.75, 0.5, 0.25, 0.001])
+    with pytest.raises(ValueError, match="not strided by 100.*linspace"):
+        scheduler_times(diffusers.DDIMScheduler(timestep_spacing="linspace"), 10)
+    with pytest.raises(ValueError, match="num_inference_steps"):
+        scheduler_times(s, 0)
+
+
+def test_the_sde_is_the_schedulers_alphas_cumprod():
+    s = diffusers.DDPMScheduler(beta_schedule="squaredcos_cap_v2", clip_sample=False)
+    score = from_diffusers(small_unet(), s)
+    n = torch.arange(0, 1000, 37)
+    alpha, sigma = score.sde.marginal(score.sde.time_of(n))
+    torch.testing.assert_close(alpha**2, s.alphas_cumprod[n].double(), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(alpha**2 + sigma**2, torch.ones_like(alpha))
+
+
+def test_any_diffsolve_solver_samples_a_diffusers_model(unet):
+    score = from_diffusers(unet, diffusers.DDPMScheduler(clip_sample=False))
+    with torch.no_grad():
+        out = ds.sample(score, score.sde, 8, event_shape=(1, 8, 8), solver="dpm_solver++2m", steps=10, seed=0)
+    assert out.samples.shape == (8, 1, 8, 8) and bool(out.samples.isfinite().all()) and out.nfe == 10
+
+
+def test_a_pipeline_directory_and_a_learned_variance_and_class_labels(tmp_path):
+    # improved-DDPM layout: out_channels = 2 x in_channels (mean, variance), class embeddings
+    unet = small_unet(out_channels=2, num_class_embeds=3)
+    unet.save_pretrained(tmp_path / "unet")
+    diffusers.DDIMScheduler(clip_sample=False).save_pretrained(tmp_path / "scheduler")
+    score = from_diffusers(str(tmp_path))
+    x, t = torch.randn(4, 1, 8, 8), torch.full((4,), 0.5)
+    y = torch.tensor([0, 1, 2, 0])
+    with torch.no_grad():
+        eps = unet(x, torch.full((4,), 499.0), class_labels=y).sample[:, :1]
+        torch.testing.assert_close(score(x, t, y), -eps / score.sde.marginal(t)[1][:, None, None, None])
+
+
+def test_clear_errors_and_the_clipping_warning(unet, tmp_path):
+    with pytest.warns(UserWarning, match="clip_sample"):
+        from_diffusers(unet, diffusers.DDIMScheduler())  # clip_sample=True is diffusers' default
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        from_diffusers(unet, diffusers.DDIMScheduler(clip_sample=False))
+    with pytest.raises(ValueError, match="scheduler is needed"):
+        from_diffusers(unet)
+    with pytest.raises(TypeError, match="scheduler must be a diffusers scheduler"):
+        from_diffusers(unet, "ddim")
+    with pytest.raises(TypeError, match="model_or_dir must be"):
+        from_diffusers(3, diffusers.DDIMScheduler())
+    with pytest.raises(FileNotFoundError, match="not a directory"):
+        from_diffusers(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        from_diffusers(tmp_path)
+    with pytest.raises(ValueError, match="rescale_betas_zero_snr"):
+        from_diffusers(unet, diffusers.DDIMScheduler(rescale_betas_zero_snr=True, clip_sample=False))
+    unet.save_pretrained(tmp_path / "m")
+    config = tmp_path / "m" / "scheduler_config.json"
+    diffusers.DDIMScheduler(clip_sample=False).save_pretrained(tmp_path / "m")
+    raw = json.loads(config.read_text())
+    raw["prediction_type"] = "score"
+    config.write_text(json.dumps(raw))
+    with pytest.raises(
+        ValueError, match="prediction_type must be one of epsilon, v_prediction, sample, got 'score'"
+    ):
+        from_diffusers(os.fspath(tmp_path / "m"))
