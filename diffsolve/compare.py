@@ -18,6 +18,8 @@ Accuracy, as docs/architecture.md ("How sample quality is judged") sets out:
 - `sliced_w2`, `mmd`, `energy`: two-sample distances to the reference set (exact samples of
   $p_\epsilon$ or held-out data), each with a z-score against its exact-vs-exact null distribution
   (`null_pairs` pairs of independent exact sets of the same size).
+- `digits_fd` (held-out 8x8 digit images): the Fréchet distance in the shipped digits classifier's
+  features (`metrics.digits_frechet_distance`), with its z-score against the same null.
 - `log_prob_gap` and `weight_tv` (analytic references only): the mean $\log p_\epsilon$ gap and the
   component-weight TV, each with its standard error.
 """
@@ -36,7 +38,7 @@ from . import memory
 from . import metrics as M
 from ._validation import SEED_LIMIT, check_positive, describe
 from .analytic import GaussianMixture
-from .comparison import ANALYTIC, METRICS, TWO_SAMPLE, Comparison, criteria_met
+from .comparison import ANALYTIC, EVENT_SHAPES, METRICS, TWO_SAMPLE, Comparison, criteria_met
 from .memory import format_bytes
 from .samplers.registry import get_solver
 from .sampling import sample
@@ -133,11 +135,16 @@ def compare(
             raise type(err)(f"solvers: {err}") from None
     check_problem(score, sde, eps)
     event_shape, analytic = _check_reference(reference, score)
-    available = METRICS if analytic else ("path_error", *TWO_SAMPLE)
+    available = [m for m in (METRICS if analytic else ("path_error", *TWO_SAMPLE))
+                 if EVENT_SHAPES.get(m, event_shape) == event_shape]  # fmt: skip
     metrics = list(available if metrics is None else metrics)
     for m in metrics:
         if m not in METRICS:
             raise ValueError(f"metrics must name metrics from {', '.join(METRICS)}; got {m!r}")
+        if EVENT_SHAPES.get(m, event_shape) != event_shape:
+            raise ValueError(
+                f"metric {m!r} applies to samples of event shape {EVENT_SHAPES[m]}, not {event_shape}"
+            )
         if m not in available:
             raise ValueError(f"metric {m!r} needs an analytic reference (a GaussianMixture), not data")
     plan = _plan(solvers, infos, budgets)

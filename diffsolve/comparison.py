@@ -26,7 +26,12 @@ from .io import atomic_write_bytes
 
 __all__ = ["Comparison", "criteria_met", "METRICS", "TWO_SAMPLE", "ANALYTIC"]
 
-TWO_SAMPLE = {"sliced_w2": M.sliced_wasserstein, "mmd": M.mmd, "energy": M.energy_distance}
+TWO_SAMPLE = {
+    "sliced_w2": M.sliced_wasserstein, "mmd": M.mmd, "energy": M.energy_distance,
+    "digits_fd": M.digits_frechet_distance,
+}  # fmt: skip
+EVENT_SHAPES = {"digits_fd": (1, 8, 8)}
+"""Metrics that apply to one event shape only (the digits' Fréchet distance: 8x8 grey images)."""
 ANALYTIC = ("log_prob_gap", "weight_tv")
 METRICS = ("path_error", *TWO_SAMPLE, *ANALYTIC)
 """Every metric `compare` can report: path error, two-sample distances, and the analytic ones."""

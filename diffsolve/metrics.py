@@ -8,14 +8,19 @@ independent exact sets (`null_distribution`).
 - `sliced_wasserstein`: two-sample distance with seeded projections.
 - `mmd`: unbiased squared maximum mean discrepancy, RBF kernel, median-heuristic bandwidth.
 - `energy_distance`: the energy distance of Székely and Rizzo (unbiased within-sample terms).
+- `frechet_distance`: the Fréchet distance between Gaussians fitted to two feature sets;
+  `digits_frechet_distance` takes it in the shipped digits classifier's features (FID for 8x8
+  digits), `fid` in Inception-v3's (through torch-fidelity, with weights the user has).
 - `log_prob_gap`: mean $\log p_\epsilon(X)$ of a sample minus its exact expectation, with its SE.
 - `weight_tv`: total variation between a sample's component weights and the true weights, with its SE.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -30,6 +35,11 @@ __all__ = [
     "sliced_wasserstein",
     "mmd",
     "energy_distance",
+    "frechet_distance",
+    "gaussian_frechet",
+    "digits_frechet_distance",
+    "fid",
+    "INCEPTION_WEIGHTS",
     "log_prob_gap",
     "component_weights",
     "weight_tv",
@@ -211,6 +221,142 @@ def energy_distance(x: Tensor, y: Tensor, *, max_samples: int = 5000) -> float:
         - _mean_pairwise(x, x, ident, True)
         - _mean_pairwise(y, y, ident, True)
     )
+
+
+def gaussian_frechet(mu1: Tensor, cov1: Tensor, mu2: Tensor, cov2: Tensor) -> float:
+    r"""The Fréchet (squared 2-Wasserstein) distance between $N(\mu_1, \Sigma_1)$ and $N(\mu_2, \Sigma_2)$.
+
+    $$\|\mu_1 - \mu_2\|^2 + \operatorname{tr}\Sigma_1 + \operatorname{tr}\Sigma_2
+    - 2\operatorname{tr}\big(\Sigma_1^{1/2}\Sigma_2\Sigma_1^{1/2}\big)^{1/2},$$
+
+    computed in float64 with symmetric eigendecompositions (round-off negative eigenvalues clamped to 0).
+
+    Args:
+        mu1: Mean `(d,)`.
+        cov1: Covariance `(d, d)`.
+        mu2: Mean `(d,)`.
+        cov2: Covariance `(d, d)`.
+    """
+    mu1, cov1, mu2, cov2 = (v.detach().double().cpu() for v in (mu1, cov1, mu2, cov2))
+    evals, evecs = torch.linalg.eigh(cov1)
+    root1 = evecs @ torch.diag(evals.clamp_min(0).sqrt()) @ evecs.T
+    middle = root1 @ cov2 @ root1
+    cross = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp_min(0).sqrt().sum()
+    return float((mu1 - mu2).square().sum() + cov1.trace() + cov2.trace() - 2 * cross)
+
+
+def frechet_distance(x: Tensor, y: Tensor) -> float:
+    """The Fréchet distance between Gaussians fitted (mean, unbiased covariance) to two feature sets.
+
+    FID's statistic: biased upwards at finite sizes, so read it against the same statistic between
+    two exact sets of the same sizes (`null_distribution`), as `compare` does.
+
+    Args:
+        x: Features `(m, d)` (or `(m, *event)`, flattened), m >= 2.
+        y: Features `(n, d)`, n >= 2.
+    """
+    x, y = check_batched(x, "x").flatten(1).double(), check_batched(y, "y").flatten(1).double()
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"x and y must have the same number of features, got {x.shape[1]} and {y.shape[1]}")
+    if min(len(x), len(y)) < 2:
+        raise ValueError(f"x and y need at least 2 rows each for a covariance, got {len(x)} and {len(y)}")
+    return gaussian_frechet(x.mean(0), torch.cov(x.T).reshape(x.shape[1], -1),
+                            y.mean(0), torch.cov(y.T).reshape(y.shape[1], -1))  # fmt: skip
+
+
+def _classifier_features(x: Tensor, batch: int = 4096) -> Tensor:
+    from .features import digits_classifier
+
+    net = digits_classifier(x.device)
+    with torch.no_grad():
+        return torch.cat([net.features(c.float()) for c in x.split(batch)])
+
+
+def digits_frechet_distance(x: Tensor, y: Tensor) -> float:
+    """The Fréchet distance between two sets of 8x8 digit images in the shipped classifier's features.
+
+    FID for the digits: the 64 penultimate features of `features.digits_classifier()` (a CNN trained
+    on the digits' training split, 98.9% test accuracy) are fitted by Gaussians and compared with
+    `frechet_distance`. Images are `(N, 1, 8, 8)` scaled to [-1, 1], like `datasets.digits(scale="[-1, 1]")`.
+
+    Args:
+        x: Images `(m, 1, 8, 8)`.
+        y: Images `(n, 1, 8, 8)`.
+    """
+    for name, v in (("x", x), ("y", y)):
+        check_batched(v, name)
+        if tuple(v.shape[1:]) != (1, 8, 8):
+            raise ValueError(f"{name} must be 8x8 digit images (N, 1, 8, 8), got shape {tuple(v.shape)}")
+    return frechet_distance(_classifier_features(x), _classifier_features(y))
+
+
+INCEPTION_WEIGHTS = "weights-inception-2015-12-05-6726825d.pth"
+"""The file name of the Inception-v3 weights `fid` needs (torch-fidelity's, the TF-FID port)."""
+
+_INCEPTION_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_WEIGHTS}"
+
+
+def fid(
+    x: Tensor, y: Tensor, *, weights: str | os.PathLike[str] | None = None, batch_size: int = 64
+) -> float:
+    """FID: the Fréchet distance in Inception-v3's 2048 pool features (torch-fidelity's TF-compatible network).
+
+    Nothing is downloaded: the weights must already be on disk, at `weights` or where torch-fidelity
+    caches them (`<torch.hub.get_dir()>/checkpoints/weights-inception-2015-12-05-6726825d.pth`). They
+    are read with `torch.load(weights_only=True)` (tensors only, no code). Images `(N, C, H, W)` in
+    [-1, 1] with 1 or 3 channels are mapped to uint8 RGB; the network resizes them to 299x299.
+    Needs `pip install torch-fidelity`. On 8x8 digits prefer `digits_frechet_distance`, whose
+    features were trained on them.
+
+    Args:
+        x: Images `(m, C, H, W)` in [-1, 1].
+        y: Images `(n, C, H, W)` in [-1, 1].
+        weights: The Inception weights file; default torch-fidelity's cache location.
+        batch_size: Images per forward pass.
+
+    Raises:
+        FileNotFoundError: Naming the weights file (and where to get it) when it is not on disk.
+        ImportError: Without torch-fidelity.
+    """
+    for name, v in (("x", x), ("y", y)):
+        check_batched(v, name)
+        if v.dim() != 4 or v.shape[1] not in (1, 3):
+            raise ValueError(f"{name} must be images (N, 1 or 3, H, W), got shape {tuple(v.shape)}")
+    check_positive(batch_size, "batch_size", integer=True)
+    path = (
+        Path(weights)
+        if weights is not None
+        else Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_WEIGHTS
+    )
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"fid needs the Inception-v3 weights file {path} (not found; nothing is downloaded here): "
+            f"fetch {_INCEPTION_URL} on a connected machine and pass weights= or place it there"
+        )
+    try:
+        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+    except ImportError as err:
+        raise ImportError("fid needs torch-fidelity: pip install torch-fidelity") from err
+    import tempfile
+
+    state = torch.load(path, map_location="cpu", weights_only=True)  # tensors only: no code runs
+    with tempfile.TemporaryDirectory() as tmp:  # torch-fidelity re-reads a path: give it the vetted tensors
+        vetted = Path(tmp) / INCEPTION_WEIGHTS
+        torch.save(state, vetted)
+        net = FeatureExtractorInceptionV3(
+            "inception-v3-compat", ["2048"], feature_extractor_weights_path=str(vetted)
+        )
+    net = net.eval().to(x.device)
+
+    def features(v: Tensor) -> Tensor:
+        out = []
+        with torch.no_grad():
+            for c in v.split(batch_size):
+                c = ((c.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+                out.append(net(c.expand(-1, 3, -1, -1) if c.shape[1] == 1 else c)[0].double().cpu())
+        return torch.cat(out)
+
+    return frechet_distance(features(x), features(y.to(x.device)))
 
 
 def log_prob_gap(
