@@ -48,36 +48,56 @@ def dataset_names() -> list[str]:
     return [*datasets.TOY_DATASETS, *datasets.MIXTURES, "digits"]
 
 
-def training_data(name: str, n: int, seed: int) -> tuple[Tensor, dict[str, Any]]:
+def training_data(
+    name: str, n: int, seed: int, *, with_labels: bool = False
+) -> tuple[Tensor, dict[str, Any]] | tuple[Tensor, Tensor, dict[str, Any]]:
     """The training set called `name` and the metadata a checkpoint records about it.
+
+    The digits come as their grey levels on [-1, 1]: train on them with
+    `train(dequantize=metadata["dequantize"])`, which dequantises every batch afresh.
 
     Args:
         name: One of `dataset_names()`.
         n: Points drawn for toy sets and mixtures (the digits are the fixed training split).
-        seed: Seed of the draw (and of the digits' dequantisation).
+        seed: Seed of the draw.
+        with_labels: Also return class labels: the digit (10 classes) or the mixture component
+            each point was drawn from; the toy sets have none.
 
     Returns:
-        `(data, metadata)`: float32 data `(N, *event)`, and `{"dataset": name, ...}`.
+        `(data, metadata)`, or `(data, labels, metadata)` with `with_labels`: float32 data
+        `(N, *event)`, int64 labels `(N,)`, and `{"dataset": name, ...}` (with `"num_classes"` when
+        labelled, `"dequantize"` for the digits).
 
     Raises:
-        ValueError: On an unknown name.
+        ValueError: On an unknown name, or labels asked of a toy set.
     """
     meta: dict[str, Any] = {"dataset": name}
+    labels = None
     if name == "digits":
-        x = datasets.digits("train", scale="[-1, 1]")
-        gen = torch.Generator().manual_seed(seed)
-        data = datasets.dequantize(x, bins=datasets.DIGITS_LEVELS, low=-1.0, high=1.0, generator=gen)
+        data, labels = datasets.digits("train", scale="[-1, 1]", return_labels=True)
         meta["data"] = {"scale": "[-1, 1]", "bins": datasets.DIGITS_LEVELS, "dequantized": True}
+        meta["dequantize"] = [datasets.DIGITS_LEVELS, -1.0, 1.0]
+        meta["num_classes"] = 10
     elif name in datasets.MIXTURES:
         mixture = datasets.mixture(name)
         _check_draw(name, n, mixture.means.shape[1])
-        data = mixture.sample(n, seed=seed, dtype=torch.float32)
+        data, labels = mixture.sample(n, seed=seed, dtype=torch.float32, return_components=True)
+        meta["num_classes"] = mixture.n_components
     elif name in datasets.TOY_DATASETS:
+        if with_labels:
+            raise ValueError(
+                f"dataset {name!r} has no labels; class-conditional training needs digits or a mixture "
+                f"({', '.join(datasets.MIXTURES)})"
+            )
         _check_draw(name, n, 2)
         data = datasets.toy2d(name, n, seed=seed)
     else:
         raise ValueError(f"dataset must be one of {', '.join(dataset_names())}; got {name!r}")
-    return data, meta
+    if not with_labels:
+        meta.pop("num_classes", None)
+        return data, meta
+    assert labels is not None
+    return data, labels.long(), meta
 
 
 def _check_draw(name: str, n: int, dim: int) -> None:

@@ -53,6 +53,18 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default="mlp",
         help="the network: ScoreMLP (--width, --depth), or ScoreUNet for image datasets (digits; --width is its base channels)",
     )
+    tr.add_argument(
+        "--conditional",
+        action="store_true",
+        help="class-conditional: train on the labels (digits: the digit; mixtures: the component) with "
+        "label dropout, so that one network gives both scores of classifier-free guidance",
+    )
+    tr.add_argument(
+        "--label-dropout",
+        type=float,
+        default=0.1,
+        help="with --conditional: the fraction of each batch trained with the 'no label' entry",
+    )
     tr.add_argument("--device", default="cpu", help="torch device to train on, e.g. cpu or cuda")
     tr.add_argument("--out", required=True, help="checkpoint directory")
     tr.add_argument(
@@ -112,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from .. import ScoreModel
+    from ..datasets import TOY_DATASETS
     from ..nn import ScoreMLP, ScoreUNet
     from ..problems import dataset_names, make_sde, training_data
     from ..training import TRAIN_STATE, train
@@ -128,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
         "importance_sampling": args.importance_sampling, "batch_size": args.batch_size, "lr": args.lr,
         "lr_schedule": args.lr_schedule, "ema_decay": args.ema_decay, "model": args.model,
         "width": args.width, "depth": args.depth, "n_data": args.n_data, "seed": args.seed,
+        "conditional": args.conditional, "label_dropout": args.label_dropout,
     }  # fmt: skip
     device = check_device(args.device, NAME)
     if args.allow_change and args.lr_schedule == "cosine":
@@ -136,6 +150,13 @@ def run(args: argparse.Namespace) -> int:
         )
     if not 0.0 <= args.ema_decay < 1.0:
         raise UsageError(NAME, f"--ema-decay must be in [0, 1), got {args.ema_decay}")
+    if not 0.0 <= args.label_dropout < 1.0:
+        raise UsageError(NAME, f"--label-dropout must be in [0, 1), got {args.label_dropout}")
+    if args.conditional and args.dataset in TOY_DATASETS:
+        raise UsageError(
+            NAME,
+            f"--conditional needs a labelled dataset (digits or a mixture); --dataset {args.dataset} has no labels",
+        )
     output_dir(args.out, NAME)
     if args.resume:
         _check_resume(Path(args.out), shaping, args.allow_change)
@@ -145,7 +166,13 @@ def run(args: argparse.Namespace) -> int:
             f"--out {args.out!r} already holds a training run; --resume continues it, --overwrite starts again",
         )
     sde = make_sde(args.sde)
-    data, meta = training_data(args.dataset, args.n_data, args.seed)
+    if args.conditional:
+        data, labels, meta = training_data(args.dataset, args.n_data, args.seed, with_labels=True)
+        classes = meta["num_classes"]
+    else:
+        data, meta = training_data(args.dataset, args.n_data, args.seed)
+        labels, classes = None, None
+    dequantize = meta.pop("dequantize", None)
     meta = {**meta, "cli": {k: v for k, v in shaping.items() if k != "steps"}}
     torch.manual_seed(args.seed)
     if args.model == "unet":
@@ -154,9 +181,9 @@ def run(args: argparse.Namespace) -> int:
                 NAME,
                 f"--model unet needs image data (N, C, H, W); --dataset {args.dataset} is {tuple(data.shape[1:])}",
             )
-        net = ScoreUNet(channels=data.shape[1], base=args.width)
+        net = ScoreUNet(channels=data.shape[1], base=args.width, num_classes=classes)
     else:
-        net = ScoreMLP(data[0].numel(), width=args.width, depth=args.depth)
+        net = ScoreMLP(data[0].numel(), width=args.width, depth=args.depth, num_classes=classes)
     model = ScoreModel(net, sde, "eps").to(device)
     res = train(
         model,
@@ -177,6 +204,9 @@ def run(args: argparse.Namespace) -> int:
         metadata=meta,
         allow_changes=args.allow_change,
         overwrite=args.overwrite,
+        dequantize=None if dequantize is None else tuple(dequantize),
+        labels=None if labels is None else labels.to(device),
+        label_dropout=args.label_dropout,
     )
     tail = res.losses[-100:]
     print(
@@ -196,7 +226,9 @@ def _check_resume(out: Path, shaping: dict, allowed: list[str]) -> None:
         header = saved_run(out)
     except CheckpointError as err:
         raise UsageError(NAME, f"--resume: {err}") from None
-    saved = {**header["metadata"].get("cli", {}), "steps": header["settings"]["steps"]}
+    # options added later than the run may be missing from its record: those runs used the defaults
+    saved = {"conditional": False, "label_dropout": 0.1, **header["metadata"].get("cli", {})}
+    saved["steps"] = header["settings"]["steps"]
     changed = [
         f"--{k.replace('_', '-')} (saved {saved.get(k)!r}, given {v!r})"
         for k, v in shaping.items()
