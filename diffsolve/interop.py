@@ -26,6 +26,7 @@ References:
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
 import os
@@ -165,7 +166,11 @@ def _load_dir(path: str) -> tuple[nn.Module, Any]:
     for sched_dir in (os.path.join(path, "scheduler"), path, unet_dir):
         config = os.path.join(sched_dir, "scheduler_config.json")
         if os.path.isfile(config):
-            return unet, diffusers.DDIMScheduler.from_pretrained(sched_dir, local_files_only=True)
+            with open(config, encoding="utf-8") as f:
+                name = json.load(f).get("_class_name", "DDIMScheduler")
+            cls = getattr(diffusers, name, None) if name.endswith("Scheduler") else None
+            cls = cls if cls is not None else diffusers.DDIMScheduler  # the same betas and prediction type
+            return unet, cls.from_pretrained(sched_dir, local_files_only=True)
     return unet, None
 
 

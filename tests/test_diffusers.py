@@ -98,8 +98,9 @@ def test_a_pipeline_directory_and_a_learned_variance_and_class_labels(tmp_path):
     # improved-DDPM layout: out_channels = 2 x in_channels (mean, variance), class embeddings
     unet = small_unet(out_channels=2, num_class_embeds=3)
     unet.save_pretrained(tmp_path / "unet")
-    diffusers.DDIMScheduler(clip_sample=False).save_pretrained(tmp_path / "scheduler")
+    diffusers.DDPMScheduler(clip_sample=False).save_pretrained(tmp_path / "scheduler")
     score = from_diffusers(str(tmp_path))
+    assert type(score.scheduler) is diffusers.DDPMScheduler  # the class its config names
     x, t = torch.randn(4, 1, 8, 8), torch.full((4,), 0.5)
     y = torch.tensor([0, 1, 2, 0])
     with torch.no_grad():
