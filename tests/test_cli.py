@@ -143,6 +143,18 @@ def test_conditional_training_and_guided_class_sampling(tmp_path, capsys):
     )
 
 
+def test_compare_on_a_digits_model_reports_the_feature_distance_and_skips_the_exact_trace(tmp_path, capsys):
+    out = str(tmp_path / "digits")
+    assert main(["train", "--dataset", "digits", "--steps", "5", "--width", "16", "--depth", "1",
+                 "--out", out, "--no-progress"]) == 0  # fmt: skip
+    assert main(["compare", "--model", out, "--solvers", "ddim", "--budgets", "3", "--n", "50", "--no-progress",
+                 "--out", str(tmp_path / "cmp")]) == 0  # fmt: skip
+    text = capsys.readouterr().out
+    assert "digits_fd_z" in text and "exact-vs-exact null:" in text and "digits_fd" in text.split("null:")[1]
+    assert "the exact trace is left out at d = 64" in text and "| exact |" not in text
+    assert "| hutchinson, 4 probes |" in text
+
+
 def test_train_unknown_dataset(capsys):
     assert main(["train", "--dataset", "spiral", "--steps", "1", "--out", "x"]) == 2
     assert "--dataset must be one of 8gaussians" in capsys.readouterr().err
