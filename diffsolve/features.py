@@ -58,7 +58,8 @@ class DigitsClassifier(nn.Module):
 
 
 @functools.lru_cache(maxsize=1)
-def _load() -> tuple[DigitsClassifier, dict[str, str]]:
+def _load() -> tuple[dict[str, Tensor], dict[str, str]]:
+    """The shipped weights and the file's metadata, read once (safetensors: nothing is unpickled)."""
     if not DIGITS_CLASSIFIER_FILE.is_file():  # pragma: no cover - a broken install
         raise FileNotFoundError(
             f"the digits classifier's weights are missing: {DIGITS_CLASSIFIER_FILE} "
@@ -68,9 +69,7 @@ def _load() -> tuple[DigitsClassifier, dict[str, str]]:
 
     with safe_open(str(DIGITS_CLASSIFIER_FILE), "pt") as f:
         meta = f.metadata() or {}
-    net = DigitsClassifier(int(json.loads(meta.get("config", "{}")).get("width", 16)))
-    net.load_state_dict(load_file(str(DIGITS_CLASSIFIER_FILE)))
-    return net.eval().requires_grad_(False), meta
+    return load_file(str(DIGITS_CLASSIFIER_FILE)), meta
 
 
 def digits_classifier(
@@ -85,8 +84,8 @@ def digits_classifier(
     Returns:
         A `DigitsClassifier`; `.metadata` holds the training record from the weights file.
     """
-    net, meta = _load()
-    copy = DigitsClassifier(net.head.in_features // 4)
-    copy.load_state_dict(net.state_dict())
-    copy.metadata = dict(meta)
-    return copy.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    state, meta = _load()
+    net = DigitsClassifier(int(json.loads(meta.get("config", "{}")).get("width", 16)))
+    net.load_state_dict(state)
+    net.metadata = dict(meta)
+    return net.to(device=device, dtype=dtype).eval().requires_grad_(False)

@@ -136,7 +136,7 @@ class DiffusersUNet(nn.Module):
         self.unet, self.sde = unet, sde
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
-        n = t.double() * self.sde.N - 1
+        n = self.sde.timestep(t.double())
         near = n.round()
         n = torch.where((n - near).abs() < 1e-3, near, n).to(x.dtype)
         kwargs = {} if y is None else {"class_labels": y}

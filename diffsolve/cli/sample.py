@@ -127,9 +127,9 @@ def _conditioned(prob, args: argparse.Namespace):
     return cond if args.guidance == 0.0 else guided(cond, Conditional(prob.score, None), args.guidance)
 
 
-def _sample(sample, prob, args: argparse.Namespace, options: dict):
+def _sample(sample, score, prob, args: argparse.Namespace, options: dict):
     return sample(
-        _conditioned(prob, args),
+        score,
         prob.sde,
         args.n,
         solver=args.solver,
@@ -156,9 +156,9 @@ def run(args: argparse.Namespace) -> int:
     prob = problem_from_args(args, "sample")
     out = output_file(args.out, NAME)
     options = parse_options(args.option, "sample")
-    _conditioned(prob, args)  # usage errors before any work
+    score = _conditioned(prob, args)  # usage errors before any work
     try:
-        res = _sample(sample, prob, args, options)
+        res = _sample(sample, score, prob, args, options)
     except (TypeError, ValueError) as err:
         raise UsageError("sample", str(err)) from None
     if not distributed.is_main():
