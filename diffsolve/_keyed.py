@@ -15,10 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["BLOCK_ROWS", "absorb", "mix", "rows", "normal_rows", "uniform_rows", "hash64", "hashed_normals"]
+__all__ = [
+    "BLOCK_ROWS", "absorb", "mix", "rows", "normal_rows", "uniform_rows", "hash64", "hashed_normals",
+    "sub_seed", "fresh_seed", "PRIOR_SEED", "CORRECTOR_SEED",
+]  # fmt: skip
 
 BLOCK_ROWS = 1 << 12
 """Global row indices per generator: a chunk starting inside a block draws from the block's start."""
@@ -27,7 +31,27 @@ MASK64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
 
 # Purposes: each names an independent family of streams under one seed.
-PRIOR, CORRECTOR, PROBES, DEQUANTIZE, ROW_PATH = 11, 12, 13, 14, 15
+PRIOR, CORRECTOR, PROBES, DEQUANTIZE, ROW_PATH, SRK_CHUNK = 11, 12, 13, 14, 15, 16
+
+
+PRIOR_SEED, CORRECTOR_SEED = 0, 1
+"""Indices of `sub_seed`: the prior draw's and the Langevin corrector's seeds under a user's seed."""
+
+
+def sub_seed(seed: int, index: int) -> int:
+    """The `index`-th 31-bit sub-seed of a user's seed (numpy's SeedSequence): the one place sub-seeds
+    are derived, so that the prior draws of `sample`, `compare` and the analysis tools agree.
+
+    Args:
+        seed: The user's seed.
+        index: `PRIOR_SEED` or `CORRECTOR_SEED`.
+    """
+    return int(np.random.SeedSequence(seed).generate_state(2)[index]) & 0x7FFFFFFF
+
+
+def fresh_seed() -> int:
+    """A 31-bit seed from the operating system's entropy, for calls that were given none (echoed back)."""
+    return int(np.random.SeedSequence().generate_state(1)[0]) & 0x7FFFFFFF
 
 
 def absorb(h: int, *words: int) -> int:

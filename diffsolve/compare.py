@@ -22,6 +22,10 @@ Accuracy, as docs/architecture.md ("How sample quality is judged") sets out:
   features (`metrics.digits_frechet_distance`), with its z-score against the same null.
 - `log_prob_gap` and `weight_tv` (analytic references only): the mean $\log p_\epsilon$ gap and the
   component-weight TV, each with its standard error.
+- `ks_logp`, `tail_mass` (analytic references only) and `c2st`: hypothesis tests of the whole
+  distribution (`diffsolve.judge`), each with its p-value: a KS test of $\log p_\epsilon(X)$ against
+  200 000 exact draws, the mass below the exact 0.2% quantile of $\log p_\epsilon$, and a kNN
+  classifier two-sample test against an independent exact (or held-out) set of n points.
 """
 
 from __future__ import annotations
@@ -34,18 +38,31 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from . import judge as J
 from . import memory
 from . import metrics as M
 from ._validation import SEED_LIMIT, check_positive, describe
 from .analytic import GaussianMixture
-from .comparison import ANALYTIC, EVENT_SHAPES, METRICS, TWO_SAMPLE, Comparison, criteria_met
+from .comparison import (
+    ANALYTIC,
+    DENSITY_TESTS,
+    EVENT_SHAPES,
+    METRICS,
+    TESTS,
+    TWO_SAMPLE,
+    Comparison,
+    criteria_met,
+)
 from .memory import format_bytes
 from .samplers.registry import get_solver
-from .sampling import sample
+from .sampling import prior_draws, sample
 from .scores import Score, check_problem
 from .sde import SDE
 
-__all__ = ["Comparison", "compare", "METRICS", "DEFAULT_SOLVERS", "criteria_met", "ANALYTIC", "TWO_SAMPLE"]
+__all__ = [
+    "Comparison", "compare", "METRICS", "DEFAULT_SOLVERS", "criteria_met", "ANALYTIC", "TWO_SAMPLE", "TESTS",
+    "build_judge",
+]  # fmt: skip
 
 DEFAULT_SOLVERS = (
     "sde:euler",
@@ -135,7 +152,7 @@ def compare(
             raise type(err)(f"solvers: {err}") from None
     check_problem(score, sde, eps)
     event_shape, analytic = _check_reference(reference, score)
-    available = [m for m in (METRICS if analytic else ("path_error", *TWO_SAMPLE))
+    available = [m for m in (METRICS if analytic else ("path_error", *TWO_SAMPLE, "c2st"))
                  if EVENT_SHAPES.get(m, event_shape) == event_shape]  # fmt: skip
     metrics = list(available if metrics is None else metrics)
     for m in metrics:
@@ -161,10 +178,9 @@ def compare(
     device = torch.device(device)
     _check_memory(n, batch_size, event_shape, device, infos, plan)
 
-    draw, m_two = _reference_draws(reference, sde, eps, n, two_sample_n, analytic)
-    ref_set = draw(-1) if analytic else draw(None)
-    null = {m: M.null_distribution(TWO_SAMPLE[m], draw, pairs=null_pairs) for m in metrics if m in TWO_SAMPLE}
-    judge = _Judge(metrics, reference, sde, eps, ref_set, m_two, null)
+    judge = build_judge(reference, sde, eps=eps, n=n, metrics=metrics, null_pairs=null_pairs,
+                        two_sample_n=two_sample_n)  # fmt: skip
+    null, m_two, ref_set = judge.null, judge.m_two, judge.ref_set
 
     bar = _progress_bar(sum(len(b) for _, b in plan) * len(seeds)) if progress else None
     rows: list[dict[str, Any]] = []
@@ -172,9 +188,7 @@ def compare(
     counted = _CountingScore(score)
     try:
         for seed in seeds:
-            x_T = sde.prior_sample(
-                (n, *event_shape), generator=torch.Generator().manual_seed(seed), dtype=torch.float32
-            ).to(device)
+            x_T = prior_draws(sde, (n, *event_shape), seed, dtype=torch.float32, device=device)
             refs: dict[str, Tensor] = {}
             for solver, budget_list in plan:
                 info = infos[solver]
@@ -304,14 +318,51 @@ def _reference_draws(
     return draw, m_two
 
 
+def build_judge(
+    reference: GaussianMixture | Tensor,
+    sde: SDE,
+    *,
+    eps: float = 1e-3,
+    n: int = 5000,
+    metrics: Sequence[str] | None = None,
+    null_pairs: int = 10,
+    two_sample_n: int = 2000,
+) -> _Judge:
+    """The judge `compare` applies to every solve: `judge(samples, path_reference) -> row fields`.
+
+    Its references and nulls are those of a `compare` call with the same arguments, so that
+    `benchmarks/judge_calibration.py` measures the false-rejection rate of exactly this judge.
+    `judge.null` holds the two-sample nulls (for `criteria_met`).
+    """
+    analytic = isinstance(reference, GaussianMixture)
+    if metrics is None:
+        metrics = [m for m in METRICS if m != "path_error" and (analytic or m in (*TWO_SAMPLE, "c2st"))]
+        metrics = [m for m in metrics if m not in EVENT_SHAPES]
+    draw, m_two = _reference_draws(reference, sde, eps, n, two_sample_n, analytic)
+    ref_set = draw(-1) if analytic else draw(None)
+    null = {m: M.null_distribution(TWO_SAMPLE[m], draw, pairs=null_pairs) for m in metrics if m in TWO_SAMPLE}
+    return _Judge(list(metrics), reference, sde, eps, ref_set, m_two, null, n)
+
+
 class _Judge:
     """Every requested metric of one solve: path error, two-sample distances (with z-scores against
     their nulls) and the analytic ones (with standard errors)."""
 
     def __init__(self, metrics: list[str], reference: object, sde: SDE, eps: float, ref_set: Tensor,
-                 m_two: int, null: dict[str, M.Estimate]) -> None:  # fmt: skip
+                 m_two: int, null: dict[str, M.Estimate], n: int) -> None:  # fmt: skip
         self.metrics, self.reference, self.sde, self.eps = metrics, reference, sde, eps
         self.ref_set, self.m_two, self.null = ref_set, m_two, null
+        analytic = isinstance(reference, GaussianMixture)
+        # One exact reference of log p_eps for the mean gap and both density tests (drawn once, not per row).
+        self.density = J.ExactLogDensity(reference, eps, sde) if analytic else None
+        # The C2ST reads against its own exact set of n points, independent of the rows' x_T.
+        self.c2st_set = None
+        if "c2st" in metrics:
+            self.c2st_set = (
+                reference.marginal(eps, sde).sample(n, seed=2_000_003, dtype=torch.float32)
+                if analytic
+                else reference
+            )
 
     def __call__(self, x: Tensor, path_reference: Tensor | None) -> dict[str, Any]:
         row: dict[str, Any] = {}
@@ -321,9 +372,18 @@ class _Judge:
             elif m in TWO_SAMPLE:
                 val, null = TWO_SAMPLE[m](x[: self.m_two], self.ref_set), self.null[m]
                 row[m], row[f"{m}_z"] = val, (val - null.value) / null.se if null.se > 0 else math.inf
+            elif m in TESTS:
+                if m in DENSITY_TESTS:
+                    test = (J.log_prob_ks if m == "ks_logp" else J.tail_mass)(x, self.density)
+                else:
+                    test = J.c2st(x, self.c2st_set.to(x.device))
+                row[m], row[f"{m}_p"] = test.statistic, test.p_value
             else:
-                metric = M.log_prob_gap if m == "log_prob_gap" else M.weight_tv
-                est = metric(x, self.reference, self.eps, self.sde)
+                est = (
+                    M.log_prob_gap(x, self.reference, self.eps, self.sde, reference=self.density)
+                    if m == "log_prob_gap"
+                    else M.weight_tv(x, self.reference, self.eps, self.sde)
+                )
                 row[m], row[f"{m}_se"] = est.value, est.se
         return row
 

@@ -23,12 +23,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from . import distributed, memory
-from ._keyed import mix
+from ._keyed import fresh_seed, mix
 from ._validation import check_batched, check_bool, check_positive, check_seed, describe
 from .adapters import LikelihoodODE, odeint
 from .divergence import AUTO_EXACT_MAX_DIM, make_probes
@@ -198,7 +197,7 @@ def log_likelihood(
                 "or use a fixed number of probes"
             )
     if seed is None and divergence in ESTIMATORS:
-        seed = int(np.random.SeedSequence().generate_state(1)[0]) & 0x7FFFFFFF
+        seed = fresh_seed()
     settings = {
         "solver": info.name, "rtol": rtol, "atol": atol, "steps": steps, "eps": eps,
         "divergence": divergence, "probes": probes if divergence != "exact" else None,

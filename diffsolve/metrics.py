@@ -13,6 +13,9 @@ independent exact sets (`null_distribution`).
   digits), `fid` in Inception-v3's (through torch-fidelity, with weights the user has).
 - `log_prob_gap`: mean $\log p_\epsilon(X)$ of a sample minus its exact expectation, with its SE.
 - `weight_tv`: total variation between a sample's component weights and the true weights, with its SE.
+- `log_prob_ks`, `tail_mass`, `c2st` (from `diffsolve.judge`): hypothesis tests of the whole
+  distribution, with p-values: KS of $\log p_t(X)$ against exact draws, the mass below the exact
+  small quantile of $\log p_t$, and a classifier two-sample test that needs no density.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from torch import Tensor
 
 from ._validation import check_batched, check_positive
 from .analytic import GaussianMixture
+from .judge import ExactLogDensity, TestResult, binomial_test, c2st, ks_two_sample, log_prob_ks, tail_mass
 from .sde import SDE
 
 __all__ = [
@@ -44,6 +48,13 @@ __all__ = [
     "component_weights",
     "weight_tv",
     "null_distribution",
+    "TestResult",
+    "ExactLogDensity",
+    "ks_two_sample",
+    "binomial_test",
+    "log_prob_ks",
+    "tail_mass",
+    "c2st",
 ]
 
 
@@ -360,7 +371,14 @@ def fid(
 
 
 def log_prob_gap(
-    x: Tensor, mixture: GaussianMixture, t: float, sde: SDE, *, reference_n: int = 200_000, seed: int = 0
+    x: Tensor,
+    mixture: GaussianMixture,
+    t: float,
+    sde: SDE,
+    *,
+    reference_n: int = 200_000,
+    seed: int = 0,
+    reference: ExactLogDensity | None = None,
 ) -> Estimate:
     r"""Mean $\log p_t(X)$ of the sample minus its exact expectation $\mathbb{E}_{p_t}[\log p_t]$, in nats.
 
@@ -375,13 +393,20 @@ def log_prob_gap(
         sde: The forward SDE.
         reference_n: Exact draws for the expectation.
         seed: Seed of those draws.
+        reference: Exact draws already made for (mixture, t, sde) (`judge.ExactLogDensity`), used
+            instead of new ones.
 
     Returns:
         An `Estimate` in nats.
     """
     lp = mixture.log_prob_t(x, t, sde).to(torch.float64)
-    ref = mixture.marginal(t, sde).sample(reference_n, seed=seed)
-    lp_ref = mixture.log_prob_t(ref, t, sde)
+    if reference is not None:
+        if reference.mixture is not mixture or reference.t != t or reference.sde is not sde:
+            raise ValueError("reference was drawn for another (mixture, t, sde) than the one given")
+        lp_ref = reference.values.to(lp.device)
+    else:
+        ref = mixture.marginal(t, sde).sample(reference_n, seed=seed)
+        lp_ref = mixture.log_prob_t(ref, t, sde)
     se = (lp.var() / lp.numel() + lp_ref.var() / lp_ref.numel()).sqrt()
     return Estimate(float(lp.mean() - lp_ref.mean()), float(se))
 

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from . import distributed, memory
-from ._keyed import PRIOR, normal_rows
+from ._keyed import PRIOR, PRIOR_SEED, fresh_seed, normal_rows, sub_seed
 from ._validation import append_dims, check_batched, check_bool, check_positive, check_seed, describe
 from .errors import FiniteGuard, NonFiniteError
 from .samplers.base import SolveOutput, SolveRequest
@@ -64,9 +64,33 @@ class SampleResult:
         )
 
 
-def _prior_seed(seed: int) -> int:
-    """A 31-bit seed for the prior draw, derived from `seed` (independent of the Brownian path's)."""
-    return int(np.random.SeedSequence(seed).generate_state(2)[0]) & 0x7FFFFFFF
+def prior_draws(
+    sde: SDE,
+    shape: tuple[int, ...],
+    seed: int,
+    *,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    row_start: int = 0,
+) -> Tensor:
+    """The prior draws `sample(..., seed=seed)` starts from: rows `row_start, ...` of the keyed prior.
+
+    `compare`, the analysis tools and the CLI draw their $x_T$ here, so `compare(seeds=[s])` and
+    `sample(seed=s)` start from the same points, whatever the batch or chunk.
+
+    Args:
+        sde: The forward SDE (its prior standard deviation).
+        shape: `(n, *event)`.
+        seed: The user's seed.
+        dtype: dtype (default: torch's default dtype).
+        device: Device (default CPU).
+        row_start: Global index of the first row.
+    """
+    z = normal_rows(
+        (sub_seed(check_seed(seed), PRIOR_SEED), PRIOR), row_start, shape[0], math.prod(shape[1:]),
+        dtype=dtype or torch.get_default_dtype(), device=device or "cpu",
+    )  # fmt: skip
+    return sde.prior_std * z.view(shape)
 
 
 def sample(
@@ -151,7 +175,7 @@ def sample(
     steps, rtol, atol = method.check_budget(steps, rtol, atol)
     options = _check_options(method, options, time_grid)
     if seed is None and (method.stochastic or x_T is None):
-        seed = int(np.random.SeedSequence().generate_state(1)[0]) & 0x7FFFFFFF  # echoed in settings
+        seed = fresh_seed()  # echoed in settings
     seed = check_seed(seed, allow_none=True)
     for value, name in (
         (denoise, "denoise"),
@@ -393,12 +417,7 @@ def _initial_state(
         raise ValueError("event_shape is needed to draw n samples from the prior: this score does not say")
     if rows == 0:
         return None
-    shape = (int(n), *event_shape)
-    z = normal_rows(
-        (_prior_seed(seed), PRIOR), row_start, shape[0], math.prod(shape[1:]),
-        dtype=dtype or torch.get_default_dtype(), device=device or "cpu",
-    )  # fmt: skip
-    return sde.prior_std * z.view(shape)
+    return prior_draws(sde, (int(n), *event_shape), seed, dtype=dtype, device=device, row_start=row_start)
 
 
 def _check_event_shape(score: Score, event_shape: object) -> tuple[int, ...] | None:

@@ -24,6 +24,7 @@ import torch
 import torchsde
 from torch import Tensor, nn
 
+from .._keyed import SRK_CHUNK, mix
 from ..errors import FiniteGuard, NonFiniteError
 from ..scores import Score, check_problem, evaluate_score
 from ..sde import SDE
@@ -192,7 +193,9 @@ def brownian_motion(
 
     `srk` needs space-time Lévy areas, which only torchsde's `BrownianInterval` carries: with
     `"space-time"` the path is torchsde's (`halfway_tree=True`, `tol=BROWNIAN_TOL`, so it too is the
-    same at every step count), another path than the default one for the same seed.
+    same at every step count), another path than the default one for the same seed. One interval
+    draws all rows together, so that path is not batch-invariant: a chunk or shard that starts at
+    `row_start > 0` gets its own entropy, keyed by (seed, row_start), so that chunks never share noise.
 
     Args:
         y0: The flat initial state `(B, D)`; gives the size, dtype and device.
@@ -213,7 +216,7 @@ def brownian_motion(
         size=tuple(y0.shape),
         dtype=y0.dtype,
         device=y0.device,
-        entropy=int(seed),
+        entropy=int(seed) if row_start == 0 else mix(int(seed), SRK_CHUNK, int(row_start)),
         levy_area_approximation=levy_area_approximation,
         halfway_tree=True,
         tol=BROWNIAN_TOL,

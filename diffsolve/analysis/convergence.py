@@ -34,7 +34,7 @@ from .. import memory
 from .._validation import check_positive, check_seed
 from ..analytic import GaussianMixture
 from ..samplers.registry import get_solver
-from ..sampling import sample
+from ..sampling import prior_draws, sample
 from ..scores import Score
 from ..sde import SDE
 
@@ -186,9 +186,7 @@ def convergence_order(
         stochastic=info.stochastic,
         stored_states=2 * len(steps) + 2,
     )
-    x_T = sde.prior_sample((n, *event_shape), generator=torch.Generator().manual_seed(seed), dtype=dtype).to(
-        device
-    )
+    x_T = prior_draws(sde, (n, *event_shape), seed, dtype=dtype, device=device)
     per_path, nfe, ref_desc = _errors_per_path(
         score, sde, info, kind, x_T, steps, eps, seed, phi, exact_value, reference_steps
     )

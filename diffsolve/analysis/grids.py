@@ -23,7 +23,7 @@ from .. import memory
 from .._validation import check_positive, check_seed
 from ..samplers.grids import GRIDS, log_snr, t_of_log_snr, time_grid
 from ..samplers.registry import get_solver
-from ..sampling import sample
+from ..sampling import prior_draws, sample
 from ..scores import Score, check_problem
 from ..sde import SDE
 
@@ -128,7 +128,7 @@ def optimize_grid(
         shape = (n, *score.event_shape) if getattr(score, "event_shape", None) else None
         if shape is None:
             raise ValueError("optimize_grid needs x_T or a score with an event_shape")
-        x_T = sde.prior_sample(shape, generator=torch.Generator().manual_seed(seed), dtype=dtype).to(device)
+        x_T = prior_draws(sde, shape, seed, dtype=dtype, device=device)
     ref = sample(score, sde, x_T=x_T, solver="ode:dopri5", rtol=1e-9, atol=1e-9, eps=eps).samples
     count = 0
 

@@ -16,6 +16,7 @@ from .._validation import check_positive, check_seed
 from ..adapters import ProbabilityFlowODE, odeint
 from ..samplers.generic import run_pf_ode
 from ..samplers.registry import solvers
+from ..sampling import prior_draws
 from ..scores import Score, check_problem
 from ..sde import SDE
 
@@ -122,8 +123,7 @@ def step_diagnostics(
             self.rejected_steps.append((float(t0), abs(float(dt))))
 
     ode = _Recording()
-    x_T = sde.prior_sample((n, *event_shape), generator=torch.Generator().manual_seed(seed), dtype=dtype)
-    x_T = x_T.to(device)
+    x_T = prior_draws(sde, (n, *event_shape), seed, dtype=dtype, device=device)
     with torch.no_grad():
         odeint(ode, x_T, torch.tensor([sde.T, eps], device=x_T.device), method=solver, rtol=rtol, atol=atol)
     settings = {"solver": solver, "rtol": rtol, "atol": atol, "eps": eps, "n": n, "seed": seed}
@@ -214,9 +214,7 @@ def jacobian_spectrum(
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating-point torch dtype, got {dtype!r}")
     times = torch.logspace(math.log10(sde.T), math.log10(eps), points, dtype=torch.float64)
-    x_T = sde.prior_sample((n, *event_shape), generator=torch.Generator().manual_seed(seed), dtype=dtype).to(
-        device
-    )
+    x_T = prior_draws(sde, (n, *event_shape), seed, dtype=dtype, device=device)
     ode = ProbabilityFlowODE(score, sde, eps)
     with torch.no_grad():
         states = odeint(ode, x_T, times, method="dopri5", rtol=1e-8, atol=1e-8).ys

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..sampling import prior_draws
 from ._common import (
     HelpFormatter,
     positive_float,
@@ -48,7 +49,6 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run `diffsolve demo`; returns the exit status."""
-    import torch
 
     from .. import VPSDE, GaussianMixture, metrics, sample
 
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     score = gm.score_fn(sde)
     exact = gm.marginal(args.eps, sde)
-    x_T = sde.prior_sample((args.n, 2), generator=torch.Generator().manual_seed(args.seed))
+    x_T = prior_draws(sde, (args.n, 2), args.seed)
     print(f"ring2d (8 Gaussians, radius 4, std 0.3), VPSDE, exact score, n = {args.n}, eps = {args.eps:g}")
     null = metrics.null_distribution(
         lambda a, b: metrics.sliced_wasserstein(a, b),

@@ -23,11 +23,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from .._keyed import CORRECTOR, normal_rows
+from .._keyed import CORRECTOR, CORRECTOR_SEED, normal_rows, sub_seed
 from .._validation import append_dims, check_positive
 from ..adapters import ReverseBrownian, uniform_grid
 from ..scores import Score
@@ -118,15 +117,10 @@ def pc_sampler(
     return run_on_grid(step, x_T, t_grid, call, return_trajectory)
 
 
-def _corrector_seed(seed: int) -> int:
-    """A 31-bit seed for the Langevin corrector, independent of the Brownian path's."""
-    return int(np.random.SeedSequence(seed).generate_state(2)[1]) & 0x7FFFFFFF
-
-
 def _run(req: SolveRequest) -> SolveOutput:
     return pc_sampler(
         req.score, req.sde, req.x_T, steps=req.steps, eps=req.eps, seed=req.seed,
-        corrector_seed=_corrector_seed(req.seed), snr=req.options["snr"],
+        corrector_seed=sub_seed(req.seed, CORRECTOR_SEED), snr=req.options["snr"],
         corrector_steps=req.options["corrector_steps"], return_trajectory=req.return_trajectory,
         callback=req.callback, noise_removal=req.options["noise_removal"], step_size=req.options["step_size"],
         row_start=req.row_start,
@@ -156,5 +150,7 @@ SOLVERS["pc"] = Solver(
         ),
     },
     budgets=(25, 50, 75, 100, 200),
+    # Song et al.'s step size reads batch means; per-sample steps (or no corrector) keep rows apart.
+    batch_invariant=lambda o: o["step_size"] == "sample" or o["corrector_steps"] == 0,
     description="Song et al.'s predictor-corrector: reverse-diffusion predictor + Langevin corrector",
 )  # fmt: skip

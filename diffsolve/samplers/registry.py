@@ -95,6 +95,10 @@ class Solver:
             score in float64); `diffsolve solvers` and the docs mark the others `unverified`.
         description: One line on the method, with its caveats.
         warning: A `UserWarning` that `sample` gives whenever it runs (a known defect).
+        batch_invariant: Whether a sample's result depends on the seed and its global index only,
+            not on n or the chunking (a bool, or a function of the options): the test suite checks
+            first-k-of-2k and chunked-equals-one-batch for every fixed-step solver that says so.
+            Every stochastic solver, invariant or not, must give different samples different noise.
     """
 
     name: str
@@ -118,6 +122,7 @@ class Solver:
     verified: bool = False
     description: str = ""
     warning: str | None = None
+    batch_invariant: bool | Callable[[Mapping[str, Any]], bool] = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -143,6 +148,12 @@ class Solver:
             object.__setattr__(self, "budgets", fallback)
         if self.stochastic and self.reference is None:
             object.__setattr__(self, "reference", "sde:euler")
+
+    def is_batch_invariant(self, options: Mapping[str, Any] | None = None) -> bool:
+        """Whether a solve with these options (defaults where not given) is batch-invariant."""
+        if callable(self.batch_invariant):
+            return bool(self.batch_invariant({**self.defaults(), **(options or {})}))
+        return bool(self.batch_invariant)
 
     def step_cost(self, options: Mapping[str, Any] | None = None) -> int:
         """Score evaluations per accepted step, with these options (defaults where not given)."""
