@@ -270,14 +270,33 @@ def scheduler_times(scheduler: Any, num_inference_steps: int) -> Tensor:
     steps = scheduler.timesteps.to(torch.float64)
     stride = N // num_inference_steps
     if len(steps) > 1 and not bool((steps[:-1] - steps[1:] == stride).all()):
+        spacing = scheduler.config.get("timestep_spacing")
+        karras = [k for k in ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas")
+                  if scheduler.config.get(k)]  # fmt: skip
+        why = (
+            f"{karras[0]}=True rounds its sigmas to uneven timesteps"
+            if karras
+            else f"timestep_spacing={spacing!r} does not stride them evenly"
+            + ("" if spacing in ("leading", "trailing") else "; 'leading' or 'trailing' does")
+        )
         raise ValueError(
-            f"the scheduler's timesteps {steps.long().tolist()} are not strided by {stride} "
-            f"(timestep_spacing={scheduler.config.get('timestep_spacing')!r}): its steps do not form one grid; "
-            "use 'leading' or 'trailing'"
+            f"the scheduler's timesteps {steps.long().tolist()} are not strided by {stride} ({why}): "
+            "its steps do not form one grid of diffsolve's"
         )
     last = float(steps[-1]) - stride
+    return torch.cat([(steps + 1) / N, torch.tensor([_end_time(scheduler, last, N)], dtype=torch.float64)])
+
+
+def _end_time(scheduler: Any, last: float, N: int) -> float:
+    """Where a scheduler's last step lands: the timestep a stride below the last one, or past the first,
+    t = 0 (the clean data, alpha-bar = 1) or t = 1/N (timestep 0, sigma_min), as the scheduler says."""
     if last >= 0:
-        end = (last + 1) / N
-    else:
-        end = 0.0 if scheduler.config.get("set_alpha_to_one", True) else 1 / N
-    return torch.cat([(steps + 1) / N, torch.tensor([end], dtype=torch.float64)])
+        return (last + 1) / N
+    config = scheduler.config
+    if "set_alpha_to_one" in config:  # DDIM, PNDM
+        return 0.0 if config["set_alpha_to_one"] else 1 / N
+    if "final_sigmas_type" in config:  # DPMSolverMultistep/Singlestep, UniPC, ...: "zero" or "sigma_min"
+        return 0.0 if config["final_sigmas_type"] == "zero" else 1 / N
+    if type(scheduler).__name__ == "DDPMScheduler":
+        return 0.0  # its last step returns the clean-data prediction
+    return 1 / N  # DEIS and the other multistep schedulers end at timestep 0's sigma_min

@@ -223,7 +223,9 @@ def tail_mass(x: Tensor, reference: ExactLogDensity, *, q: float = 0.002) -> Tes
     return TestResult(k / x.shape[0], binomial_test(k, x.shape[0], q))
 
 
-def c2st(x: Tensor, y: Tensor, *, k: int = 25, seed: int = 0, max_points: int = 10_000) -> TestResult:
+def c2st(
+    x: Tensor, y: Tensor, *, k: int | None = None, seed: int = 0, max_points: int = 10_000
+) -> TestResult:
     r"""Classifier two-sample test with a k-nearest-neighbour classifier (needs no density).
 
     Both sets are cut to the same size m (at most `max_points`), standardised by `y`'s per-coordinate
@@ -235,7 +237,8 @@ def c2st(x: Tensor, y: Tensor, *, k: int = 25, seed: int = 0, max_points: int = 
     Args:
         x: Samples `(n_x, *event)`.
         y: Reference samples `(n_y, *event)`, same event shape.
-        k: Neighbours in the vote (odd: no ties).
+        k: Neighbours in the vote (odd: no ties); default 25, or the largest odd number <= m / 4 for
+            small sets.
         seed: Seed of the shuffle.
         max_points: Points taken from each set at most (the distances cost O(m^2)).
 
@@ -249,10 +252,12 @@ def c2st(x: Tensor, y: Tensor, *, k: int = 25, seed: int = 0, max_points: int = 
     y = check_batched(y, "y", min_dim=1).flatten(1).to(torch.float32).to(x.device)
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"x and y must have the same event size, got {x.shape[1]} and {y.shape[1]}")
+    m = min(x.shape[0], y.shape[0], max_points)
+    if k is None:
+        k = max(1, min(25, (m // 4 - 1) | 1))
     check_positive(k, "k", integer=True)
     if k % 2 == 0:
         raise ValueError(f"k must be odd (a majority vote without ties), got {k}")
-    m = min(x.shape[0], y.shape[0], max_points)
     if m < 2 * k + 2:
         raise ValueError(f"c2st needs at least {2 * k + 2} points in each set for k = {k}, got {m}")
     gen = torch.Generator().manual_seed(check_seed(seed))

@@ -381,6 +381,12 @@ class DiscreteVPSDE(SDE):
     def __repr__(self) -> str:
         return f"DiscreteVPSDE(N={self.N}, betas {self.betas[0].item():.3g} .. {self.betas[-1].item():.3g})"
 
+    @property
+    def knots(self) -> Tensor:
+        """The times k/N, k = 0..N, where the piecewise-constant beta jumps: integrals of the
+        schedule's derivatives (DEIS's coefficients) are split there."""
+        return self._knots
+
     def timestep(self, t: float | Tensor) -> Tensor:
         """The (fractional) discrete timestep $n = Nt - 1$ of time `t`: what a DDPM network takes."""
         t = as_time(t, like=None, T=self.T)

@@ -136,3 +136,87 @@ def test_clear_errors_and_the_clipping_warning(unet, tmp_path):
         ValueError, match="prediction_type must be one of epsilon, v_prediction, sample, got 'score'"
     ):
         from_diffusers(os.fspath(tmp_path / "m"))
+
+
+@pytest.mark.parametrize(
+    "scheduler, end",
+    [
+        (lambda: diffusers.DDIMScheduler(), 0.0),
+        (lambda: diffusers.DDIMScheduler(set_alpha_to_one=False), 0.001),
+        (lambda: diffusers.DPMSolverMultistepScheduler(timestep_spacing="trailing"), 0.0),
+        (
+            lambda: diffusers.DPMSolverMultistepScheduler(
+                timestep_spacing="trailing", final_sigmas_type="sigma_min"
+            ),
+            0.001,
+        ),
+        (
+            lambda: diffusers.UniPCMultistepScheduler(
+                timestep_spacing="trailing", final_sigmas_type="sigma_min"
+            ),
+            0.001,
+        ),
+        (lambda: diffusers.DEISMultistepScheduler(timestep_spacing="trailing"), 0.001),
+    ],
+)
+def test_the_grid_ends_where_the_schedulers_loop_ends(scheduler, end):
+    # Issue: schedulers that end at sigma_min (final_sigmas_type="sigma_min", DEIS) were given an end time
+    # of 0. Their last sigma is that of timestep 0, which is t = 1/N; "zero" ends at the clean data.
+    s = scheduler()
+    grid = scheduler_times(s, 10)
+    assert float(grid[-1]) == pytest.approx(end)
+    sigmas = getattr(s, "sigmas", None)
+    if sigmas is not None:  # the scheduler's own last sigma, sigma/alpha in DiscreteVPSDE's terms
+        sde = ds.DiscreteVPSDE()
+        alpha, sigma = sde.marginal(grid[-1:])
+        # rel 2e-3: diffusers forms 1 - alpha_bar ~ 1e-4 in float32 (round-off 6e-8 / 1e-4)
+        assert float(sigma / alpha) == pytest.approx(float(sigmas[-1]), rel=2e-3, abs=1e-12)
+
+
+def test_a_refused_spacing_says_why():
+    with pytest.raises(ValueError, match="use_karras_sigmas=True rounds"):
+        scheduler_times(
+            diffusers.DPMSolverMultistepScheduler(timestep_spacing="trailing", use_karras_sigmas=True), 10
+        )
+    with pytest.raises(
+        ValueError, match="'linspace' does not stride them evenly; 'leading' or 'trailing' does"
+    ):
+        scheduler_times(diffusers.DPMSolverMultistepScheduler(), 10)
+
+
+@pytest.mark.parametrize("steps", [20, 25, 50])
+def test_every_grid_solver_steps_to_sigma_zero_or_says_why(steps):
+    # Issue: on grids ending at t = 0 with 15 or more steps, dpm_solver++2m and ++3m divided by h = inf,
+    # unipc went non-finite. Every deterministic grid solver now takes its last step to sigma = 0 at first
+    # order, which lands exactly on the denoised point (x + sigma^2 s(x, t)) / alpha of the state before
+    # it (Tweedie), or refuses the grid with a ValueError that names sigma = 0.
+    from diffsolve.samplers.base import SolveRequest
+
+    sde, ring = ds.DiscreteVPSDE(), ds.GaussianMixture.ring2d()
+    score = ring.score_fn(sde)
+    grid = scheduler_times(diffusers.DDIMScheduler(timestep_spacing="trailing"), steps)
+    assert float(grid[-1]) == 0.0
+    x_T = sde.prior_sample((500, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    alpha, sigma = (float(v) for v in sde.marginal(grid[-2]))
+    ran = 0
+    for info in ds.solvers():
+        if info.time_grid is None or info.stochastic or info.name == "dpm_solver_fast":
+            continue
+        req = SolveRequest(score, sde, x_T, eps=0.0, solver=info.name, steps=steps, grid=grid,
+                           options=info.defaults(), return_trajectory=True)  # fmt: skip
+        try:
+            out = info.run(req)
+        except ValueError as err:
+            assert "sigma = 0" in str(err) or "eps must be > 0" in str(err), (info.name, err)
+            continue
+        ran += 1
+        x = out.trajectory[-2]
+        denoised = (x + sigma**2 * score(x, torch.full((500,), float(grid[-2]), dtype=x.dtype))) / alpha
+        if info.name == "unipc":
+            # UniPC keeps the model at its predictor, not at the corrected state the trajectory holds, so
+            # its last step denoises a point one corrector away (measured mean distance 0.01 at 20 steps).
+            assert bool(torch.isfinite(out.samples).all())
+            assert (out.samples - denoised).norm(dim=1).mean() < 0.05
+        else:
+            assert torch.allclose(out.samples, denoised, rtol=0, atol=1e-10), info.name  # float64 round-off
+    assert ran >= 7  # ddim, dpm_solver++2m, ++3m, unipc, deis, ipndm, edm_heun; single-step ones refuse

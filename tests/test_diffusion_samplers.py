@@ -265,3 +265,31 @@ def test_bad_time_grid_and_budget(problem):
         ds.sample(score, sde, 10, event_shape=(2,), solver="adaptive_sde", steps=10)
     with pytest.raises(ValueError, match="fixed-step: give steps"):
         ds.sample(score, sde, 10, event_shape=(2,), solver="dpm_solver2", rtol=1e-3)
+
+
+@pytest.mark.parametrize("sde", [ds.DiscreteVPSDE(), ds.VPSDE()], ids=["discrete", "vp"])
+def test_deis_weights_equal_a_brute_force_stieltjes_sum(sde):
+    # Issue: on DiscreteVPSDE rho' jumps at each of the 1000 timesteps, and one Gauss-Legendre rule per step
+    # was off by 2e-5 to 4e-4. The weights int l_j d(rho) against a 400 001-point Stieltjes sum of rho
+    # itself (no derivative), on a grid that ends at the clean data (rho' infinite there) too.
+    import numpy as np
+
+    from diffsolve.samplers.grids import time_grid
+    from diffsolve.samplers.multistep import deis_coefficients, step_orders
+
+    for grid in (time_grid(sde, 10, 1e-3, "quadratic"), torch.linspace(1.0, 0.0, 11, dtype=torch.float64)):
+        orders = step_orders(3, 10, True, to_clean_data=float(grid[-1]) == 0)
+        weights = deis_coefficients(sde, grid, orders)
+        times = grid.tolist()
+        for i, order in enumerate(orders):
+            tau = np.linspace(times[i], times[i + 1], 400_001)
+            log_alpha, sigma = sde.log_alpha_sigma(torch.from_numpy(tau))
+            d_rho = np.diff((sigma * (-log_alpha).exp()).numpy())
+            nodes = [times[i - k] for k in range(order)]
+            for j in range(order):
+                ell = np.ones_like(tau)
+                for k in (k for k in range(order) if k != j):
+                    ell = ell * (tau - nodes[k]) / (nodes[j] - nodes[k])
+                ref = float(((ell[1:] + ell[:-1]) / 2 * d_rho).sum())
+                # the midpoint Stieltjes sum's own error is O(step^2) ~ 1e-11 relative
+                assert weights[i][j] == pytest.approx(ref, rel=1e-8, abs=1e-10), (i, j)

@@ -88,7 +88,9 @@ def test_compare_runs_a_given_grid(problem):
     table = compare(score, sde, reference=gm, solvers=["ipndm"], budgets=[5], n=300, seeds=[0], null_pairs=2,
                     two_sample_n=300, progress=False, grids={"ipndm": {5: grid}})  # fmt: skip
     # compare(seeds=[0]) starts from the x_T that sample(seed=0) draws (one keyed prior for both)
-    direct = ds.sample(score, sde, 300, solver="ipndm", time_grid=grid, eps=EPS, seed=0, dtype=torch.float32).samples
+    direct = ds.sample(
+        score, sde, 300, solver="ipndm", time_grid=grid, eps=EPS, seed=0, dtype=torch.float32
+    ).samples
     assert torch.equal(table.samples[("ipndm", 5)], direct)
 
 

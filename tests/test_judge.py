@@ -15,7 +15,9 @@ RING = ds.GaussianMixture.ring2d()
 EPS = 1e-3
 
 
-@pytest.mark.parametrize("n, m, scale", [(50, 80, 1.0), (500, 2000, 1.1), (5000, 20000, 1.02), (300, 300, 1.3)])
+@pytest.mark.parametrize(
+    "n, m, scale", [(50, 80, 1.0), (500, 2000, 1.1), (5000, 20000, 1.02), (300, 300, 1.3)]
+)
 def test_ks_two_sample_matches_scipy(n, m, scale):
     gen = torch.Generator().manual_seed(n + m)
     x = torch.randn(n, generator=gen, dtype=torch.float64)
@@ -96,7 +98,9 @@ def test_the_judge_sees_what_the_mean_log_density_misses():
 @pytest.mark.slow
 def test_compare_rejects_deis_at_6_and_8_nfe_on_every_seed_and_accepts_a_converged_solve():
     score = RING.score_fn(VP)
-    table = compare(score, VP, reference=RING, solvers=["deis"], budgets=[6, 8], seeds=[0, 1, 2], progress=False)
+    table = compare(
+        score, VP, reference=RING, solvers=["deis"], budgets=[6, 8], seeds=[0, 1, 2], progress=False
+    )
     assert all(not criteria_met(r, table.null) for r in table.rows)
     assert all(r["ks_logp_p"] < ALPHA or r["tail_mass_p"] < ALPHA for r in table.rows)
     # A converged PF-ODE solve (float64 dopri5 at 1e-8: path error ~1e-7) from the same draws passes.

@@ -115,6 +115,16 @@ def prediction(x: Tensor, score: Tensor, *, alpha: float, sigma: float, data: bo
     return torch.add(x, score, alpha=sigma**2).div_(alpha) if data else score.mul(-sigma)
 
 
+def _refuse_clean_end(sigma: list[float], name: str) -> None:
+    """A single-step solver's intermediate points lie at finite log-SNR: a step to sigma = 0 has none."""
+    if sigma[-1] == 0:
+        raise ValueError(
+            f"{name} cannot step to sigma = 0 (the grid ends at the clean data): its intermediate points sit "
+            "halfway in log-SNR, which is infinite there; end the grid at t > 0, or use ddim, dpm_solver++2m, "
+            "dpm_solver++3m, unipc, deis or ipndm, whose last step to sigma = 0 is first order"
+        )
+
+
 def _phi1(z: float) -> float:
     return math.expm1(z) / z
 
@@ -191,6 +201,7 @@ def dpm_solver2(
     ledger = ScoreLedger(score, sde, callback)
     times = grid.tolist()
     alpha, sigma, lam = _schedule(sde, grid)
+    _refuse_clean_end(sigma, "dpm_solver2")
     lam_t = torch.tensor(lam, dtype=torch.float64)
     mids = t_of_log_snr(sde, (lam_t[:-1] + lam_t[1:]) / 2, lo=times[-1], hi=times[0])
     a_mid, sig_mid, _ = _schedule(sde, mids)
@@ -239,6 +250,7 @@ def dpm_solver3(
     ledger = ScoreLedger(score, sde, callback)
     times = grid.tolist()
     alpha, sigma, lam = _schedule(sde, grid)
+    _refuse_clean_end(sigma, "dpm_solver3")
     lam_t = torch.tensor(lam, dtype=torch.float64)
     lo, hi = times[-1], times[0]
     t1s = t_of_log_snr(sde, lam_t[:-1] + r1 * (lam_t[1:] - lam_t[:-1]), lo=lo, hi=hi)
@@ -301,7 +313,8 @@ def dpm_solver_pp_2m(
         nonlocal old_x0, h_prev
         h = lam[i + 1] - lam[i]
         x0_hat = prediction(x, ledger(x, times[i]), alpha=alpha[i], sigma=sigma[i], data=True)
-        if old_x0 is None or (first_order_last and i == len(times) - 2):
+        # The last step to sigma = 0 is first order whatever the grid (h = inf there, as in diffusers).
+        if old_x0 is None or sigma[i + 1] == 0 or (first_order_last and i == len(times) - 2):
             d = x0_hat
         else:
             r = h_prev / h
@@ -327,8 +340,9 @@ def edm_heun(
 
     In $\tilde x = x/\alpha_t$ against $\tilde\sigma = \sigma_t/\alpha_t$ the PF-ODE is
     $\mathrm{d}\tilde x/\mathrm{d}\tilde\sigma = \hat\epsilon(x, t)$; each step is Heun's method
-    (explicit trapezoid) on it. Every step, the last included, takes the Heun correction (the run
-    ends at eps > 0, never at $\tilde\sigma = 0$). Use it with the Karras grid (`"karras"`, rho = 7).
+    (explicit trapezoid) on it. Every step to $\tilde\sigma > 0$ takes the Heun correction; a last step
+    to $\tilde\sigma = 0$ (a grid ending at the clean data) is Euler's, 1 NFE, as in EDM's Algorithm 1
+    (its $\hat\epsilon$ there is $0 \cdot \infty$). Use it with the Karras grid (`"karras"`, rho = 7).
 
     Args:
         score: A `Score`, called as `score(x, t)` with `t` of shape `(B,)`.
@@ -352,6 +366,8 @@ def edm_heun(
         x_tilde = x / alpha[i]
         d = -sigma[i] * ledger(x, t_cur)  # d x_tilde / d sigma_tilde = eps_hat
         x_tilde_euler = x_tilde + d_sigma * d
+        if sigma[i + 1] == 0:
+            return alpha[i + 1] * x_tilde_euler
         d_prime = -sigma[i + 1] * ledger(alpha[i + 1] * x_tilde_euler, t_next)
         return alpha[i + 1] * (x_tilde + d_sigma * (d + d_prime) / 2)
 
@@ -383,16 +399,16 @@ def _exponential(
 
 
 for _solver in [
-    _exponential("ddim", ddim, 1, 1, (5, 10, 20, 50, 100, 300),
+    _exponential("ddim", ddim, 1, 1, (5, 10, 20, 50, 100, 150, 300),
                  "DDIM, deterministic (= DPM-Solver-1): exponential Euler in log-SNR"),
     _exponential("dpm_solver2", dpm_solver2, 2, 2, (3, 5, 10, 20),
                  "DPM-Solver-2, single-step, midpoint in log-SNR (Lu et al. 2022)"),
     _exponential("dpm_solver3", dpm_solver3, 3, 3, (2, 4, 7, 14), "DPM-Solver-3, single-step (Lu et al. 2022)"),
-    _exponential("dpm_solver++2m", dpm_solver_pp_2m, 2, 1, (5, 10, 15, 20, 30, 50),
+    _exponential("dpm_solver++2m", dpm_solver_pp_2m, 2, 1, (5, 10, 15, 20, 30, 50, 75, 100),
                  "DPM-Solver++(2M), multistep, data prediction (Lu et al. 2022b)",
                  options={"lower_order_final": Option(True, check_bool, "first order on the last step of grids "
                                                       "of fewer than 15 steps")}),
-    _exponential("edm_heun", edm_heun, 2, 2, (3, 5, 10, 20, 40),
+    _exponential("edm_heun", edm_heun, 2, 2, (3, 5, 10, 20, 30, 40, 60),
                  "Karras et al.'s deterministic Heun sampler on the rho = 7 grid (EDM)", time_grid="karras"),
 ]:  # fmt: skip
     SOLVERS[_solver.name] = _solver

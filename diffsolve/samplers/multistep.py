@@ -50,19 +50,25 @@ LOWER_ORDER_FINAL_BELOW = 15
 """`lower_order_final` lowers the last steps' orders on grids of fewer steps than this (as diffusers does)."""
 
 
-def step_orders(order: int, steps: int, lower_order_final: bool) -> list[int]:
+def step_orders(order: int, steps: int, lower_order_final: bool, *, to_clean_data: bool = False) -> list[int]:
     """The order of each of `steps` multistep steps: warm-up from 1, and down to 1 at the end if asked.
 
     The final steps are lowered only on grids of fewer than `LOWER_ORDER_FINAL_BELOW` steps, where
-    they help; on finer grids a first-order last step would cap the global order at 2.
+    they help; on finer grids a first-order last step would cap the global order at 2. A last step
+    to $\sigma = 0$ (a discrete schedule's clean data, $\lambda = \infty$) is first order whatever the
+    grid, as in diffusers: its $h$ is infinite, so no older model can be extrapolated over it.
 
     Args:
         order: The method's order p.
         steps: Number of steps N.
         lower_order_final: Lower the last steps' orders (on grids of fewer than 15 steps).
+        to_clean_data: The grid ends at $\sigma = 0$.
     """
     final = lower_order_final and steps < LOWER_ORDER_FINAL_BELOW
-    return [min(order, i + 1, steps - i if final else order) for i in range(steps)]
+    orders = [min(order, i + 1, steps - i if final else order) for i in range(steps)]
+    if to_clean_data:
+        orders[-1] = 1
+    return orders
 
 
 class _Model:
@@ -98,7 +104,7 @@ def dpm_solver_pp_3m(req: SolveRequest) -> SolveOutput:
     """
     model = _Model(req, data=True)
     alpha, sigma, lam = model.alpha, model.sigma, model.lam
-    orders = step_orders(3, len(lam) - 1, _check_lof(req))
+    orders = step_orders(3, len(lam) - 1, _check_lof(req), to_clean_data=sigma[-1] == 0)
     hist: list[Tensor] = []
 
     def step(x: Tensor, i: int) -> Tensor:
@@ -171,7 +177,7 @@ def unipc(req: SolveRequest) -> SolveOutput:
     model = _Model(req, data=data)
     alpha, sigma, lam = model.alpha, model.sigma, model.lam
     n = len(lam) - 1
-    orders = step_orders(opts["order"], n, _check_lof(req))
+    orders = step_orders(opts["order"], n, _check_lof(req), to_clean_data=sigma[-1] == 0)
     hist: list[Tensor] = [model(req.x_T, 0)]
 
     def step(x: Tensor, i: int) -> Tensor:
@@ -187,7 +193,9 @@ def unipc(req: SolveRequest) -> SolveOutput:
             base = torch.mul(x, sigma[i + 1] / sigma[i]).add_(m0, alpha=-alpha[i + 1] * math.expm1(hh))
         else:
             scale = sigma[i + 1] * b_h
-            base = torch.mul(x, alpha[i + 1] / alpha[i]).add_(m0, alpha=-sigma[i + 1] * math.expm1(hh))
+            # sigma_t (e^h - 1) -> alpha_t sigma_s / alpha_s at sigma_t = 0 (h = inf; a first-order step)
+            k = sigma[i + 1] * math.expm1(hh) if sigma[i + 1] > 0 else alpha[i + 1] * sigma[i] / alpha[i]
+            base = torch.mul(x, alpha[i + 1] / alpha[i]).add_(m0, alpha=-k)
         pred = base.clone()
         for rho, d in zip(rhos_p, d1s, strict=False):
             pred.add_(d, alpha=-scale * rho)
@@ -221,7 +229,7 @@ def ipndm(req: SolveRequest) -> SolveOutput:
     model = _Model(req, data=False)
     alpha, sigma = model.alpha, model.sigma
     rho = [s / a for a, s in zip(alpha, sigma, strict=True)]
-    orders = step_orders(4, len(rho) - 1, _check_lof(req))
+    orders = step_orders(4, len(rho) - 1, _check_lof(req), to_clean_data=sigma[-1] == 0)
     hist: list[Tensor] = []
 
     def step(x: Tensor, i: int) -> Tensor:
@@ -236,37 +244,42 @@ def ipndm(req: SolveRequest) -> SolveOutput:
     return run_on_grid(step, req.x_T, req.grid, model.ledger, req.return_trajectory)
 
 
-def _rho_dot(sde: SDE, t: Tensor) -> Tensor:
-    r"""$\mathrm{d}\rho/\mathrm{d}t$, $\rho = \sigma_t/\alpha_t$, by autograd in float64."""
-    with torch.enable_grad():
-        tt = t.detach().to(torch.float64).requires_grad_(True)
-        log_alpha, sigma = sde.log_alpha_sigma(tt)
-        (grad,) = torch.autograd.grad((sigma * (-log_alpha).exp()).sum(), tt)
-    return grad
+def _rho(sde: SDE, t: np.ndarray) -> np.ndarray:
+    r"""$\rho = \sigma_t/\alpha_t$ in float64."""
+    log_alpha, sigma = sde.log_alpha_sigma(torch.from_numpy(np.asarray(t, dtype=np.float64)))
+    return (sigma * (-log_alpha).exp()).numpy()
 
 
 def deis_coefficients(sde: SDE, grid: Tensor, orders: list[int], nodes: int = 16) -> list[list[float]]:
     r"""tAB-DEIS weights: $C_{ij} = \int_{t_i}^{t_{i+1}} \ell_j(\tau)\,\rho'(\tau)\,\mathrm{d}\tau$.
 
     $\ell_j$ is the Lagrange polynomial in $t$ on the nodes $t_i, t_{i-1}, \dots$ (as many as the
-    step's order) that is 1 at $t_{i-j}$; the integral is Gauss–Legendre with `nodes` points in
-    float64 (exact for the polynomial part; $\rho'$ is smooth on the step).
+    step's order) that is 1 at $t_{i-j}$. By parts, $C_{ij} = [\ell_j \rho]_{t_i}^{t_{i+1}} -
+    \int \ell_j'(\tau) \rho(\tau)\,\mathrm{d}\tau$: the first-order weight is $\rho_{i+1} - \rho_i$ exactly,
+    and the rest integrates $\rho$ itself, which stays bounded where $\rho'$ does not ($\rho \propto \sqrt t$
+    at $t = 0$, a grid ending at the clean data). The integral is Gauss–Legendre with `nodes` points in
+    float64 on each piece between the SDE's `knots` (a discrete schedule's $\beta$ jumps at every
+    timestep, so $\rho$ is smooth only between them).
     """
     times = grid.to(torch.float64).tolist()
+    knots = getattr(sde, "knots", None)
+    knots = [] if knots is None else knots.tolist()
     gx, gw = np.polynomial.legendre.leggauss(nodes)
     coeffs = []
     for i, order in enumerate(orders):
         a, b = times[i], times[i + 1]
-        tau = (b - a) / 2 * gx + (a + b) / 2
-        weight = _rho_dot(sde, torch.from_numpy(tau)).numpy() * gw * (b - a) / 2
+        cuts = [a, *sorted((k for k in knots if b < k < a), reverse=True), b]
+        tau = np.concatenate(
+            [(q - p) / 2 * gx + (p + q) / 2 for p, q in zip(cuts[:-1], cuts[1:], strict=True)]
+        )
+        w = np.concatenate([gw * (q - p) / 2 for p, q in zip(cuts[:-1], cuts[1:], strict=True)])
+        rho_tau, (rho_a, rho_b) = _rho(sde, tau), _rho(sde, np.array([a, b]))
         pts = [times[i - k] for k in range(order)]
         row = []
         for j in range(order):
-            ell = np.ones_like(tau)
-            for k in range(order):
-                if k != j:
-                    ell *= (tau - pts[k]) / (pts[j] - pts[k])
-            row.append(float((ell * weight).sum()))
+            others = [pts[k] for k in range(order) if k != j]
+            ell = np.poly1d(others, r=True) / float(np.prod([pts[j] - p for p in others]))
+            row.append(float(ell(b) * rho_b - ell(a) * rho_a - (ell.deriv()(tau) * rho_tau * w).sum()))
         coeffs.append(row)
     return coeffs
 
@@ -282,7 +295,7 @@ def deis(req: SolveRequest) -> SolveOutput:
     """
     model = _Model(req, data=False)
     alpha = model.alpha
-    orders = step_orders(3, len(alpha) - 1, _check_lof(req))
+    orders = step_orders(3, len(alpha) - 1, _check_lof(req), to_clean_data=model.sigma[-1] == 0)
     coeffs = deis_coefficients(req.sde, req.grid, orders)
     hist: list[Tensor] = []
 
@@ -316,9 +329,12 @@ LOWER_ORDER_FINAL = Option(
 """The `lower_order_final` option every multistep sampler offers."""
 
 
+# Up to 50 steps: under the distribution judge ring2d needs 25-40 (docs/benchmarks.md, "The judge").
+MULTISTEP_BUDGETS = (5, 6, 8, 10, 12, 16, 20, 25, 30, 40, 50)
+
 for _solver in [
     Solver("dpm_solver++3m", "diffusion", dpm_solver_pp_3m, 1, order=2, default_steps=20, time_grid="logsnr",
-           options={"lower_order_final": LOWER_ORDER_FINAL}, budgets=(5, 6, 8, 10, 12, 16, 20), verified=True,
+           options={"lower_order_final": LOWER_ORDER_FINAL}, budgets=MULTISTEP_BUDGETS, verified=True,
            description="DPM-Solver++(3M), multistep, data prediction (Lu et al. 2022b); third-order steps after "
                        "a first-order start, so second order overall"),
     Solver("unipc", "diffusion", unipc, 1, order=4, default_steps=20, time_grid="logsnr",
@@ -328,14 +344,14 @@ for _solver in [
                "prediction": Option("data", _choice("data", "noise"), "model: data ('data') or noise prediction"),
                "lower_order_final": LOWER_ORDER_FINAL,
            },
-           budgets=(5, 6, 8, 10, 12, 16, 20), verified=True,
+           budgets=MULTISTEP_BUDGETS, verified=True,
            description="UniPC (Zhao et al. 2023): UniP-p predictor + UniC corrector, order p + 1 = 4 by default"),
     Solver("ipndm", "diffusion", ipndm, 1, order=2, default_steps=20, time_grid="quadratic",
-           options={"lower_order_final": LOWER_ORDER_FINAL}, budgets=(5, 6, 8, 10, 12, 16, 20), verified=True,
+           options={"lower_order_final": LOWER_ORDER_FINAL}, budgets=MULTISTEP_BUDGETS, verified=True,
            description="iPNDM: Adams–Bashforth up to order 4 in (x/alpha, sigma/alpha) (Zhang & Chen 2023); its "
                        "equal-step weights make it second order on unequal grids"),
     Solver("deis", "diffusion", deis, 1, order=3, default_steps=20, time_grid="quadratic",
-           options={"lower_order_final": LOWER_ORDER_FINAL}, budgets=(5, 6, 8, 10, 12, 16, 20), verified=True,
+           options={"lower_order_final": LOWER_ORDER_FINAL}, budgets=MULTISTEP_BUDGETS, verified=True,
            description="tAB-DEIS, order 3: exponential integrator, eps extrapolated in t (Zhang & Chen 2023)"),
 ]:  # fmt: skip
     SOLVERS[_solver.name] = _solver

@@ -37,7 +37,7 @@ from torch import Tensor
 from ..errors import NonFiniteError, StepSizeError
 from ..sde import SDE
 from .base import ScoreLedger, SolveOutput, SolveRequest, run_on_grid
-from .diffusion import _phi1, _schedule, first_order_update, prediction
+from .diffusion import _phi1, _refuse_clean_end, _schedule, first_order_update, prediction
 from .grids import t_of_log_snr, time_grid
 from .registry import SOLVERS, Option, Solver
 
@@ -161,6 +161,7 @@ def singlestep_runner(order: int, *, data: bool = False):
 
     def run(req: SolveRequest) -> SolveOutput:
         times = req.grid.tolist()
+        _refuse_clean_end(_schedule(req.sde, req.grid[-1:])[1], req.solver)
         solver = SinglestepDPMSolver(req.ledger(), req.sde, times[-1], times[0], data=data)
         return solver.run(req.x_T, req.grid, [order] * (len(times) - 1), req.return_trajectory)
 
@@ -277,7 +278,7 @@ for _solver in [
            time_grid="logsnr", budgets=(3, 4, 5, 6, 8, 10), verified=True,
            description="DPM-Solver++(2S), single-step, data prediction (Lu et al. 2022b)"),
     Solver("dpm_solver_fast", "diffusion", dpm_solver_fast, 1, order=2, default_steps=20, time_grid="logsnr",
-           budgets=(6, 8, 10, 12, 15, 20), verified=True,
+           budgets=(6, 8, 10, 12, 15, 20, 30, 40), verified=True,
            description="DPM-Solver's fast schedule: steps is the NFE budget, spent exactly (orders 3..3,2,1; "
                        "2 as h -> 0; 2.6-2.7 measured over 128-512 NFE)"),
     Solver("dpm_solver_adaptive", "diffusion", dpm_solver_adaptive, _nfe_adaptive, order=3, adaptive=True,
