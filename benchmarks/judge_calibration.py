@@ -25,7 +25,7 @@ import torch
 
 import diffsolve as ds
 from diffsolve.compare import build_judge
-from diffsolve.comparison import ALPHA, TESTS, criteria_met
+from diffsolve.comparison import ALPHA, TESTS, Z_MAX, criteria_met
 
 N, EPS = 5000, 1e-3
 
@@ -45,7 +45,7 @@ def failures(row: dict, null: dict) -> list[str]:
         out.append("log_prob_gap")
     if row["weight_tv"] > row["weight_tv_se"] + 0.01:
         out.append("weight_tv")
-    out += [m for m in ("sliced_w2", "mmd", "energy") if row[f"{m}_z"] > 3]
+    out += [m for m in ("sliced_w2", "mmd", "energy") if row[f"{m}_z"] > Z_MAX]
     out += [m for m in TESTS if row[f"{m}_p"] < ALPHA]
     assert bool(out) != criteria_met(row, null)  # the same criterion compare applies
     return out

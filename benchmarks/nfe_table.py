@@ -17,21 +17,26 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import diffsolve as ds
 from diffsolve.analysis import optimize_grid
 from diffsolve.compare import DEFAULT_SOLVERS, compare
 
 OPTIMISED = ("unipc", "deis", "ipndm")
-OPT_BUDGETS = (6, 8, 10, 12, 16)
+OPT_BUDGETS = (6, 8, 10, 12, 15)
 
 
-def problems(small: bool):
-    out = [("ring2d", ds.GaussianMixture.ring2d())]
-    if not small:
-        out += [("3-D mixture", ds.GaussianMixture.random(3, 8, seed=0))]
-        out += [("16-D mixture", ds.GaussianMixture.random(16, 8, seed=0))]
-    return out
+PROBLEMS = {
+    "ring2d": lambda: ds.GaussianMixture.ring2d(),
+    "3": lambda: ds.GaussianMixture.random(3, 8, seed=0),
+    "16": lambda: ds.GaussianMixture.random(16, 8, seed=0),
+}
+
+
+def problems(small: bool, only: str | None):
+    names = ["ring2d"] if small else [only] if only else list(PROBLEMS)
+    return [(name if name == "ring2d" else f"{name}-D mixture", PROBLEMS[name]()) for name in names]
 
 
 def fmt(v) -> str:
@@ -43,10 +48,12 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--small", action="store_true", help="ring2d only, one seed, no optimised grids")
+    parser.add_argument("--problem", choices=list(PROBLEMS), help="one problem only (default: all three)")
+    parser.add_argument("--out", help="a folder for each comparison's JSON (rows, nulls, settings)")
     args = parser.parse_args()
     seeds = [0] if args.small else [0, 1, 2]
     sde = ds.VPSDE()
-    for label, mixture in problems(args.small):
+    for label, mixture in problems(args.small, args.problem):
         start = time.perf_counter()
         score = mixture.score_fn(sde)
         default = compare(score, sde, reference=mixture, n=5000, seeds=seeds, progress=False)
@@ -60,6 +67,11 @@ def main() -> None:
             )  # fmt: skip
             best = {r["solver"]: r for r in opt.nfe_needed()}
         print(default.to_markdown())
+        if args.out:
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            default.to_json(Path(args.out) / f"{label.split()[0]}_default.json")
+            if best:
+                opt.to_json(Path(args.out) / f"{label.split()[0]}_optimised.json")
         print(f"\n{label}: seeds {seeds}, n = 5000 ({time.perf_counter() - start:.0f} s)\n")
         print("| sampler | (a) default grid | (a) optimised grid | (b) default grid | (b) optimised grid |")
         print("| --- | ---: | ---: | ---: | ---: |")

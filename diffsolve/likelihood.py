@@ -33,7 +33,6 @@ from .adapters import LikelihoodODE, odeint
 from .divergence import AUTO_EXACT_MAX_DIM, make_probes
 from .errors import NonFiniteError
 from .memory import format_bytes
-from .samplers.generic import run_pf_ode
 from .samplers.registry import get_solver
 from .sampling import _Progress
 from .scores import Score, check_problem
@@ -405,7 +404,7 @@ def _check_inputs(
         raise ValueError(f"probe must be 'rademacher' or 'gaussian', got {probe!r}")
     method = solver.removeprefix("ode:") if isinstance(solver, str) else solver
     info = get_solver(f"ode:{method}" if isinstance(method, str) else method)
-    if info.run is not run_pf_ode:
+    if info.backend != "torchdiffeq":
         raise ValueError(f"solver must be a torchdiffeq method on the PF-ODE ('ode:...'), got {solver!r}")
     d, k = (
         x[0].numel(),

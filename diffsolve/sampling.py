@@ -356,10 +356,8 @@ def _check_explicit_grid(
     method: Solver, grid: Tensor, steps: int | None, sde: SDE, eps: float
 ) -> tuple[Tensor, int]:
     """An explicit time grid: 1-D, finite, strictly decreasing from T to eps; its steps."""
-    if method.time_grid is None or method.name == "dpm_solver_fast":
-        offer = ", ".join(
-            s.name for s in solvers() if s.time_grid is not None and s.name != "dpm_solver_fast"
-        )
+    if not method.takes_grid:
+        offer = ", ".join(s.name for s in solvers() if s.takes_grid)
         raise ValueError(f"an explicit time_grid applies to {offer}; not to {method.name!r}")
     if grid.dim() != 1 or grid.numel() < 2 or not grid.dtype.is_floating_point:
         raise ValueError(f"time_grid must be a 1-D float tensor of >= 2 times, got {describe(grid)}")

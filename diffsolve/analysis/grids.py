@@ -100,7 +100,7 @@ def optimize_grid(
         ValueError: For a stochastic, adaptive or grid-less solver, or a bad `steps`/`n`/`sweeps`.
     """
     info = get_solver(solver)
-    if info.stochastic or info.adaptive or info.time_grid is None or info.name == "dpm_solver_fast":
+    if info.stochastic or not info.takes_grid:
         raise ValueError(
             f"optimize_grid needs a deterministic fixed-step solver that takes a time grid, got {info.name!r}"
         )

@@ -14,7 +14,6 @@ from torch import Tensor
 from .. import memory
 from .._validation import check_positive, check_seed
 from ..adapters import ProbabilityFlowODE, odeint
-from ..samplers.generic import run_pf_ode
 from ..samplers.registry import solvers
 from ..sampling import prior_draws
 from ..scores import Score, check_problem
@@ -96,7 +95,7 @@ def step_diagnostics(
     Raises:
         ValueError: If `solver` is not an adaptive Runge–Kutta method of torchdiffeq.
     """
-    valid = [s.name.removeprefix("ode:") for s in solvers() if s.adaptive and s.run is run_pf_ode]
+    valid = [s.name.removeprefix("ode:") for s in solvers() if s.adaptive and s.backend == "torchdiffeq"]
     solver = solver.removeprefix("ode:") if isinstance(solver, str) else solver
     if solver not in valid:
         raise ValueError(

@@ -74,14 +74,23 @@ def _sde(method: str, strong: float, nfe: int, description: str, **kw: object) -
     kw.setdefault("options", {"noise_removal": NOISE_REMOVAL})
     return Solver(
         f"sde:{method}", "sde", kw.pop("run", run_reverse_sde), nfe, strong_order=strong,
-        stochastic=True, default_steps=1000, description=description, **kw,
+        stochastic=True, default_steps=1000, description=description, backend="torchsde", **kw,
     )  # fmt: skip
 
 
 def _ode(method: str, order: float, nfe: int, description: str, **kw: object) -> Solver:
     if not kw.get("adaptive"):
         kw.setdefault("time_grid", "uniform")  # a fixed-step method steps on any grid
-    return Solver(f"ode:{method}", "ode", run_pf_ode, nfe, order=order, description=description, **kw)
+    return Solver(
+        f"ode:{method}",
+        "ode",
+        run_pf_ode,
+        nfe,
+        order=order,
+        description=description,
+        backend="torchdiffeq",
+        **kw,
+    )
 
 
 def _adaptive(method: str, order: float, nfe: int, description: str, **kw: object) -> Solver:

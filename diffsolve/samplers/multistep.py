@@ -330,7 +330,7 @@ LOWER_ORDER_FINAL = Option(
 
 
 # Up to 50 steps: under the distribution judge ring2d needs 25-40 (docs/benchmarks.md, "The judge").
-MULTISTEP_BUDGETS = (5, 6, 8, 10, 12, 16, 20, 25, 30, 40, 50)
+MULTISTEP_BUDGETS = (5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50)
 
 for _solver in [
     Solver("dpm_solver++3m", "diffusion", dpm_solver_pp_3m, 1, order=2, default_steps=20, time_grid="logsnr",

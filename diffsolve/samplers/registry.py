@@ -95,6 +95,12 @@ class Solver:
             score in float64); `diffsolve solvers` and the docs mark the others `unverified`.
         description: One line on the method, with its caveats.
         warning: A `UserWarning` that `sample` gives whenever it runs (a known defect).
+        backend: The engine that runs it: `"torchsde"` (on the reverse SDE), `"torchdiffeq"` (on the
+            PF-ODE; `log_likelihood` and `step_diagnostics` take these) or `"diffsolve"` (its own loop).
+        budget: What `steps` counts: `"steps"` (grid intervals; such a solver also takes an explicit
+            `time_grid` if it has a `time_grid` kind), `"nfe"` (an evaluation budget the solver spends
+            as it chooses, `dpm_solver_fast`) or `"tolerance"` (adaptive: `rtol`/`atol`). Filled in
+            from `adaptive` when not given.
         batch_invariant: Whether a sample's result depends on the seed and its global index only,
             not on n or the chunking (a bool, or a function of the options): the test suite checks
             first-k-of-2k and chunked-equals-one-batch for every fixed-step solver that says so.
@@ -123,6 +129,8 @@ class Solver:
     description: str = ""
     warning: str | None = None
     batch_invariant: bool | Callable[[Mapping[str, Any]], bool] = True
+    backend: Literal["torchsde", "torchdiffeq", "diffsolve"] = "diffsolve"
+    budget: Literal["steps", "nfe", "tolerance"] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -134,6 +142,17 @@ class Solver:
         if not (isinstance(self.nfe_per_step, int) or callable(self.nfe_per_step)):
             raise TypeError(
                 f"nfe_per_step must be an int or a function of the options, got {self.nfe_per_step!r}"
+            )
+        if self.backend not in ("torchsde", "torchdiffeq", "diffsolve"):
+            raise ValueError(
+                f"backend must be 'torchsde', 'torchdiffeq' or 'diffsolve', got {self.backend!r}"
+            )
+        if self.budget is None:
+            object.__setattr__(self, "budget", "tolerance" if self.adaptive else "steps")
+        if (self.budget == "tolerance") != self.adaptive or self.budget not in ("steps", "nfe", "tolerance"):
+            raise ValueError(
+                f"budget must be 'tolerance' for an adaptive solver and 'steps' or 'nfe' otherwise, "
+                f"got {self.budget!r} (adaptive={self.adaptive})"
             )
         if self.adaptive:
             defaults = {"default_rtol": 1e-5, "default_atol": 1e-5}
@@ -154,6 +173,11 @@ class Solver:
         if callable(self.batch_invariant):
             return bool(self.batch_invariant({**self.defaults(), **(options or {})}))
         return bool(self.batch_invariant)
+
+    @property
+    def takes_grid(self) -> bool:
+        """Whether it steps on a time grid a user may give (`time_grid=` a kind or a tensor of times)."""
+        return self.time_grid is not None and self.budget == "steps"
 
     def step_cost(self, options: Mapping[str, Any] | None = None) -> int:
         """Score evaluations per accepted step, with these options (defaults where not given)."""

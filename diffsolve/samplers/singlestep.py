@@ -277,7 +277,7 @@ for _solver in [
     Solver("dpm_solver++2s", "diffusion", singlestep_runner(2, data=True), 2, order=2, default_steps=25,
            time_grid="logsnr", budgets=(3, 4, 5, 6, 8, 10), verified=True,
            description="DPM-Solver++(2S), single-step, data prediction (Lu et al. 2022b)"),
-    Solver("dpm_solver_fast", "diffusion", dpm_solver_fast, 1, order=2, default_steps=20, time_grid="logsnr",
+    Solver("dpm_solver_fast", "diffusion", dpm_solver_fast, 1, order=2, default_steps=20, time_grid="logsnr", budget="nfe",
            budgets=(6, 8, 10, 12, 15, 20, 30, 40), verified=True,
            description="DPM-Solver's fast schedule: steps is the NFE budget, spent exactly (orders 3..3,2,1; "
                        "2 as h -> 0; 2.6-2.7 measured over 128-512 NFE)"),
