@@ -7,6 +7,7 @@ MODE "die": rank 1 exits at once; rank 0's gather must fail within the group's t
 import datetime
 import os
 import sys
+import warnings
 
 import numpy as np
 import torch
@@ -27,11 +28,18 @@ if mode == "die":
     ds.sample(score, vp, 41, solver="ddim", steps=4, seed=0)  # the gather meets a dead peer
     sys.exit(0)
 
+# Every fixed-step, batch-invariant solver the registry holds (tests/test_distributed.py reads the same
+# list), and dopri5, whose steps differ per shard; chunks of 9 inside each rank's shard.
+OPTIONS = {"pc": {"step_size": "sample"}}
+FIXED = [s.name for s in ds.solvers() if not s.adaptive and s.is_batch_invariant(OPTIONS.get(s.name))]
 results = {}
-for solver in ("ddim", "sde:euler", "ode:dopri5", "dpm_solver++2m_sde"):
-    res = ds.sample(
-        score, vp, 41, solver=solver, steps=None if solver == "ode:dopri5" else 6, seed=3, batch_size=9
-    )
+for solver in [*FIXED, "ode:dopri5"]:
+    budget = {} if solver == "ode:dopri5" else {"steps": 6}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ode:explicit_adams warns of its instability
+        res = ds.sample(
+            score, vp, 41, solver=solver, seed=3, batch_size=9, **budget, **OPTIONS.get(solver, {})
+        )
     results[f"sample-{solver}"] = res.samples.numpy()
     results[f"nfe_per_rank-{solver}"] = np.array(res.settings["nfe_per_rank"])
 x = ring.sample(23, seed=1)

@@ -4,6 +4,7 @@ fail within the process group's timeout instead of hanging."""
 
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +32,17 @@ def test_two_ranks_give_the_single_process_result(tmp_path):
     torch.set_num_threads(1)
     vp, ring = ds.VPSDE(), ds.GaussianMixture.ring2d()
     score = ring.score_fn(vp)
-    for solver in ("ddim", "sde:euler", "dpm_solver++2m_sde"):
-        one = ds.sample(score, vp, 41, solver=solver, steps=6, seed=3).samples.numpy()
-        np.testing.assert_array_equal(got[f"sample-{solver}"], one)  # bit for bit
-        assert list(got[f"nfe_per_rank-{solver}"]) == [6, 6]
+    options = {"pc": {"step_size": "sample"}}  # as in _distributed_run.py
+    fixed = [s.name for s in ds.solvers() if not s.adaptive and s.is_batch_invariant(options.get(s.name))]
+    assert len(fixed) >= 15
+    for solver in fixed:  # every fixed-step, batch-invariant solver in the registry
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            one = ds.sample(score, vp, 41, solver=solver, steps=6, seed=3, **options.get(solver, {}))
+        np.testing.assert_array_equal(
+            got[f"sample-{solver}"], one.samples.numpy(), err_msg=solver
+        )  # bit for bit
+        assert list(got[f"nfe_per_rank-{solver}"]) == [one.nfe, one.nfe], solver
     # dopri5 chooses its steps per shard (rows 0-19 and 20-40): each meets the tolerance
     one = ds.sample(score, vp, 41, solver="ode:dopri5", seed=3).samples.numpy()
     np.testing.assert_allclose(got["sample-ode:dopri5"], one, atol=2e-3)
