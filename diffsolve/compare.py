@@ -61,7 +61,7 @@ from .sde import SDE
 
 __all__ = [
     "Comparison", "compare", "METRICS", "DEFAULT_SOLVERS", "criteria_met", "ANALYTIC", "TWO_SAMPLE", "TESTS",
-    "build_judge",
+    "build_judge", "converged_reference",
 ]  # fmt: skip
 
 DEFAULT_SOLVERS = (
@@ -87,7 +87,7 @@ def compare(
     score: Score,
     sde: SDE,
     *,
-    reference: GaussianMixture | Tensor,
+    reference: GaussianMixture | Tensor | str,
     solvers: Sequence[str] | None = None,
     budgets: Mapping[str, Sequence[float]] | Sequence[float] | None = None,
     n: int = 5000,
@@ -102,6 +102,7 @@ def compare(
     progress: bool = True,
     grids: Mapping[str, Mapping[int, Tensor]] | None = None,
     batch_size: int | None = None,
+    event_shape: Sequence[int] | None = None,
 ) -> Comparison:
     r"""Run every solver at every budget and seed on `score`, and measure cost and accuracy.
 
@@ -110,7 +111,10 @@ def compare(
         sde: The forward SDE.
         reference: A `GaussianMixture` (the exact $p_0$: exact samples of $p_\epsilon$ are drawn, and
             the analytic metrics are available) or a tensor of held-out data `(N, *event)` (two-sample
-            metrics only; the null pairs are disjoint halves of it).
+            metrics only; the null pairs are disjoint halves of it), or `"converged"` for a score with no
+            closed form (a learned model): 2n samples of a float64 `ode:dopri5` solve at rtol = atol =
+            1e-8 of the same score from x_T that no row uses (`converged_reference`), judged by the
+            density-free metrics (two-sample distances, C2ST).
         solvers: Names from `solvers()`; default `DEFAULT_SOLVERS`.
         budgets: `{solver: [budget, ...]}` or one list for every solver: integers are steps (fixed-step
             solvers), floats below 1 are tolerances rtol = atol (adaptive ones). Default: each
@@ -133,6 +137,8 @@ def compare(
             that replace a solver's default grid at those step counts.
         batch_size: Solve in chunks of at most this many samples (`sample`'s `batch_size`): the
             fixed-step rows are unchanged, adaptive solvers choose their steps per chunk.
+        event_shape: The shape of one sample, for `reference="converged"` with a score that does not
+            say (a `ScoreModel`); other references give it.
 
     Returns:
         A `Comparison`.
@@ -152,6 +158,16 @@ def compare(
         except (ValueError, TypeError) as err:
             raise type(err)(f"solvers: {err}") from None
     check_problem(score, sde, eps)
+    if isinstance(reference, str):
+        if reference != "converged":
+            raise ValueError(
+                f"reference must be a GaussianMixture, a tensor of data or 'converged', got {reference!r}"
+            )
+        check_positive(n, "n", integer=True)
+        reference = converged_reference(
+            score, sde, 2 * n, eps=eps, batch_size=batch_size, device=device, event_shape=event_shape
+        )
+        problem = problem or f"converged float64 dopri5 reference, {2 * n} points"
     event_shape, analytic = _check_reference(reference, score)
     available = [m for m in (METRICS if analytic else ("path_error", *TWO_SAMPLE, "c2st"))
                  if EVENT_SHAPES.get(m, event_shape) == event_shape]  # fmt: skip
@@ -246,6 +262,45 @@ def compare(
         "ode_reference": f"float64 ode:dopri5 at rtol = atol = 1e-8, score in {_reference_score(score)[1]}",
     }  # fmt: skip
     return Comparison(rows, null, settings, kept, ref_set)
+
+
+CONVERGED_SEED = 2**62 + 1
+"""The seed of a converged reference's prior draws: one no `compare` row uses (rows use the user's seeds)."""
+
+
+def converged_reference(
+    score: Score,
+    sde: SDE,
+    n: int,
+    *,
+    eps: float = 1e-3,
+    batch_size: int | None = None,
+    device: torch.device | str | None = None,
+    event_shape: Sequence[int] | None = None,
+) -> Tensor:
+    """n samples of a converged PF-ODE solve of `score`: the reference for a model with no closed form.
+
+    Float64 `ode:dopri5` at rtol = atol = 1e-8 (a float32 network runs in its own dtype on the float64
+    state, as `compare`'s path-error reference does) from the keyed prior draws of `CONVERGED_SEED`,
+    which no row of a comparison starts from. The samples are returned in float32 on the CPU.
+
+    Args:
+        score: The score.
+        sde: The forward SDE.
+        n: Samples.
+        eps: The final time.
+        batch_size: Solve in chunks of at most this many.
+        device: Where the solve runs (default CPU).
+        event_shape: The shape of one sample (default: the score's `event_shape`).
+    """
+    event_shape = event_shape if event_shape is not None else getattr(score, "event_shape", None)
+    if event_shape is None:
+        raise ValueError("reference='converged' needs event_shape= for a score that does not say its shape")
+    event_shape = tuple(int(v) for v in event_shape)
+    x_T = prior_draws(sde, (n, *event_shape), CONVERGED_SEED, dtype=torch.float64, device=device)
+    out = sample(_reference_score(score)[0], sde, x_T=x_T, solver="ode:dopri5", rtol=1e-8, atol=1e-8, eps=eps,
+                 batch_size=batch_size)  # fmt: skip
+    return out.samples.to(torch.float32).cpu()
 
 
 def _check_reference(reference: object, score: Score) -> tuple[tuple[int, ...], bool]:

@@ -120,3 +120,18 @@ def test_the_battery_rejects_few_exact_sets():
     rejected = sum(not criteria_met(judge(peps.sample(5000, seed=30_000 + i, dtype=torch.float32), None), null)
                    for i in range(25))  # fmt: skip
     assert rejected <= 2
+
+
+@pytest.mark.slow
+def test_a_score_without_a_closed_form_is_judged_against_a_converged_solve_of_itself():
+    # reference="converged": 2n points of float64 dopri5 at 1e-8 from x_T no row uses, judged by the
+    # density-free metrics only. The exact mixture score stands in for a model (the mixture is not given).
+    score = RING.score_fn(VP)
+    table = compare(score, VP, reference="converged", event_shape=(2,), solvers=["ddim", "ode:dopri5"],
+                    budgets={"ddim": [3], "ode:dopri5": [1e-6]}, n=2000, progress=False)  # fmt: skip
+    rows = {r["solver"]: r for r in table.rows}
+    assert "ks_logp" not in rows["ddim"] and "c2st_p" in rows["ddim"]
+    assert not criteria_met(rows["ddim"], table.null)  # 3 DDIM steps are far off (C2ST p ~ 1e-100)
+    assert criteria_met(rows["ode:dopri5"], table.null), rows["ode:dopri5"]
+    with pytest.raises(ValueError, match="event_shape"):
+        compare(lambda x, t: score(x, t), VP, reference="converged", solvers=["ddim"], budgets=[3], n=100)
