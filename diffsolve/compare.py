@@ -167,7 +167,9 @@ def compare(
         reference = converged_reference(
             score, sde, 2 * n, eps=eps, batch_size=batch_size, device=device, event_shape=event_shape
         )
-        problem = problem or f"converged float64 dopri5 reference, {2 * n} points"
+        problem = (
+            f"{problem or 'score'}, judged against a converged float64 dopri5 reference of {2 * n} points"
+        )
     event_shape, analytic = _check_reference(reference, score)
     available = [m for m in (METRICS if analytic else ("path_error", *TWO_SAMPLE, "c2st"))
                  if EVENT_SHAPES.get(m, event_shape) == event_shape]  # fmt: skip

@@ -211,3 +211,13 @@ def test_a_second_train_process_on_the_same_out_is_refused(tmp_path):
     finally:
         first.kill()
         first.wait(timeout=30)
+
+
+def test_compare_against_a_converged_solve_of_the_same_score(tmp_path, capsys):
+    # --reference converged: 2n points of a float64 dopri5 solve at 1e-8; only density-free columns
+    args = ["compare", "--solvers", "ddim", "--budgets", "3,40", "--n", "300", "--reference", "converged",
+            "--no-likelihood", "--no-progress", "--out", str(tmp_path)]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "judged against a converged float64 dopri5 reference of 600 points" in out
+    assert "c2st_p" in out and "ks_logp" not in out
