@@ -45,6 +45,9 @@ def atomic_write(
     tmp = Path(name)
     try:
         write(tmp)
+        # mkstemp creates the file 0600; give it the mode open() would have (0666 less the umask), so
+        # results and checkpoints stay readable to a group on a shared machine.
+        os.chmod(tmp, 0o666 & ~_umask())
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -52,6 +55,13 @@ def atomic_write(
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it, then restoring it at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

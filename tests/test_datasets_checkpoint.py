@@ -144,3 +144,16 @@ def test_unet_shapes_and_checkpoint(tmp_path, shape):
     assert model(x, t).shape == shape
     checkpoint.save(tmp_path / "u", model)
     assert torch.equal(checkpoint.load(tmp_path / "u")(x, t), model(x, t))
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_files_written_atomically_get_the_mode_the_umask_gives(tmp_path, umask):
+    # mkstemp made every output 0600 whatever the umask (samples, checkpoints, plots unreadable to a group)
+    from diffsolve.io import atomic_write_bytes
+
+    old = os.umask(umask)
+    try:
+        path = atomic_write_bytes(tmp_path / "out.bin", b"x")
+    finally:
+        os.umask(old)
+    assert (path.stat().st_mode & 0o777) == 0o666 & ~umask
