@@ -221,3 +221,15 @@ def test_compare_against_a_converged_solve_of_the_same_score(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "judged against a converged float64 dopri5 reference of 600 points" in out
     assert "c2st_p" in out and "ks_logp" not in out
+
+
+def test_a_unet_gets_its_own_default_width(tmp_path):
+    # --width defaulted to the MLP's 256, which as the U-Net's base channels built a 36 M-weight network
+    from diffsolve import checkpoint
+
+    out = tmp_path / "unet"
+    assert main(["train", "--dataset", "digits", "--model", "unet", "--steps", "1", "--batch-size", "8",
+                 "--out", str(out), "--no-progress"]) == 0  # fmt: skip
+    model = checkpoint.load(out)
+    weights = sum(p.numel() for p in model.parameters())
+    assert 0.4e6 < weights < 0.8e6, weights  # base 32: 0.58 M
