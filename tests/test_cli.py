@@ -233,3 +233,14 @@ def test_a_unet_gets_its_own_default_width(tmp_path):
     model = checkpoint.load(out)
     weights = sum(p.numel() for p in model.parameters())
     assert 0.4e6 < weights < 0.8e6, weights  # base 32: 0.58 M
+
+
+def test_likelihood_takes_steps_for_a_fixed_step_solver(capsys):
+    # It told the user to "give steps" but had no --steps option.
+    assert main(["likelihood", "--solver", "rk4", "--n", "20", "--no-progress"]) == 2
+    assert "--solver rk4 is a fixed-step solver: give --steps N" in capsys.readouterr().err
+    assert main(["likelihood", "--solver", "ode:rk4", "--steps", "20", "--n", "20", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "ode:rk4" in out and "NFE 80" in out  # 20 steps x 4 stages
+    assert main(["likelihood", "--solver", "dopri5", "--steps", "20", "--n", "20"]) == 2
+    assert "use --rtol/--atol" in capsys.readouterr().err

@@ -69,7 +69,17 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     add_batch_size(lik)
     lik.add_argument("--no-progress", action="store_true", help="hide the progress bar over the points")
-    lik.add_argument("--solver", default="dopri5", help="a torchdiffeq method")
+    lik.add_argument(
+        "--solver",
+        default="dopri5",
+        help="a torchdiffeq method (dopri5, rk4, ...; the ode: prefix is accepted)",
+    )
+    lik.add_argument(
+        "--steps",
+        type=positive_int,
+        default=None,
+        help="steps of a fixed-step solver such as rk4 (which needs them); adaptive ones take --rtol/--atol",
+    )
     lik.add_argument("--rtol", type=positive_float, default=1e-5, help="relative tolerance")
     lik.add_argument("--atol", type=positive_float, default=1e-5, help="absolute tolerance")
     lik.add_argument("--eps", type=time_in_0_T, default=1e-5, help="time of the evaluated density p_eps")
@@ -85,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
     from .. import bits_per_dim, log_likelihood
     from ..likelihood import standard_errors
 
+    _check_budget(args)
     prob = problem_from_args(args, "likelihood")
     truth = None
     if args.data is not None:
@@ -113,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
             divergence=args.divergence,
             probes=args.probes,
             solver=args.solver,
+            steps=args.steps,
             rtol=args.rtol,
             atol=args.atol,
             eps=args.eps,
@@ -151,3 +163,20 @@ def run(args: argparse.Namespace) -> int:
             f"bits/dim (dequantised, {meta['bins']} levels): {float(bpd.mean()):.4f} {split(per_bit, 'bits/dim')}"
         )
     return 0
+
+
+def _check_budget(args: argparse.Namespace) -> None:
+    """--steps for a fixed-step solver, --rtol/--atol for an adaptive one, said in the CLI's own words."""
+    from ..samplers import get_solver
+
+    name = args.solver if args.solver.startswith("ode:") else f"ode:{args.solver}"
+    try:
+        info = get_solver(name)
+    except ValueError as err:
+        raise UsageError("likelihood", f"--solver: {err}") from None
+    if not info.adaptive and args.steps is None:
+        raise UsageError("likelihood", f"--solver {args.solver} is a fixed-step solver: give --steps N")
+    if info.adaptive and args.steps is not None:
+        raise UsageError(
+            "likelihood", f"--steps is for fixed-step solvers; {args.solver} is adaptive: use --rtol/--atol"
+        )
