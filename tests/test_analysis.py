@@ -190,3 +190,14 @@ def test_cli_convergence(tmp_path, capsys):
     assert (out / "convergence.md").exists() and (out / "convergence.png").stat().st_size > 1000
     assert main(["convergence", "--solver", "ode:rk4", "--kind", "strong", "--out", str(out)]) == 2
     assert "no strong error" in capsys.readouterr().err
+
+
+def test_an_order_is_never_fitted_through_two_points(problem):
+    # It fitted a line through the two step counts above the Monte-Carlo floor and printed a 95% interval
+    # that excluded the true order. At 512 steps Euler-Maruyama's weak error (~0.002) is below 3 SE of
+    # 2000 paths, so only 4 and 8 steps are usable: that is refused.
+    gm, sde, score = problem
+    with pytest.raises(ValueError, match="only 2 of the step counts .* an order needs three"):
+        convergence_order(
+            score, sde, "sde:euler", steps=[4, 8, 512], kind="weak", reference=gm, n=2000, seed=0
+        )

@@ -199,10 +199,13 @@ def convergence_order(
         used = [i for i, (e, s) in enumerate(zip(errors, ses, strict=True)) if e > 3 * s]
     else:
         used = [i for i, e in enumerate(errors) if e > floor_factor * floor]
-    if len(used) < 2:
+    if (
+        len(used) < 3
+    ):  # a line through two points fits them exactly, and its interval claims a precision it lacks
         raise ValueError(
             f"only {len(used)} of the step counts {steps} have an error above the "
-            f"{'Monte-Carlo' if kind == 'weak' else 'reference'} floor: use coarser steps or more paths"
+            f"{'Monte-Carlo' if kind == 'weak' else 'reference'} floor, and an order needs three: use coarser "
+            "steps or more paths"
         )
     order = _slope([h[i] for i in used], [errors[i] for i in used])
     order_ci, resamples = _bootstrap_order(per_path, kind, exact_value, h, used, n, seed, bootstrap)
