@@ -391,6 +391,15 @@ def build_judge(
     Its references and nulls are those of a `compare` call with the same arguments, so that
     `benchmarks/judge_calibration.py` measures the false-rejection rate of exactly this judge.
     `judge.null` holds the two-sample nulls (for `criteria_met`).
+
+    Args:
+        reference: A `GaussianMixture` or held-out data `(N, *event)`, as for `compare`.
+        sde: The forward SDE.
+        eps: The time whose marginal judges the samples.
+        n: Samples per solve (the C2ST's exact set has as many).
+        metrics: The metrics to compute (default: every one the reference allows but the path error).
+        null_pairs: Exact-vs-exact pairs for the two-sample nulls.
+        two_sample_n: Points per set of the two-sample distances.
     """
     analytic = isinstance(reference, GaussianMixture)
     if metrics is None:
