@@ -51,7 +51,7 @@ LOWER_ORDER_FINAL_BELOW = 15
 
 
 def step_orders(order: int, steps: int, lower_order_final: bool, *, to_clean_data: bool = False) -> list[int]:
-    """The order of each of `steps` multistep steps: warm-up from 1, and down to 1 at the end if asked.
+    r"""The order of each of `steps` multistep steps: warm-up from 1, and down to 1 at the end if asked.
 
     The final steps are lowered only on grids of fewer than `LOWER_ORDER_FINAL_BELOW` steps, where
     they help; on finer grids a first-order last step would cap the global order at 2. A last step
