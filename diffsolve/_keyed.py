@@ -21,7 +21,7 @@ from torch import Tensor
 
 __all__ = [
     "BLOCK_ROWS", "absorb", "mix", "rows", "normal_rows", "uniform_rows", "hash64", "hashed_normals",
-    "sub_seed", "fresh_seed", "PRIOR_SEED", "CORRECTOR_SEED",
+    "sub_seed", "fresh_seed", "PRIOR_SEED", "CORRECTOR_SEED", "PURPOSES", "stream",
 ]  # fmt: skip
 
 BLOCK_ROWS = 1 << 12
@@ -37,6 +37,14 @@ PRIOR, CORRECTOR, PROBES, DEQUANTIZE, ROW_PATH, SRK_CHUNK = 11, 12, 13, 14, 15, 
 PRIOR_SEED, CORRECTOR_SEED = 0, 1
 """Indices of `sub_seed`: the prior draw's and the Langevin corrector's seeds under a user's seed."""
 
+PURPOSES: dict[str, tuple[int | None, int]] = {
+    "prior": (PRIOR_SEED, PRIOR),
+    "corrector": (CORRECTOR_SEED, CORRECTOR),
+    "probes": (None, PROBES),
+    "dequantize": (None, DEQUANTIZE),
+}
+"""Each named purpose: (the `sub_seed` index its word comes from, or None for the seed itself; its tag)."""
+
 
 def sub_seed(seed: int, index: int) -> int:
     """The `index`-th 31-bit sub-seed of a user's seed (numpy's SeedSequence): the one place sub-seeds
@@ -47,6 +55,23 @@ def sub_seed(seed: int, index: int) -> int:
         index: `PRIOR_SEED` or `CORRECTOR_SEED`.
     """
     return int(np.random.SeedSequence(seed).generate_state(2)[index]) & 0x7FFFFFFF
+
+
+def stream(seed: int, purpose: str) -> tuple[int, int]:
+    """The key `(word, tag)` of a named purpose's stream under a user's seed: the one table of them.
+
+    `"prior"` (x_T) and `"corrector"` (Langevin noise) read sub-seeds of the seed, `"probes"`
+    (Hutchinson) and `"dequantize"` read the seed itself; each has its own tag, so no two purposes
+    share numbers. (The Brownian path is keyed by the seed in `adapters.brownian`.)
+
+    Args:
+        seed: The user's seed.
+        purpose: One of `PURPOSES`.
+    """
+    if purpose not in PURPOSES:
+        raise ValueError(f"purpose must be one of {', '.join(PURPOSES)}, got {purpose!r}")
+    index, tag = PURPOSES[purpose]
+    return (seed if index is None else sub_seed(seed, index)), tag
 
 
 def fresh_seed() -> int:

@@ -159,30 +159,11 @@ def compare(
             raise type(err)(f"solvers: {err}") from None
     check_problem(score, sde, eps)
     if isinstance(reference, str):
-        if reference != "converged":
-            raise ValueError(
-                f"reference must be a GaussianMixture, a tensor of data or 'converged', got {reference!r}"
-            )
-        check_positive(n, "n", integer=True)
-        reference = converged_reference(
-            score, sde, 2 * n, eps=eps, batch_size=batch_size, device=device, event_shape=event_shape
-        )
-        problem = (
-            f"{problem or 'score'}, judged against a converged float64 dopri5 reference of {2 * n} points"
+        reference, problem = _converged(
+            score, sde, reference, problem, n, eps, batch_size, device, event_shape
         )
     event_shape, analytic = _check_reference(reference, score)
-    available = [m for m in (METRICS if analytic else ("path_error", *TWO_SAMPLE, "c2st"))
-                 if EVENT_SHAPES.get(m, event_shape) == event_shape]  # fmt: skip
-    metrics = list(available if metrics is None else metrics)
-    for m in metrics:
-        if m not in METRICS:
-            raise ValueError(f"metrics must name metrics from {', '.join(METRICS)}; got {m!r}")
-        if EVENT_SHAPES.get(m, event_shape) != event_shape:
-            raise ValueError(
-                f"metric {m!r} applies to samples of event shape {EVENT_SHAPES[m]}, not {event_shape}"
-            )
-        if m not in available:
-            raise ValueError(f"metric {m!r} needs an analytic reference (a GaussianMixture), not data")
+    metrics = _check_metrics(metrics, event_shape, analytic)
     plan = _plan(solvers, infos, budgets)
     for value, name in ((n, "n"), (null_pairs, "null_pairs"), (reference_steps, "reference_steps"),
                         (two_sample_n, "two_sample_n")):  # fmt: skip
@@ -199,8 +180,6 @@ def compare(
 
     judge = build_judge(reference, sde, eps=eps, n=n, metrics=metrics, null_pairs=null_pairs,
                         two_sample_n=two_sample_n)  # fmt: skip
-    null, m_two, ref_set = judge.null, judge.m_two, judge.ref_set
-
     bar = _progress_bar(sum(len(b) for _, b in plan) * len(seeds)) if progress else None
     rows: list[dict[str, Any]] = []
     kept: dict[tuple[str, float], Tensor] = {}
@@ -210,41 +189,24 @@ def compare(
             x_T = prior_draws(sde, (n, *event_shape), seed, dtype=torch.float32, device=device)
             refs: dict[str, Tensor] = {}
             for solver, budget_list in plan:
-                info = infos[solver]
                 for budget in budget_list:
                     if bar is not None:
                         bar.set_postfix_str(f"{solver} {_fmt_budget(budget)} seed {seed}", refresh=True)
-                    kwargs = {"rtol": budget, "atol": budget} if info.adaptive else {"steps": int(budget)}
-                    if grids and solver in grids and int(budget) in grids[solver]:
-                        kwargs["time_grid"] = grids[solver][int(budget)]
-                    counted.nfe = 0
-                    res = sample(
-                        counted,
-                        sde,
-                        x_T=x_T,
-                        solver=solver,
-                        eps=eps,
-                        seed=seed,
-                        batch_size=batch_size,
-                        **kwargs,
+                    grid = (grids or {}).get(solver, {}).get(int(budget))
+                    res = _counted_solve(
+                        counted, sde, x_T, infos[solver], budget, grid, eps, seed, batch_size
                     )
-                    calls = res.settings.get("score_calls", res.nfe)
-                    if counted.nfe != calls:  # the ledger and an independent counter must agree
-                        raise RuntimeError(
-                            f"{solver}: sample() reported {calls} score calls, the score saw {counted.nfe}"
-                        )
-                    key = info.reference or "ode"
+                    key = infos[solver].reference or "ode"
                     if "path_error" in metrics and key not in refs:
                         refs[key] = _reference_solve(
                             score, sde, x_T, key, eps, seed, reference_steps, batch_size
                         )
-                    row = {
-                        "solver": solver, "family": info.family,
-                        "budget_kind": "tolerance" if info.adaptive else "steps", "budget": budget,
+                    rows.append({
+                        "solver": solver, "family": infos[solver].family,
+                        "budget_kind": "tolerance" if infos[solver].adaptive else "steps", "budget": budget,
                         "seed": seed, "nfe": res.nfe, "seconds": res.seconds,
                         **judge(res.samples, refs.get(key)),
-                    }  # fmt: skip
-                    rows.append(row)
+                    })  # fmt: skip
                     if seed == seeds[0]:
                         kept[(solver, budget)] = res.samples
                     if bar is not None:
@@ -260,10 +222,59 @@ def compare(
     settings = {
         "problem": problem or default_name, "sde": repr(sde), "n": n, "eps": eps, "seeds": seeds,
         "metrics": metrics, "reference": "analytic" if analytic else "data", "null_pairs": null_pairs,
-        "reference_steps": reference_steps, "two_sample_n": m_two, "budgets": {s: list(b) for s, b in plan},
+        "reference_steps": reference_steps, "two_sample_n": judge.m_two, "budgets": {s: list(b) for s, b in plan},
         "ode_reference": f"float64 ode:dopri5 at rtol = atol = 1e-8, score in {_reference_score(score)[1]}",
     }  # fmt: skip
-    return Comparison(rows, null, settings, kept, ref_set)
+    return Comparison(rows, judge.null, settings, kept, judge.ref_set)
+
+
+def _converged(
+    score, sde, reference: str, problem, n, eps, batch_size, device, event_shape
+) -> tuple[Tensor, str]:
+    """`reference="converged"`: the converged solve of `score` itself, and the problem's name saying so."""
+    if reference != "converged":
+        raise ValueError(
+            f"reference must be a GaussianMixture, a tensor of data or 'converged', got {reference!r}"
+        )
+    check_positive(n, "n", integer=True)
+    data = converged_reference(
+        score, sde, 2 * n, eps=eps, batch_size=batch_size, device=device, event_shape=event_shape
+    )
+    return (
+        data,
+        f"{problem or 'score'}, judged against a converged float64 dopri5 reference of {2 * n} points",
+    )
+
+
+def _check_metrics(metrics: Sequence[str] | None, event_shape: tuple[int, ...], analytic: bool) -> list[str]:
+    """The metrics asked for (default: every one that applies), each checked against the reference."""
+    available = [m for m in (METRICS if analytic else ("path_error", *TWO_SAMPLE, "c2st"))
+                 if EVENT_SHAPES.get(m, event_shape) == event_shape]  # fmt: skip
+    metrics = list(available if metrics is None else metrics)
+    for m in metrics:
+        if m not in METRICS:
+            raise ValueError(f"metrics must name metrics from {', '.join(METRICS)}; got {m!r}")
+        if EVENT_SHAPES.get(m, event_shape) != event_shape:
+            raise ValueError(
+                f"metric {m!r} applies to samples of event shape {EVENT_SHAPES[m]}, not {event_shape}"
+            )
+        if m not in available:
+            raise ValueError(f"metric {m!r} needs an analytic reference (a GaussianMixture), not data")
+    return metrics
+
+
+def _counted_solve(counted: _CountingScore, sde: SDE, x_T: Tensor, info, budget: float, grid: Tensor | None,
+                   eps: float, seed: int, batch_size: int | None):  # fmt: skip
+    """One row's solve, its score calls counted independently of `sample`'s own ledger (they must agree)."""
+    kwargs: dict[str, Any] = {"rtol": budget, "atol": budget} if info.adaptive else {"steps": int(budget)}
+    if grid is not None:
+        kwargs["time_grid"] = grid
+    counted.nfe = 0
+    res = sample(counted, sde, x_T=x_T, solver=info.name, eps=eps, seed=seed, batch_size=batch_size, **kwargs)
+    calls = res.settings.get("score_calls", res.nfe)
+    if counted.nfe != calls:
+        raise RuntimeError(f"{info.name}: sample() reported {calls} score calls, the score saw {counted.nfe}")
+    return res
 
 
 CONVERGED_SEED = 2**62 + 1

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._keyed import DEQUANTIZE, uniform_rows
+from ._keyed import stream, uniform_rows
 from ._validation import check_batched, check_positive, check_seed
 from .analytic import GaussianMixture
 
@@ -248,7 +248,7 @@ def dequantize(
             raise ValueError("give generator or seed, not both")
         seed = check_seed(seed)
         u = uniform_rows(
-            (seed, DEQUANTIZE), row_start, x.shape[0], x[0].numel(), dtype=x.dtype, device=x.device
+            stream(seed, "dequantize"), row_start, x.shape[0], x[0].numel(), dtype=x.dtype, device=x.device
         )
         u = u.view(x.shape)
     else:

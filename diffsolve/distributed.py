@@ -20,7 +20,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["world", "shard", "gather_rows", "gather_numbers", "is_main", "check_gather", "GATHER"]
+__all__ = [
+    "world",
+    "shard",
+    "local_chunks",
+    "gather_rows",
+    "gather_numbers",
+    "is_main",
+    "check_gather",
+    "GATHER",
+]
 
 GATHER = ("all", "rank0")
 """Where a distributed call's result is gathered: every rank, or rank 0 only."""
@@ -48,6 +57,26 @@ def shard(total: int, rank: int, size: int) -> tuple[int, int]:
         size: Ranks in all.
     """
     return total * rank // size, total * (rank + 1) // size
+
+
+def local_chunks(total: int, batch_size: int | None, what: str) -> tuple[list[tuple[int, int]], int]:
+    """This rank's share of `total` rows cut into chunks of at most `batch_size`, and the number of ranks.
+
+    The shard / chunk plan that `sample` and `log_likelihood` share: global row indices
+    `[(start, stop), ...]` (all of them, in one chunk, for one process with no `batch_size`), so that
+    every keyed draw reads the sample's global index.
+
+    Args:
+        total: Rows of the whole run.
+        batch_size: The most rows per chunk (None: the whole shard at once).
+        what: What the rows are, for the error when there are fewer rows than ranks.
+    """
+    rank, ranks = world()
+    if total < ranks:
+        raise ValueError(f"{what} is smaller than the number of ranks ({ranks}): every rank needs a row")
+    lo, hi = shard(total, rank, ranks)
+    size = hi - lo if batch_size is None else min(batch_size, hi - lo)
+    return [(r, min(r + size, hi)) for r in range(lo, hi, size)], ranks
 
 
 def check_gather(gather: object) -> str:

@@ -21,14 +21,17 @@ References:
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from ._keyed import PROBES, hash64, hashed_normals, mix, normal_rows, uniform_rows
+from ._keyed import hash64, hashed_normals, mix, normal_rows, stream, uniform_rows
 from ._validation import check_positive
 
 __all__ = [
+    "ESTIMATORS",
+    "Estimator",
     "deflated_divergence",
     "hutchpp_divergence",
     "AUTO_EXACT_MAX_DIM",
@@ -139,7 +142,7 @@ def make_probes(
         if seed is None:
             raise ValueError("rows= needs seed=: the probes are keyed by the seed and each row's index")
         numel = x[0].numel()
-        row_keys = hash64(rows.to(device=x.device, dtype=torch.int64) ^ mix(seed, PROBES, 1))
+        row_keys = hash64(rows.to(device=x.device, dtype=torch.int64) ^ mix(*stream(seed, "probes"), 1))
         keys = hash64(row_keys[:, None] ^ hash64(torch.arange(probes * numel, device=x.device) + 1))
         if kind == "rademacher":
             v = torch.where(keys < 0, -1.0, 1.0).to(x.dtype)  # the top bit of the hash
@@ -149,10 +152,12 @@ def make_probes(
     if seed is not None:
         b, numel = x.shape[0], probes * x[0].numel()
         if kind == "rademacher":
-            u = uniform_rows((seed, PROBES), row_start, b, numel, dtype=torch.float32, device=x.device)
+            u = uniform_rows(
+                stream(seed, "probes"), row_start, b, numel, dtype=torch.float32, device=x.device
+            )
             v = torch.where(u < 0.5, -1.0, 1.0).to(x.dtype)
         else:
-            v = normal_rows((seed, PROBES), row_start, b, numel, dtype=x.dtype, device=x.device)
+            v = normal_rows(stream(seed, "probes"), row_start, b, numel, dtype=x.dtype, device=x.device)
         return v.view(b, probes, *x.shape[1:]).transpose(0, 1)
     shape = (probes, *x.shape)
     if kind == "rademacher":
@@ -302,3 +307,42 @@ def deflated_divergence(fn: VectorField, x: Tensor, probes: Tensor) -> tuple[Ten
     if not create_graph:
         f, est = f.detach(), est.detach()
     return f, est
+
+
+@dataclass(frozen=True)
+class Estimator:
+    """The facts of one divergence estimator that the likelihood ODE, the memory estimate, the
+    standard error and `target_se` read (`ESTIMATORS[name]`): a fix to one estimator touches one place.
+
+    Attributes:
+        name: Its `divergence=` name.
+        fn: `fn(vector_field, x, probes) -> (f(x), estimates (B, width))`.
+        probe_sets: Probe vectors per probe asked for: 1 (Hutchinson), 2 (a sketch and a residual set).
+        has_spread: Whether its `width` columns are independent estimates, whose spread is a standard
+            error (and `target_se` can add rounds of them).
+    """
+
+    name: str
+    fn: Callable[[VectorField, Tensor, Tensor], tuple[Tensor, Tensor]]
+    probe_sets: int
+    has_spread: bool
+
+    def probe_rows(self, probes: int) -> int:
+        """Probe vectors (rows of `make_probes`) for `probes` probes (the sketch size k for hutch++ / deflated)."""
+        return self.probe_sets * probes
+
+    def width(self, probes: int) -> int:
+        """Estimates per point per evaluation: one per probe, or one in all (Hutch++)."""
+        return probes if self.has_spread else 1
+
+    def vjps(self, probes: int, dim: int) -> int:
+        """Vector-Jacobian products per evaluation of a `dim`-dimensional point."""
+        return probes if self.probe_sets == 1 else 2 * probes + min(probes, dim)
+
+
+ESTIMATORS: dict[str, Estimator] = {
+    "hutchinson": Estimator("hutchinson", hutchinson_divergence, probe_sets=1, has_spread=True),
+    "hutch++": Estimator("hutch++", hutchpp_divergence, probe_sets=2, has_spread=False),
+    "deflated": Estimator("deflated", deflated_divergence, probe_sets=2, has_spread=True),
+}
+"""The stochastic divergence estimators by name; `"exact"` (the Jacobian trace) is not among them."""

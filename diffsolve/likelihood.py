@@ -30,7 +30,7 @@ from . import distributed, memory
 from ._keyed import fresh_seed, mix
 from ._validation import check_batched, check_bool, check_positive, check_seed, describe
 from .adapters import LikelihoodODE, odeint
-from .divergence import AUTO_EXACT_MAX_DIM, make_probes
+from .divergence import AUTO_EXACT_MAX_DIM, ESTIMATORS, Estimator, make_probes
 from .errors import NonFiniteError
 from .memory import format_bytes
 from .samplers.registry import get_solver
@@ -41,9 +41,6 @@ from .sde import SDE
 __all__ = [
     "LikelihoodResult", "log_likelihood", "bits_per_dim", "dataset_bits_per_dim", "DatasetBits", "standard_errors",
 ]  # fmt: skip
-
-ESTIMATORS = ("hutchinson", "hutch++", "deflated")
-"""The stochastic divergence estimators `log_likelihood` takes (they need probes and a seed)."""
 
 
 @dataclass
@@ -168,7 +165,6 @@ def log_likelihood(
     if batch_size is not None:
         check_positive(batch_size, "batch_size", integer=True)
     x, divergence, info = _check_inputs(score, sde, x, eps, divergence, probes, probe, solver, batch_size)
-    method = info.name.removeprefix("ode:")
     steps, rtol, atol = info.check_budget(
         steps, *((rtol, atol) if info.adaptive else (None, None)), fill_defaults=False
     )
@@ -181,82 +177,132 @@ def log_likelihood(
     seed = check_seed(seed, allow_none=True)
     check_bool(adjoint, "adjoint")
     check_bool(progress, "progress")
+    estimator = ESTIMATORS.get(divergence)
     if target_se is not None:
-        check_positive(target_se, "target_se")
-        check_positive(max_probes, "max_probes", integer=True)
-        if divergence not in ("hutchinson", "deflated"):
-            raise ValueError(
-                f"target_se needs divergence='hutchinson' or 'deflated' (estimates with a spread), got {divergence!r}"
-            )
-        if max_probes < probes:
-            raise ValueError(f"max_probes must be at least probes ({probes}), got {max_probes}")
-        if _differentiable(score, x):
-            raise ValueError(
-                "target_se gives no gradients (each point takes its own rounds): call it under torch.no_grad(), "
-                "or use a fixed number of probes"
-            )
-    if seed is None and divergence in ESTIMATORS:
+        _check_target_se(target_se, max_probes, probes, estimator, divergence, _differentiable(score, x))
+    if seed is None and estimator is not None:
         seed = fresh_seed()
+    plan = _Plan(
+        score=score, sde=sde, estimator=estimator, probes=probes, probe=probe, seed=seed, eps=eps,
+        method=info.name.removeprefix("ode:"), name=info.name, adjoint=adjoint,
+        budget={"rtol": rtol, "atol": atol} if info.adaptive else {"steps": steps},
+        prior_log_prob=prior_log_prob, target_se=target_se, max_probes=max_probes,
+    )  # fmt: skip
     settings = {
         "solver": info.name, "rtol": rtol, "atol": atol, "steps": steps, "eps": eps,
-        "divergence": divergence, "probes": probes if divergence != "exact" else None,
-        "probe": probe if divergence != "exact" else None, "seed": seed, "adjoint": adjoint,
+        "divergence": divergence, "probes": probes if estimator else None,
+        "probe": probe if estimator else None, "seed": seed, "adjoint": adjoint,
         "dtype": str(x.dtype).removeprefix("torch."), "device": str(x.device), "sde": repr(sde),
     }  # fmt: skip
     if target_se is not None:
         settings.update(target_se=float(target_se), max_probes=int(max_probes))
-    budget: dict[str, Any] = {"rtol": rtol, "atol": atol} if info.adaptive else {"steps": steps}
     gather = distributed.check_gather(gather)
-    rank, ranks = distributed.world()
-    total = x.shape[0]
-    if total < ranks:
-        raise ValueError(f"x holds {total} points, fewer than the number of ranks ({ranks})")
-    lo, hi = distributed.shard(total, rank, ranks)  # this rank's global rows (all of them in one process)
-    size = hi - lo if batch_size is None else min(batch_size, hi - lo)
-    chunks = [(r, min(r + size, hi)) for r in range(lo, hi, size)]
+    chunks, ranks = distributed.local_chunks(x.shape[0], batch_size, f"x ({x.shape[0]} points)")
     if ranks > 1:
         settings["ranks"] = ranks
     if batch_size is not None:
         settings["batch_size"] = batch_size
-    bar = _bar(hi - lo) if progress and len(chunks) > 1 else None
-    time_bar = progress and len(chunks) == 1
+    bar = _bar(chunks[-1][1] - chunks[0][0]) if progress and len(chunks) > 1 else None
     parts = []
     for r0, r1 in chunks:
-        parts.append(
-            _solve_chunk(score, sde, x[r0:r1], r0, divergence, probes, probe, seed, eps, method, adjoint, budget,
-                         prior_log_prob, info.name, target_se, max_probes, time_bar)
-        )  # fmt: skip
+        parts.append(_solve_chunk(plan, x[r0:r1], r0, time_bar=progress and len(chunks) == 1))
         if bar is not None:
             bar.update(r1 - r0)
-            bar.set_postfix_str(f"nfe={parts[-1]['nfe']} per chunk", refresh=False)
+            bar.set_postfix_str(f"nfe={parts[-1].nfe} per chunk", refresh=False)
     if bar is not None:
         bar.close()
+    return _result(plan, parts, settings, x, gather, ranks)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A validated `log_likelihood` call: everything one chunk's solve reads.
+
+    `estimator` is None for the exact trace; `method` is the torchdiffeq method, `name` the solver's
+    name (for errors); `budget` is `{"rtol", "atol"}` or `{"steps"}`.
+    """
+
+    score: Score
+    sde: SDE
+    estimator: Estimator | None
+    probes: int
+    probe: str
+    seed: int | None
+    eps: float
+    method: str
+    name: str
+    adjoint: bool
+    budget: dict[str, Any]
+    prior_log_prob: Callable[[Tensor], Tensor]
+    target_se: float | None
+    max_probes: int
+
+    @property
+    def divergence(self) -> str:
+        return "exact" if self.estimator is None else self.estimator.name
+
+
+@dataclass
+class _Chunk:
+    """One chunk's solve: `prior` (B,), `delta` (B,) or (B, width), `latent`; with `target_se`, each
+    point's `mean` over all its probes, its standard error `se` and its probe `count`."""
+
+    prior: Tensor
+    delta: Tensor
+    latent: Tensor
+    nfe: int
+    vjps: int
+    seconds: float
+    rounds: int = 1
+    mean: Tensor | None = None
+    se: Tensor | None = None
+    count: Tensor | None = None
+
+
+def _check_target_se(target_se, max_probes, probes, estimator, divergence, differentiable) -> None:
+    """`target_se` needs an estimator with a spread, enough `max_probes`, and no gradients."""
+    check_positive(target_se, "target_se")
+    check_positive(max_probes, "max_probes", integer=True)
+    if estimator is None or not estimator.has_spread:
+        spread = " or ".join(repr(k) for k, e in ESTIMATORS.items() if e.has_spread)
+        raise ValueError(f"target_se needs divergence={spread} (estimates with a spread), got {divergence!r}")
+    if max_probes < probes:
+        raise ValueError(f"max_probes must be at least probes ({probes}), got {max_probes}")
+    if differentiable:
+        raise ValueError(
+            "target_se gives no gradients (each point takes its own rounds): call it under torch.no_grad(), "
+            "or use a fixed number of probes"
+        )
+
+
+def _result(plan: _Plan, parts: list[_Chunk], settings: dict[str, Any], x: Tensor, gather: str, ranks: int):
+    """One `LikelihoodResult` from this rank's chunks (gathered from every rank under torch.distributed)."""
     if len(parts) > 1:
-        settings["nfe_per_chunk"] = [p["nfe"] for p in parts]
-    keys = ("prior", "delta", "latent") + (("mean", "se", "count") if target_se is not None else ())
-    cat = {k: torch.cat([p[k] for p in parts]) for k in keys}
-    nfe, vjps = max(p["nfe"] for p in parts), sum(p["vjps"] for p in parts)
-    seconds = sum(p["seconds"] for p in parts)
+        settings["nfe_per_chunk"] = [p.nfe for p in parts]
+    keys = ("prior", "delta", "latent") + (("mean", "se", "count") if plan.target_se is not None else ())
+    cat = {k: torch.cat([getattr(p, k) for p in parts]) for k in keys}
+    nfe, vjps = max(p.nfe for p in parts), sum(p.vjps for p in parts)
+    seconds = sum(p.seconds for p in parts)
     if ranks > 1:  # the only collective: after every rank has solved its shard
-        cat = {k: distributed.gather_rows(v, total, gather) for k, v in cat.items()}
+        cat = {k: distributed.gather_rows(v, x.shape[0], gather) for k, v in cat.items()}
         per_rank = distributed.gather_numbers([nfe, vjps, seconds], x.device)
         nfe, vjps = int(max(r[0] for r in per_rank)), int(sum(r[1] for r in per_rank))
         seconds = max(r[2] for r in per_rank)
         settings["nfe_per_rank"] = [int(r[0]) for r in per_rank]
     per_probe = std_error = used = None
     delta = cat["delta"]
-    if target_se is not None:
+    if plan.target_se is not None:
         std_error, used = cat["se"], cat["count"]
         delta = cat["mean"] - cat["prior"]
-        settings["rounds"] = max(p["rounds"] for p in parts)
-    elif divergence in ("hutchinson", "deflated"):
+        settings["rounds"] = max(p.rounds for p in parts)
+    elif plan.estimator is not None and plan.estimator.has_spread:
         per_probe = cat["prior"][:, None] + delta
-        if probes > 1:
-            std_error = per_probe.std(1) / math.sqrt(probes)
+        if plan.probes > 1:
+            std_error = per_probe.std(1) / math.sqrt(plan.probes)
         delta = delta.mean(1)
-    elif divergence == "hutch++":
+    elif plan.estimator is not None:
         delta = delta[:, 0]
-    keep = _differentiable(score, x)  # else detach: no graph is kept by accident
+    keep = _differentiable(plan.score, x)  # else detach: no graph is kept by accident
 
     def out(v: Tensor) -> Tensor:
         return v if keep else v.detach()
@@ -293,25 +339,22 @@ def _bar(total: int) -> Any:
     )
 
 
-def _solve_chunk(
-    score, sde, x, row_start, divergence, probes, probe, seed, eps, method, adjoint, budget, prior_log_prob, name,
-    target_se=None, max_probes=None, time_bar=False,
-) -> dict[str, Any]:  # fmt: skip
+def _solve_chunk(plan: _Plan, x: Tensor, row_start: int, time_bar: bool = False) -> _Chunk:
     """One chunk's solve: its probes keyed by global row index, the augmented ODE, the prior term;
     with `target_se`, more rounds for the points whose standard error is still above it."""
-    per_round = probes * (1 if divergence == "hutchinson" else 2)  # hutch++ / deflated: sketch + residual
-    v = None if divergence == "exact" else make_probes(x, per_round, probe, seed=seed, row_start=row_start)
-    first = _solve_once(score, sde, x, v, divergence, probes, eps, method, adjoint, budget, prior_log_prob,
-                        name, time_bar)  # fmt: skip
-    if target_se is None:
+    est = plan.estimator
+    rows = 0 if est is None else est.probe_rows(plan.probes)
+    v = None if est is None else make_probes(x, rows, plan.probe, seed=plan.seed, row_start=row_start)
+    first = _solve_once(plan, x, v, time_bar)
+    if plan.target_se is None:
         return first
     # Accumulate each point's per-probe values as deviations from its first-round mean (float64).
-    values = first["prior"][:, None] + first["delta"]
+    values = first.prior[:, None] + first.delta
     shift = values.double().mean(1)
     dev = values.double() - shift[:, None]
     s1, s2 = dev.sum(1), dev.square().sum(1)
-    count = torch.full((x.shape[0],), probes, dtype=torch.int64, device=x.device)
-    nfe, vjps, seconds, rounds = first["nfe"], first["vjps"], first["seconds"], 1
+    count = torch.full((x.shape[0],), plan.probes, dtype=torch.int64, device=x.device)
+    nfe, vjps, seconds, rounds = first.nfe, first.vjps, first.seconds, 1
 
     def standard_error() -> Tensor:
         n = count.double()
@@ -320,49 +363,43 @@ def _solve_chunk(
 
     se = standard_error()
     while True:
-        pending = ((se > target_se) & (count + probes <= max_probes)).nonzero().squeeze(1)
+        pending = ((se > plan.target_se) & (count + plan.probes <= plan.max_probes)).nonzero().squeeze(1)
         if pending.numel() == 0:
             break
-        v = make_probes(x[pending], per_round, probe, seed=mix(seed, rounds), rows=pending + row_start)
-        more = _solve_once(score, sde, x[pending], v, divergence, probes, eps, method, adjoint, budget,
-                           prior_log_prob, name, False)  # fmt: skip
-        dev = (more["prior"][:, None] + more["delta"]).double() - shift[pending, None]
+        v = make_probes(x[pending], rows, plan.probe, seed=mix(plan.seed, rounds), rows=pending + row_start)
+        more = _solve_once(plan, x[pending], v, False)
+        dev = (more.prior[:, None] + more.delta).double() - shift[pending, None]
         s1[pending] += dev.sum(1)
         s2[pending] += dev.square().sum(1)
-        count[pending] += probes
-        nfe, vjps, seconds, rounds = (
-            nfe + more["nfe"],
-            vjps + more["vjps"],
-            seconds + more["seconds"],
-            rounds + 1,
-        )
+        count[pending] += plan.probes
+        nfe, vjps, seconds, rounds = nfe + more.nfe, vjps + more.vjps, seconds + more.seconds, rounds + 1
         se = standard_error()
-    mean = (shift + s1 / count.double()).to(x.dtype)
-    return {**first, "mean": mean, "se": se.to(x.dtype), "count": count, "nfe": nfe, "vjps": vjps,
-            "seconds": seconds, "rounds": rounds}  # fmt: skip
+    first.mean, first.se, first.count = (shift + s1 / count.double()).to(x.dtype), se.to(x.dtype), count
+    first.nfe, first.vjps, first.seconds, first.rounds = nfe, vjps, seconds, rounds
+    return first
 
 
-def _solve_once(
-    score, sde, x, v, divergence, probes, eps, method, adjoint, budget, prior_log_prob, name, time_bar
-) -> dict[str, Any]:  # fmt: skip
+def _solve_once(plan: _Plan, x: Tensor, v: Tensor | None, time_bar: bool) -> _Chunk:
     """One solve of the augmented ODE with the given probes."""
-    func = LikelihoodODE(score, sde, divergence, probes=v, eps=eps)
-    width = {"exact": None, "hutchinson": probes, "hutch++": 1, "deflated": probes}[divergence]
+    sde, eps = plan.sde, plan.eps
+    func = LikelihoodODE(plan.score, sde, plan.divergence, probes=v, eps=eps)
+    width = None if plan.estimator is None else plan.estimator.width(plan.probes)
     delta0 = x.new_zeros((x.shape[0],) if width is None else (x.shape[0], width))
     ts = torch.tensor([eps, sde.T], dtype=torch.float64, device=x.device)
     start = time.perf_counter()
-    graph = _differentiable(score, x)
-    params = tuple(p for p in _parameters(score) if p.requires_grad) if graph else ()
+    graph = _differentiable(plan.score, x)
+    params = tuple(p for p in _parameters(plan.score) if p.requires_grad) if graph else ()
     bar = _Progress(eps, sde.T, "log-likelihood") if time_bar else None
     func.pf.callback = bar
     try:
         with contextlib.nullcontext() if graph else torch.no_grad():
             out = odeint(
-                func, (x, delta0), ts, method=method, adjoint=adjoint, adjoint_params=params, **budget
-            )
+                func, (x, delta0), ts, method=plan.method, adjoint=plan.adjoint, adjoint_params=params,
+                **plan.budget,
+            )  # fmt: skip
             xs, deltas = out.ys
             latent, delta = xs[-1], deltas[-1]
-            prior = prior_log_prob(latent)
+            prior = plan.prior_log_prob(latent)
     finally:
         if bar is not None:
             bar.close()
@@ -371,11 +408,12 @@ def _solve_once(
         raise ValueError(f"prior_log_prob must return shape ({x.shape[0]},), one value per point; got {got}")
     if not bool(torch.isfinite(prior).all()):
         bad = int((~torch.isfinite(prior)).sum())
-        raise NonFiniteError(f"the prior log-density log p_T(z) ({bad} of {x.shape[0]} points)", sde.T, name)
+        raise NonFiniteError(
+            f"the prior log-density log p_T(z) ({bad} of {x.shape[0]} points)", sde.T, plan.name
+        )
     if x.device.type == "cuda":
         torch.cuda.synchronize(x.device)
-    return {"prior": prior, "delta": delta, "latent": latent, "nfe": func.nfe, "vjps": func.vjps,
-            "seconds": time.perf_counter() - start, "rounds": 1}  # fmt: skip
+    return _Chunk(prior, delta, latent, func.nfe, func.vjps, time.perf_counter() - start)
 
 
 def _check_inputs(
@@ -394,9 +432,8 @@ def _check_inputs(
     check_problem(score, sde, eps)
     x = check_batched(x, "x")
     if divergence not in ("exact", *ESTIMATORS, "auto"):
-        raise ValueError(
-            f"divergence must be 'exact', 'hutchinson', 'hutch++', 'deflated' or 'auto', got {divergence!r}"
-        )
+        names = ", ".join(repr(k) for k in ("exact", *ESTIMATORS))
+        raise ValueError(f"divergence must be {names} or 'auto', got {divergence!r}")
     if divergence == "auto":
         divergence = "exact" if x[0].numel() <= AUTO_EXACT_MAX_DIM else "hutchinson"
     check_positive(probes, "probes", integer=True)
@@ -406,10 +443,8 @@ def _check_inputs(
     info = get_solver(f"ode:{method}" if isinstance(method, str) else method)
     if info.backend != "torchdiffeq":
         raise ValueError(f"solver must be a torchdiffeq method on the PF-ODE ('ode:...'), got {solver!r}")
-    d, k = (
-        x[0].numel(),
-        {"exact": 0, "hutchinson": probes, "hutch++": 3 * probes, "deflated": 3 * probes}[divergence],
-    )
+    d = x[0].numel()
+    k = 0 if divergence == "exact" else ESTIMATORS[divergence].vjps(probes, d)
     basis = min(d, 64) if divergence == "exact" else k  # vectors per batched backward pass
     work = x.shape[0] if batch_size is None else min(batch_size, x.shape[0])
     itemsize = x.element_size()

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from . import distributed, memory
-from ._keyed import PRIOR, PRIOR_SEED, fresh_seed, normal_rows, sub_seed
+from ._keyed import fresh_seed, normal_rows, stream
 from ._validation import append_dims, check_batched, check_bool, check_positive, check_seed, describe
 from .errors import FiniteGuard, NonFiniteError
 from .samplers.base import SolveOutput, SolveRequest
@@ -87,7 +87,7 @@ def prior_draws(
         row_start: Global index of the first row.
     """
     z = normal_rows(
-        (sub_seed(check_seed(seed), PRIOR_SEED), PRIOR), row_start, shape[0], math.prod(shape[1:]),
+        stream(check_seed(seed), "prior"), row_start, shape[0], math.prod(shape[1:]),
         dtype=dtype or torch.get_default_dtype(), device=device or "cpu",
     )  # fmt: skip
     return sde.prior_std * z.view(shape)
@@ -177,14 +177,7 @@ def sample(
     if seed is None and (method.stochastic or x_T is None):
         seed = fresh_seed()  # echoed in settings
     seed = check_seed(seed, allow_none=True)
-    for value, name in (
-        (denoise, "denoise"),
-        (return_trajectory, "return_trajectory"),
-        (progress, "progress"),
-    ):
-        check_bool(value, name)
-    if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
-        raise TypeError(f"dtype must be a floating-point torch dtype or None, got {dtype!r}")
+    _check_flags(denoise=denoise, return_trajectory=return_trajectory, progress=progress, dtype=dtype)
     event_shape = _check_event_shape(score, event_shape)
     batch_size = _check_batch_size(batch_size)
     _check_memory(method, score, n, batch_size, x_T, event_shape, dtype, device, steps, return_trajectory)
@@ -197,14 +190,7 @@ def sample(
         total = int(n)
         event_shape = tuple(event_shape if event_shape is not None else score.event_shape)
     gather = distributed.check_gather(gather)
-    rank, ranks = distributed.world()
-    if total < ranks:
-        raise ValueError(
-            f"n={total} is smaller than the number of ranks ({ranks}): every rank needs a sample"
-        )
-    lo, hi = distributed.shard(total, rank, ranks)  # this rank's global rows (all of them in one process)
-    size = hi - lo if batch_size is None else min(batch_size, hi - lo)
-    chunks = [(r, min(r + size, hi)) for r in range(lo, hi, size)]
+    chunks, ranks = distributed.local_chunks(total, batch_size, f"n={total}")
     if method.warning:
         warnings.warn(method.warning, UserWarning, stacklevel=2)
 
@@ -253,6 +239,14 @@ def sample(
         chunk_bar.close()
     result = _assemble(parts, starts, nfes, seconds, settings)
     return result if ranks == 1 else _gather(result, total, gather, nfes)
+
+
+def _check_flags(*, dtype: torch.dtype | None, **flags: object) -> None:
+    """The boolean switches are booleans, and `dtype` is a floating-point dtype or None."""
+    for name, value in flags.items():
+        check_bool(value, name)
+    if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+        raise TypeError(f"dtype must be a floating-point torch dtype or None, got {dtype!r}")
 
 
 def _gather(result: SampleResult, total: int, gather: str, nfes: list[int]) -> SampleResult:

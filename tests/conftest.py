@@ -20,6 +20,13 @@ def vp():
     return ds.VPSDE()
 
 
+@pytest.fixture(scope="session")
+def problem():
+    """ring2d under VP and its exact score: the problem most tests are judged on."""
+    gm, sde = ds.GaussianMixture.ring2d(), ds.VPSDE()
+    return gm, sde, gm.score_fn(sde)
+
+
 ALL_SDES = [ds.VPSDE(), ds.SubVPSDE(), ds.VESDE()]
 
 

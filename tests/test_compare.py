@@ -16,12 +16,6 @@ SMALL = {"ddim": [5, 20], "ode:dopri5": [1e-3], "sde:euler": [20]}
 
 
 @pytest.fixture(scope="module")
-def problem():
-    gm, sde = ds.GaussianMixture.ring2d(), ds.VPSDE()
-    return gm, sde, gm.score_fn(sde)
-
-
-@pytest.fixture(scope="module")
 def small(problem):
     gm, sde, score = problem
     return compare(

@@ -15,12 +15,6 @@ EPS = 1e-3
 
 
 @pytest.fixture(scope="module")
-def problem():
-    gm, sde = ds.GaussianMixture.ring2d(), ds.VPSDE()
-    return gm, sde, gm.score_fn(sde)
-
-
-@pytest.fixture(scope="module")
 def held_out(problem):
     """2000 fresh prior draws in float64 and their float64 dopri5 solve at 1e-9."""
     _, sde, score = problem

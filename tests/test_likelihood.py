@@ -125,16 +125,6 @@ def test_hutchinson_estimates_the_trace_of_a_dense_jacobian():
         assert bool(((est.mean(1) - torch.trace(a)).abs() <= 4 * se).all())
 
 
-@pytest.mark.slow
-def test_adjoint_matches_odeint():
-    gm, sde = PROBLEMS["ring2d"], SDES["VP"]
-    x = gm.marginal(EPS, sde).sample(200, seed=3)
-    kw = dict(rtol=1e-8, atol=1e-8, eps=EPS)
-    a = ds.log_likelihood(gm.score_fn(sde), sde, x, **kw).log_prob
-    b = ds.log_likelihood(gm.score_fn(sde), sde, x, adjoint=True, **kw).log_prob
-    torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
-
-
 @pytest.mark.parametrize("route", ["closed form", "vector-Jacobian products"])
 def test_likelihood_ode_with_odeint_directly(route):
     # The analytic score's trace in closed form, and the same score behind a plain function (which

@@ -16,12 +16,6 @@ from diffsolve.samplers import registry
 EPS = 1e-3
 
 
-@pytest.fixture(scope="module")
-def problem():
-    gm, sde = ds.GaussianMixture.ring2d(), ds.VPSDE()
-    return gm, sde, gm.score_fn(sde)
-
-
 class Counter:
     """An independent call counter around a score: it knows nothing of the solvers' ledgers."""
 

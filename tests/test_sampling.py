@@ -15,12 +15,6 @@ N = 20_000
 
 
 @pytest.fixture(scope="module")
-def problem():
-    gm, sde = ds.GaussianMixture.ring2d(), ds.VPSDE()
-    return gm, sde, gm.score_fn(sde)
-
-
-@pytest.fixture(scope="module")
 def sw_null(problem):
     """Sliced-W2 between independent exact sets of size N at eps, over 10 pairs: (mean, std)."""
     gm, sde, _ = problem
@@ -184,15 +178,6 @@ def test_float64_end_to_end(problem):
         kwargs = {} if solver == "ode:dopri5" else {"steps": 5}
         res = ds.sample(score, sde, 8, solver=solver, dtype=torch.float64, seed=0, **kwargs)
         assert res.samples.dtype == torch.float64
-
-
-def test_solvers_registry():
-    names = {s.name: s for s in ds.solvers()}
-    assert names["sde:euler"].strong_order == 1.0 and names["sde:srk"].strong_order == 1.5
-    assert names["ode:rk4"].order == 4 and names["sde:euler"].order is None
-    assert names["ode:dopri5"].adaptive and not names["ode:rk4"].adaptive
-    assert names["pc"].family == "diffusion" and names["pc"].stochastic
-    assert {s.family for s in ds.solvers()} == {"sde", "ode", "diffusion"}
 
 
 @pytest.mark.parametrize("solver", ["sde:euler", "sde:srk", "ode:rk4", "ode:dopri5", "pc"])

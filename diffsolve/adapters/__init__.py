@@ -12,6 +12,7 @@ from .torchdiffeq import LikelihoodODE, OdeintOutput, ProbabilityFlowODE, odeint
 from .torchsde import (
     BROWNIAN_TOL,
     STRATONOVICH_METHODS,
+    KeyedNoise,
     ReverseBrownian,
     ReverseSDE,
     ZeroBrownian,
@@ -23,6 +24,7 @@ __all__ = [
     "BROWNIAN_TOL",
     "BrownianPath",
     "STRATONOVICH_METHODS",
+    "KeyedNoise",
     "LikelihoodODE",
     "OdeintOutput",
     "ProbabilityFlowODE",

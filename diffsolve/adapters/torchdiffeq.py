@@ -31,7 +31,7 @@ import torch
 import torchdiffeq
 from torch import Tensor, nn
 
-from ..divergence import deflated_divergence, exact_divergence, hutchinson_divergence, hutchpp_divergence
+from ..divergence import ESTIMATORS, exact_divergence
 from ..errors import FiniteGuard, NonFiniteError, StepSizeError
 from ..scores import Score, check_problem, evaluate_score
 from ..sde import SDE
@@ -159,12 +159,11 @@ class LikelihoodODE(nn.Module):
         eps: float = 1e-5,
     ) -> None:
         super().__init__()
-        if divergence not in ("exact", "hutchinson", "hutch++", "deflated"):
-            raise ValueError(
-                f"divergence must be 'exact', 'hutchinson', 'hutch++' or 'deflated', got {divergence!r}"
-            )
+        if divergence != "exact" and divergence not in ESTIMATORS:
+            names = ", ".join(repr(k) for k in ESTIMATORS)
+            raise ValueError(f"divergence must be 'exact', {names}, got {divergence!r}")
         if divergence != "exact" and probes is None:
-            raise ValueError("divergence='hutchinson' needs probes: see diffsolve.divergence.make_probes")
+            raise ValueError(f"divergence={divergence!r} needs probes: see diffsolve.divergence.make_probes")
         self.pf = ProbabilityFlowODE(score, sde, eps)
         self.divergence = divergence
         # A score that knows its own divergence (the analytic mixtures' `score_and_divergence`): the
@@ -221,14 +220,10 @@ class LikelihoodODE(nn.Module):
         elif self.divergence == "exact":
             f, div = exact_divergence(drift, x)
             self.vjps += x[0].numel()
-        elif self.divergence in ("hutch++", "deflated"):
-            estimator = hutchpp_divergence if self.divergence == "hutch++" else deflated_divergence
-            f, div = estimator(drift, x, self.probes)
-            k = self.probes.shape[0] // 2
-            self.vjps += 2 * k + min(k, x[0].numel())
         else:
-            f, div = hutchinson_divergence(drift, x, self.probes)
-            self.vjps += self.probes.shape[0]
+            estimator = ESTIMATORS[self.divergence]
+            f, div = estimator.fn(drift, x, self.probes)
+            self.vjps += estimator.vjps(self.probes.shape[0] // estimator.probe_sets, x[0].numel())
         return f, div
 
 

@@ -19,16 +19,17 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torchsde
 from torch import Tensor, nn
 
-from .._keyed import SRK_CHUNK, mix
+from .._keyed import SRK_CHUNK, mix, normal_rows, stream
 from ..errors import FiniteGuard, NonFiniteError
 from ..scores import Score, check_problem, evaluate_score
 from ..sde import SDE
-from .brownian import BrownianPath
+from .brownian import BrownianPath, RowBrownian
 from .grid import uniform_grid
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "brownian_motion",
     "ZeroBrownian",
     "ReverseBrownian",
+    "KeyedNoise",
     "sdeint",
 ]
 
@@ -305,13 +307,48 @@ class ReverseBrownian:
         return self.bm(self.T - t, self.T - t_next).reshape(self.shape)
 
 
+@dataclass(frozen=True)
+class KeyedNoise:
+    """A solve's randomness, handed to runners by the `SolveRequest`: runners never read a seed.
+
+    Every draw is keyed by the user's seed, a purpose and each sample's global row index (`row_start`
+    is where this chunk or shard starts in the whole run), so that chunks and ranks never share
+    noise and a sample's noise does not depend on the batch around it.
+
+    Attributes:
+        seed: The user's seed.
+        row_start: The global index of the first row.
+    """
+
+    seed: int
+    row_start: int = 0
+
+    def path(self, x_T: Tensor, sde: SDE, eps: float) -> ReverseBrownian:
+        """The reverse SDE's Brownian path at this request's rows, queried in forward time."""
+        return ReverseBrownian(x_T, sde, eps, self.seed, self.row_start)
+
+    def row_path(self, shape: tuple[int, int], s_end: float, dtype: torch.dtype, device) -> RowBrownian:
+        """A per-sample Brownian path (`RowBrownian`) at this request's rows, in solver time [0, s_end]."""
+        return RowBrownian(
+            shape, seed=self.seed, s_end=s_end, dtype=dtype, device=device, row_start=self.row_start
+        )
+
+    def normals(self, purpose: str, *key: int, like: Tensor) -> Tensor:
+        """Standard normals shaped like `like`, keyed by a named purpose (`_keyed.PURPOSES`), `key`
+        (a step, a corrector iteration) and each row's global index."""
+        rows = like.shape[0]
+        z = normal_rows((*stream(self.seed, purpose), *key), self.row_start, rows, like[0].numel(),
+                        dtype=like.dtype, device=like.device)  # fmt: skip
+        return z.view(like.shape)
+
+
 def sdeint(
     rsde: ReverseSDE,
     x_T: Tensor,
     *,
     method: str,
     steps: int,
-    seed: int,
+    seed: int | KeyedNoise,
     return_trajectory: bool = False,
     solver: str | None = None,
     noise_removal: bool = False,
@@ -327,7 +364,8 @@ def sdeint(
         x_T: The initial state `(B, *event)`.
         method: A torchsde method name (`"euler"`, `"srk"`, `"milstein"`, `"heun"`, ...).
         steps: Number of equal steps in solver time.
-        seed: The entropy of the Brownian path (`brownian_motion`).
+        seed: The entropy of the Brownian path (`brownian_motion`), or a request's `KeyedNoise` (which
+            carries its own `row_start`).
         return_trajectory: Return the state at every step, not only the first and last.
         solver: The name errors report (default `"sde:<method>"`).
         noise_removal: Take the last step without noise (`ZeroBrownian`): the method's own noise-free step,
@@ -345,8 +383,12 @@ def sdeint(
     rsde.sde_type = "stratonovich" if strat else "ito"
     rsde.event_shape = tuple(x_T.shape[1:])
     y0 = x_T.reshape(x_T.shape[0], -1)
+    noise = seed if isinstance(seed, KeyedNoise) else KeyedNoise(seed, row_start)
     bm = rsde.brownian_motion(
-        y0, seed, levy_area_approximation="space-time" if method == "srk" else "none", row_start=row_start
+        y0,
+        noise.seed,
+        levy_area_approximation="space-time" if method == "srk" else "none",
+        row_start=noise.row_start,
     )
     s_grid = uniform_grid(0.0, rsde.s_end, steps, device=x_T.device)
     if isinstance(bm, BrownianPath):

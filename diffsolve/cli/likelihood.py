@@ -169,7 +169,7 @@ def _check_budget(args: argparse.Namespace) -> None:
     """--steps for a fixed-step solver, --rtol/--atol for an adaptive one, said in the CLI's own words."""
     from ..samplers import get_solver
 
-    name = args.solver if args.solver.startswith("ode:") else f"ode:{args.solver}"
+    name = "ode:" + args.solver.removeprefix("ode:")
     try:
         info = get_solver(name)
     except ValueError as err:

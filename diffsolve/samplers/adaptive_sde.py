@@ -14,7 +14,7 @@ from dataclasses import replace
 import torch
 from torch import Tensor
 
-from ..adapters import ReverseBrownian
+from ..adapters import KeyedNoise
 from ..errors import NonFiniteError, StepSizeError
 from ..scores import Score
 from ..sde import SDE
@@ -35,10 +35,9 @@ def adaptive_sde(
     x_T: Tensor,
     *,
     eps: float,
-    seed: int,
+    noise: KeyedNoise,
     rtol: float,
     atol: float,
-    row_start: int = 0,
     h_init: float = 0.01,
     safety: float = 0.9,
     exponent: float = 0.9,
@@ -73,9 +72,8 @@ def adaptive_sde(
         sde: The forward SDE.
         x_T: Initial state at $T$, `(B, *event)`.
         eps: Final forward time.
-        seed: Entropy of the Brownian path.
-        row_start: Global index of `x_T`'s first row (a chunk or a shard starts past 0): each sample's
-            path is keyed by it, so chunks and ranks never share noise.
+        noise: The solve's randomness (`KeyedNoise(seed, row_start)`): the Brownian path at `x_T`'s
+            global rows, so chunks and ranks never share noise.
         rtol: Relative tolerance (Jolicoeur-Martineau et al. use 0.05 for images).
         atol: Absolute tolerance, in the data's units.
         h_init: First step size, in $t$.
@@ -92,7 +90,7 @@ def adaptive_sde(
         StepSizeError: If the step size collapses.
         NonFiniteError: If the state becomes non-finite.
     """
-    path = ReverseBrownian(x_T, sde, eps, seed, row_start)
+    path = noise.path(x_T, sde, eps)
     ledger = ScoreLedger(score, sde, callback)
     T = sde.T
     accepted = rejected = 0
@@ -145,7 +143,7 @@ def adaptive_sde(
 
 def _run(req: SolveRequest) -> SolveOutput:
     return adaptive_sde(
-        req.score, req.sde, req.x_T, eps=req.eps, seed=req.seed, row_start=req.row_start, rtol=req.rtol, atol=req.atol,
+        req.score, req.sde, req.x_T, eps=req.eps, noise=req.noise, rtol=req.rtol, atol=req.atol,
         return_trajectory=req.return_trajectory, callback=req.callback,
         noise_removal=req.options["noise_removal"],
     )  # fmt: skip

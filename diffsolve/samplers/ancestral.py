@@ -34,7 +34,6 @@ import torch
 from torch import Tensor
 
 from .._validation import check_positive
-from ..adapters import ReverseBrownian
 from .base import SolveOutput, SolveRequest, run_on_grid
 from .diffusion import _schedule, prediction
 from .grids import t_of_log_snr
@@ -49,7 +48,7 @@ class _Noise:
     """Unit normals per step from the Brownian path: $z_i = \\Delta W_i/\\sqrt{\\Delta s_i}$."""
 
     def __init__(self, req: SolveRequest) -> None:
-        self.path = ReverseBrownian(req.x_T, req.sde, req.eps, req.seed, req.row_start)
+        self.path = req.noise.path(req.x_T, req.sde, req.eps)
         self.times = req.grid.tolist()
         self.last = len(self.times) - 2 if req.options["noise_removal"] else None
 

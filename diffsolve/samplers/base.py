@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..adapters import KeyedNoise
 from ..errors import FiniteGuard
 from ..scores import Score, evaluate_score
 from ..sde import SDE
@@ -62,6 +63,14 @@ class SolveRequest:
     callback: Callable[[Tensor], None] | None = None
     grid_kind: str | None = None
     row_start: int = 0
+
+    @property
+    def noise(self) -> KeyedNoise:
+        """The request's randomness (`KeyedNoise`: the Brownian path and keyed normals at this request's
+        rows): what a stochastic runner draws from. Runners never read `seed` or `row_start`."""
+        if self.seed is None:
+            raise ValueError(f"{self.solver}: a deterministic request has no noise (seed is None)")
+        return KeyedNoise(self.seed, self.row_start)
 
     def ledger(self) -> ScoreLedger:
         """A `ScoreLedger` on this request's score, SDE and callback."""

@@ -29,9 +29,8 @@ def run_reverse_sde(req: SolveRequest) -> SolveOutput:
     rsde = ReverseSDE(req.score, req.sde, req.eps)
     rsde.callback = req.callback
     states, times = sdeint(
-        rsde, req.x_T, method=method, steps=req.steps, seed=req.seed,
+        rsde, req.x_T, method=method, steps=req.steps, seed=req.noise,
         return_trajectory=req.return_trajectory, solver=req.solver, noise_removal=req.options.get("noise_removal", False),
-        row_start=req.row_start,
     )  # fmt: skip
     return SolveOutput(
         samples=states[-1],

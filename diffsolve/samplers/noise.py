@@ -27,7 +27,6 @@ import torch
 from torch import Tensor
 
 from .._validation import check_bool
-from ..adapters import ReverseBrownian
 from .base import SolveOutput, SolveRequest, run_on_grid
 from .registry import Option
 
@@ -51,7 +50,7 @@ def euler_maruyama(req: SolveRequest) -> SolveOutput:
     times = grid.tolist()
     f = req.sde._f(grid).tolist()
     g2 = req.sde.g2(grid).tolist()
-    path = ReverseBrownian(req.x_T, req.sde, req.eps, req.seed, req.row_start)
+    path = req.noise.path(req.x_T, req.sde, req.eps)
     plain_steps = len(times) - 1 - int(req.options["noise_removal"])
 
     def step(x: Tensor, i: int) -> Tensor:

@@ -26,9 +26,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from .._keyed import CORRECTOR, CORRECTOR_SEED, normal_rows, sub_seed
 from .._validation import append_dims, check_positive
-from ..adapters import ReverseBrownian, uniform_grid
+from ..adapters import KeyedNoise, uniform_grid
 from ..scores import Score
 from ..sde import SDE
 from .base import ScoreLedger, SolveOutput, SolveRequest, run_on_grid
@@ -45,15 +44,13 @@ def pc_sampler(
     *,
     steps: int,
     eps: float,
-    seed: int,
-    corrector_seed: int,
+    noise: KeyedNoise,
     snr: float,
     corrector_steps: int,
     return_trajectory: bool,
     callback: Callable[[Tensor], None] | None = None,
     noise_removal: bool = True,
     step_size: str = "batch",
-    row_start: int = 0,
 ) -> SolveOutput:
     """Run the predictor-corrector sampler from `x_T` at T down to eps in `steps` predictor steps.
 
@@ -63,8 +60,9 @@ def pc_sampler(
         x_T: Initial state at $T$, `(B, *event)`.
         steps: Predictor steps, on a grid uniform in $t$.
         eps: Final forward time.
-        seed: Entropy of the Brownian path the predictor's noise comes from (shared with `sde:` solvers).
-        corrector_seed: Seed of the corrector's Langevin noise (a separate generator).
+        noise: The solve's randomness (`KeyedNoise(seed, row_start)`): the Brownian path the predictor's
+            noise comes from (shared with `sde:` solvers) and the corrector's Langevin noise (its own
+            stream), both keyed by each sample's global row.
         snr: The signal-to-noise ratio $r$ of the Langevin step (Song et al. use 0.16 for CIFAR-10).
         corrector_steps: Langevin updates before each predictor step.
         return_trajectory: Also keep the state after every step.
@@ -73,15 +71,13 @@ def pc_sampler(
         step_size: `"batch"`: Song et al.'s Langevin step, from the batch means of the noise and score
             norms (so a sample's result depends on its batch-mates); `"sample"`: each sample's own
             norms (batch-invariant, like every fixed-step sampler).
-        row_start: Global index of `x_T`'s first row: keys the corrector noise and the path.
 
     Returns:
         A `SolveOutput`.
     """
     t_grid = uniform_grid(sde.T, eps, steps)
     times = t_grid.tolist()
-    path = ReverseBrownian(x_T, sde, eps, seed, row_start)
-    numel = x_T[0].numel()
+    path = noise.path(x_T, sde, eps)
     per_sample = step_size == "sample"
     alpha, sigma = (v.tolist() for v in sde.marginal(t_grid))
     call = ScoreLedger(score, sde, callback)
@@ -92,11 +88,8 @@ def pc_sampler(
         g2 = sigma[i] ** 2 - a**2 * sigma[i + 1] ** 2
         for c in range(corrector_steps):
             grad = call(x, t_cur)
-            key = (corrector_seed, CORRECTOR, i, c)  # each sample's noise by its global index, on x's device
-            noise = normal_rows(key, row_start, x.shape[0], numel, dtype=x.dtype, device=x.device).view(
-                x.shape
-            )
-            grad_norm, noise_norm = grad.flatten(1).norm(dim=1), noise.flatten(1).norm(dim=1)
+            z = noise.normals("corrector", i, c, like=x)  # each sample's by its global index, on x's device
+            grad_norm, noise_norm = grad.flatten(1).norm(dim=1), z.flatten(1).norm(dim=1)
             if not per_sample:
                 grad_norm, noise_norm = grad_norm.mean(), noise_norm.mean()
             # A zero score carries no information: take no step rather than an infinite one.
@@ -107,7 +100,7 @@ def pc_sampler(
                 if per_sample
                 else 2 * a**2 * (snr * ratio) ** 2
             )
-            x = x + delta * grad + (2 * delta).sqrt() * noise
+            x = x + delta * grad + (2 * delta).sqrt() * z
         mean = (2 - a) * x + g2 * call(x, t_cur)
         if noise_removal and i == len(times) - 2:
             return mean
@@ -119,11 +112,9 @@ def pc_sampler(
 
 def _run(req: SolveRequest) -> SolveOutput:
     return pc_sampler(
-        req.score, req.sde, req.x_T, steps=req.steps, eps=req.eps, seed=req.seed,
-        corrector_seed=sub_seed(req.seed, CORRECTOR_SEED), snr=req.options["snr"],
+        req.score, req.sde, req.x_T, steps=req.steps, eps=req.eps, noise=req.noise, snr=req.options["snr"],
         corrector_steps=req.options["corrector_steps"], return_trajectory=req.return_trajectory,
         callback=req.callback, noise_removal=req.options["noise_removal"], step_size=req.options["step_size"],
-        row_start=req.row_start,
     )  # fmt: skip
 
 

@@ -41,7 +41,6 @@ from dataclasses import replace
 import torch
 from torch import Tensor
 
-from ..adapters.brownian import RowBrownian
 from ..errors import NonFiniteError, StepSizeError
 from ..scores import evaluate_score
 from .adaptive_sde import DEFAULT_ATOL, DEFAULT_RTOL
@@ -215,14 +214,7 @@ def adaptive_sde_per_sample(
     T, eps = float(sde.T), float(req.eps)
     rtol, atol = float(req.rtol), float(req.atol)
     noise_removal = bool(req.options["noise_removal"])
-    path = RowBrownian(
-        (b, x[0].numel()),
-        seed=req.seed,
-        s_end=T - eps,
-        dtype=x.dtype,
-        device=x.device,
-        row_start=req.row_start,
-    )
+    path = req.noise.row_path((b, x[0].numel()), s_end=T - eps, dtype=x.dtype, device=x.device)
     score = _Score(req)
     dev = x.device
     t = torch.full((b,), T, dtype=torch.float64, device=dev)
