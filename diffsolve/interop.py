@@ -245,13 +245,17 @@ def from_diffusers(model_or_dir: nn.Module | str | os.PathLike[str], scheduler: 
 
 
 def scheduler_times(scheduler: Any, num_inference_steps: int) -> Tensor:
-    """The time grid of a diffusers DDIM/DDPM scheduler's own steps, for diffsolve's fixed-grid samplers.
+    """The time grid of a diffusers scheduler's own steps, for diffsolve's fixed-grid samplers.
 
     The times of `scheduler.timesteps` after `set_timesteps(num_inference_steps)` (timestep $n$ at
-    $t = (n + 1)/N$), then where the last step lands: the timestep before the last by the
-    scheduler's stride, or, past the first, $t = 0$ (the clean data, $\bar\alpha = 1$) when the
-    scheduler sets `set_alpha_to_one` and $t_0 = 1/N$ otherwise. Run a sampler on it directly,
-    `ds.samplers.diffusion.ddim(score, score.sde, x, grid)`, starting from the scheduler's initial noise.
+    $t = (n + 1)/N$), then where the last step lands. DDIM, DDPM and PNDM step from each timestep to the
+    one a stride below, so their timesteps must be evenly strided, and the last step lands a stride
+    below the last timestep or, past the first, at $t = 0$ (the clean data, $\bar\alpha = 1$) when the
+    scheduler sets `set_alpha_to_one` and $t_0 = 1/N$ otherwise. The sigma-list schedulers
+    (DPMSolverMultistep/Singlestep, UniPC, DEIS, Euler, Heun, ...) step from each timestep to the
+    next, any spacing, and end at their `final_sigmas_type`: $t = 0$ for `"zero"`, $t = 1/N$ (timestep
+    0's sigma_min) otherwise. Sample on it with `ds.sample(score, sde, x_T=x, solver=...,
+    time_grid=grid, eps=grid[-1])`, starting from the scheduler's initial noise.
 
     Args:
         scheduler: A diffusers scheduler with `set_timesteps` and a `num_train_timesteps` config.
@@ -261,27 +265,35 @@ def scheduler_times(scheduler: Any, num_inference_steps: int) -> Tensor:
         Decreasing times, float64, `num_inference_steps + 1` of them.
 
     Raises:
-        ValueError: If the scheduler's timesteps are not evenly strided (diffusers' DDIM steps from
-            each timestep to the one a stride below, so only then is its step the grid's).
+        ValueError: If a strided scheduler's timesteps are not evenly strided, or a sigma-list
+            scheduler's sigmas are not its timesteps' (Karras, exponential, beta sigmas or Lu lambdas:
+            diffusers gives the model a rounded timestep while the update uses the unrounded sigma).
     """
     check_positive(num_inference_steps, "num_inference_steps", integer=True)
     scheduler.set_timesteps(num_inference_steps)
-    N = int(scheduler.config.num_train_timesteps)
+    config = scheduler.config
+    N = int(config.num_train_timesteps)
     steps = scheduler.timesteps.to(torch.float64)
+    karras = [k for k in ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas")
+              if config.get(k)]  # fmt: skip
+    strided = "set_alpha_to_one" in config or type(scheduler).__name__ == "DDPMScheduler"
+    if karras and not strided:
+        raise ValueError(
+            f"the scheduler's timesteps {steps.long().tolist()} are not its sigmas' ({karras[0]}=True rounds its "
+            "sigmas to uneven timesteps): its steps do not form one grid of diffsolve's"
+        )
+    if not strided:
+        return torch.cat(
+            [(steps + 1) / N, torch.tensor([_end_time(scheduler, -1.0, N)], dtype=torch.float64)]
+        )
     stride = N // num_inference_steps
     if len(steps) > 1 and not bool((steps[:-1] - steps[1:] == stride).all()):
-        spacing = scheduler.config.get("timestep_spacing")
-        karras = [k for k in ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas")
-                  if scheduler.config.get(k)]  # fmt: skip
-        why = (
-            f"{karras[0]}=True rounds its sigmas to uneven timesteps"
-            if karras
-            else f"timestep_spacing={spacing!r} does not stride them evenly"
-            + ("" if spacing in ("leading", "trailing") else "; 'leading' or 'trailing' does")
-        )
+        spacing = config.get("timestep_spacing")
         raise ValueError(
-            f"the scheduler's timesteps {steps.long().tolist()} are not strided by {stride} ({why}): "
-            "its steps do not form one grid of diffsolve's"
+            f"the scheduler's timesteps {steps.long().tolist()} are not strided by {stride} "
+            f"(timestep_spacing={spacing!r} does not stride them evenly; 'leading' or 'trailing' does): "
+            f"{type(scheduler).__name__} steps from each timestep to the one a stride below, so they do not form "
+            "one grid of diffsolve's"
         )
     last = float(steps[-1]) - stride
     return torch.cat([(steps + 1) / N, torch.tensor([_end_time(scheduler, last, N)], dtype=torch.float64)])

@@ -133,7 +133,8 @@ def sample(
         steps: Number of solver steps (never NFE) for fixed-step solvers.
         rtol: Relative tolerance of adaptive solvers.
         atol: Absolute tolerance of adaptive solvers.
-        eps: Final forward time in (0, T); samples are the state there.
+        eps: Final forward time in (0, T); samples are the state there. 0 with an explicit `time_grid`
+            that ends there, for solvers that can step to sigma = 0.
         seed: Seeds the prior draw, the Brownian path and the corrector; None picks one (in `settings`).
         event_shape: Shape of one sample, when drawing `n` from the prior.
         dtype: dtype of the prior draw (default: torch's default dtype); ignored with `x_T`.
@@ -143,8 +144,11 @@ def sample(
             101 equally spaced times for adaptive ones).
         time_grid: The time grid of solvers that offer a choice: a kind (`"uniform"` in t, `"logsnr"`,
             `"karras"`, `"quadratic"`; `Solver.time_grid` is the default) or an explicit tensor of
-            times decreasing from T to `eps` (then `steps` defaults to its length - 1), such as the
-            grid `analysis.optimize_grid` returns.
+            times decreasing to `eps` (then `steps` defaults to its length - 1), such as the grid
+            `analysis.optimize_grid` or `interop.scheduler_times` returns. It may start below T
+            (img2img / SDEdit: `x_T` is then the state at its first time; prior draws if not given,
+            as a diffusers "leading" loop starts from noise) and end at 0 (`eps=0`) for solvers that
+            can step to sigma = 0 (`Solver.clean_end`); a repeated time (a zero-length step) is dropped.
         progress: Show a progress bar over forward time (T down to eps) with the running NFE, or
             with `batch_size`, over the samples, chunk by chunk.
         batch_size: Solve in chunks of at most this many samples, in bounded memory. Every random
@@ -167,11 +171,16 @@ def sample(
         NonFiniteError: If the score or the state becomes NaN/Inf; names t and the solver.
     """
     method = get_solver(solver)
-    check_problem(score, sde, eps)
     explicit = None
     if isinstance(time_grid, Tensor):
+        if isinstance(eps, Tensor) and eps.numel() == 1:  # eps=time_grid[-1]
+            eps = float(eps)
+        # eps = 0 (the clean data) is checked with the grid, against the solver
+        check_problem(score, sde, sde.T / 2 if _is_zero(eps) else eps)
         explicit, steps = _check_explicit_grid(method, time_grid, steps, sde, eps)
-        time_grid = "explicit"
+        eps, time_grid = float(explicit[-1]), "explicit"
+    else:
+        check_problem(score, sde, eps)
     steps, rtol, atol = method.check_budget(steps, rtol, atol)
     options = _check_options(method, options, time_grid)
     if seed is None and (method.stochastic or x_T is None):
@@ -346,26 +355,42 @@ def _check_options(method: Solver, options: Mapping[str, Any], time_grid: str | 
     return checked
 
 
+def _is_zero(eps: object) -> bool:
+    """Whether `eps` is the number 0 (a grid that ends at the clean data)."""
+    return isinstance(eps, (int, float)) and not isinstance(eps, bool) and eps == 0
+
+
 def _check_explicit_grid(
     method: Solver, grid: Tensor, steps: int | None, sde: SDE, eps: float
 ) -> tuple[Tensor, int]:
-    """An explicit time grid: 1-D, finite, strictly decreasing from T to eps; its steps."""
+    """An explicit time grid, as schedulers give them: 1-D, finite, non-increasing within [0, T], starting at
+    T or below (img2img: `x_T` is then the state at the grid's first time), ending at `eps` (0 for a solver
+    that can step to sigma = 0). Zero-length steps (a repeated last time) are dropped: they move nothing."""
     if not method.takes_grid:
         offer = ", ".join(s.name for s in solvers() if s.takes_grid)
         raise ValueError(f"an explicit time_grid applies to {offer}; not to {method.name!r}")
     if grid.dim() != 1 or grid.numel() < 2 or not grid.dtype.is_floating_point:
         raise ValueError(f"time_grid must be a 1-D float tensor of >= 2 times, got {describe(grid)}")
     g = grid.detach().to("cpu", torch.float64).clone()  # ends are snapped below: never the caller's tensor
-    if not bool(torch.isfinite(g).all()) or not bool((g[1:] < g[:-1]).all()):
-        raise ValueError(f"time_grid must be finite and strictly decreasing, got {g.tolist()}")
+    if not bool(torch.isfinite(g).all()) or not bool((g[1:] <= g[:-1]).all()):
+        raise ValueError(f"time_grid must be finite and decreasing, got {g.tolist()}")
+    g = torch.cat([g[:1], g[1:][g[1:] < g[:-1]]])  # drop zero-length steps
     T = float(sde.T)
-    if abs(float(g[0]) - T) > 1e-9 * T or abs(float(g[-1]) - eps) > 1e-9 * T:
+    if g.numel() < 2 or float(g[-1]) < 0 or float(g[0]) > T * (1 + 1e-9):
+        raise ValueError(f"time_grid must decrease within [0, T = {T}], got {float(g[0])} to {float(g[-1])}")
+    if abs(float(g[-1]) - eps) > 1e-9 * T:
+        raise ValueError(f"time_grid must end at eps = {eps}, got {float(g[-1])} (pass eps=time_grid[-1])")
+    if _is_zero(eps) and not method.clean_end:
+        can = ", ".join(s.name for s in solvers() if s.clean_end)
         raise ValueError(
-            f"time_grid must run from T = {T} to eps = {eps}, got {float(g[0])} to {float(g[-1])}"
+            f"{method.name} cannot step to t = 0 (sigma = 0, the clean data); the solvers that can: {can}. "
+            "Or end the grid at a small eps > 0"
         )
     if steps is not None and steps != g.numel() - 1:
         raise ValueError(f"steps = {steps} does not match the time_grid's {g.numel() - 1} intervals")
-    g[0], g[-1] = T, eps
+    if abs(float(g[0]) - T) <= 1e-9 * T:
+        g[0] = T
+    g[-1] = eps
     return g, g.numel() - 1
 
 

@@ -227,12 +227,15 @@ def train(
     )  # fmt: skip
     allow_changes = _check_allowed(allow_changes, lr_schedule)
     conditioning = _check_labels(model, data, labels, label_dropout)
+    plan = _TrainPlan(
+        steps=steps, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, warmup_steps=warmup_steps,
+        weighting=weighting, importance_sampling=importance_sampling, eps=eps, optimizer=optimizer,
+        weight_decay=weight_decay, grad_clip=grad_clip, ema_decay=ema_decay, seed=seed,
+        checkpoint_every=checkpoint_every, progress=progress, metadata=metadata, max_seconds=max_seconds,
+        dequantize=dequantize, allow_changes=allow_changes, conditioning=conditioning,
+    )  # fmt: skip
     if checkpoint_dir is None:
-        return _train(
-            model, data, steps, batch_size, lr, lr_schedule, warmup_steps, weighting, importance_sampling,
-            eps, optimizer, weight_decay, grad_clip, ema_decay, seed, None, checkpoint_every, False, progress,
-            metadata, max_seconds, dequantize, allow_changes, conditioning,
-        )  # fmt: skip
+        return _train(model, data, plan, None, resume=False)
     directory = Path(checkpoint_dir)
     if directory.exists() and not directory.is_dir():
         raise ValueError(f"checkpoint_dir {str(directory)!r} is a file, not a directory")
@@ -256,11 +259,7 @@ def train(
                 f"checkpoint_dir {str(directory)!r} already holds a training run; pass resume=True to continue "
                 "it, overwrite=True to start again, or another directory"
             )
-        return _train(
-            model, data, steps, batch_size, lr, lr_schedule, warmup_steps, weighting, importance_sampling,
-            eps, optimizer, weight_decay, grad_clip, ema_decay, seed, directory, checkpoint_every, resume,
-            progress, metadata, max_seconds, dequantize, allow_changes, conditioning,
-        )  # fmt: skip
+        return _train(model, data, plan, directory, resume=resume)
 
 
 def _check_allowed(allow_changes: object, lr_schedule: str) -> tuple[str, ...]:
@@ -315,59 +314,87 @@ def _check_labels(
     return labels.to(device=data.device, dtype=torch.int64), float(label_dropout), int(classes)
 
 
-def _train(
-    model, data, steps, batch_size, lr, lr_schedule, warmup_steps, weighting, importance_sampling, eps,
-    optimizer, weight_decay, grad_clip, ema_decay, seed, checkpoint_dir, checkpoint_every, resume, progress,
-    metadata, max_seconds, dequantize, allow_changes, conditioning=None,
-) -> TrainResult:  # fmt: skip
+@dataclass(frozen=True)
+class _TrainPlan:
+    """A validated `train` call: every setting the loop and each optimisation step read.
 
+    `conditioning` is `(labels, label_dropout, classes)` for a class-conditional run, else None.
+    """
+
+    steps: int
+    batch_size: int
+    lr: float
+    lr_schedule: str
+    warmup_steps: int
+    weighting: str
+    importance_sampling: bool
+    eps: float
+    optimizer: str
+    weight_decay: float
+    grad_clip: float | None
+    ema_decay: float
+    seed: int
+    checkpoint_every: int
+    progress: bool
+    metadata: dict[str, Any] | None
+    max_seconds: float | None
+    dequantize: tuple[int, float, float] | None
+    allow_changes: tuple[str, ...]
+    conditioning: tuple[Tensor, float, int] | None
+
+    def settings(self, model: ScoreModel) -> dict[str, Any]:
+        """The settings a checkpoint records (and a resume checks)."""
+        out = {
+            "steps": self.steps, "batch_size": self.batch_size, "lr": self.lr, "lr_schedule": self.lr_schedule,
+            "warmup_steps": self.warmup_steps, "weighting": self.weighting,
+            "importance_sampling": self.importance_sampling, "eps": self.eps, "optimizer": self.optimizer,
+            "weight_decay": self.weight_decay, "grad_clip": self.grad_clip, "ema_decay": self.ema_decay,
+            "seed": self.seed, "dequantize": None if self.dequantize is None else list(self.dequantize),
+            "model": {
+                "architecture": type(model.net).__name__, "config": getattr(model.net, "config", None),
+                "parameterization": model.parameterization,
+                "sde": {"name": type(model.sde).__name__, "params": model.sde.params()},
+            },
+        }  # fmt: skip
+        if self.conditioning is not None:  # recorded (and checked on resume) only for conditional runs
+            out["label_dropout"] = self.conditioning[1]
+            out["classes"] = self.conditioning[2]
+        return out
+
+
+def _train(
+    model: ScoreModel, data: Tensor, plan: _TrainPlan, checkpoint_dir: Path | None, *, resume: bool
+) -> TrainResult:
     params = list(model.net.parameters())
-    opt_cls = torch.optim.Adam if optimizer == "adam" else torch.optim.AdamW
-    opt = opt_cls(params, lr=lr, weight_decay=weight_decay)
+    opt_cls = torch.optim.Adam if plan.optimizer == "adam" else torch.optim.AdamW
+    opt = opt_cls(params, lr=plan.lr, weight_decay=plan.weight_decay)
     ema = copy.deepcopy(model)
     for p in ema.parameters():
         p.requires_grad_(False)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(plan.seed)
     losses: list[float] = []
     step = 0
-    settings = {
-        "steps": steps, "batch_size": batch_size, "lr": lr, "lr_schedule": lr_schedule,
-        "warmup_steps": warmup_steps, "weighting": weighting,
-        "importance_sampling": importance_sampling, "eps": eps, "optimizer": optimizer,
-        "weight_decay": weight_decay, "grad_clip": grad_clip, "ema_decay": ema_decay, "seed": seed,
-        "dequantize": None if dequantize is None else list(dequantize),
-        "model": {
-            "architecture": type(model.net).__name__, "config": getattr(model.net, "config", None),
-            "parameterization": model.parameterization,
-            "sde": {"name": type(model.sde).__name__, "params": model.sde.params()},
-        },
-    }  # fmt: skip
-    if conditioning is not None:  # recorded (and checked on resume) only for conditional runs
-        settings["label_dropout"] = conditioning[1]
-        settings["classes"] = conditioning[2]
+    settings = plan.settings(model)
+    metadata = plan.metadata
     if resume:
-        step, losses = _restore(checkpoint_dir, model, ema, opt, gen, settings, metadata, allow_changes)
+        step, losses = _restore(checkpoint_dir, model, ema, opt, gen, settings, metadata, plan.allow_changes)
     first = step
 
-    times = _TimeSampler(model.sde, eps, importance_sampling, data.dtype)
-    norm = times.norm if importance_sampling else None
+    times = _TimeSampler(model.sde, plan.eps, plan.importance_sampling, data.dtype)
+    steps, max_seconds = plan.steps, plan.max_seconds
     rank, ranks = distributed.world()
-    if batch_size % ranks:
-        raise ValueError(f"batch_size={batch_size} must be a multiple of the number of ranks ({ranks})")
+    if plan.batch_size % ranks:
+        raise ValueError(f"batch_size={plan.batch_size} must be a multiple of the number of ranks ({ranks})")
     net = _Replicated(model, ranks)
-    progress = progress and rank == 0
     bar = None
-    if progress:
+    if plan.progress and rank == 0:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=steps, initial=step, desc="train", dynamic_ncols=True, disable=None)
     start = time.perf_counter()
     model.train()
     while step < steps:
-        loss = _optimisation_step(
-            net, ema, opt, params, data, gen, times, norm, step, steps, batch_size, lr, lr_schedule,
-            warmup_steps, weighting, grad_clip, ema_decay, dequantize, conditioning,
-        )  # fmt: skip
+        loss = _optimisation_step(net, ema, opt, params, data, gen, times, step, plan)
         step += 1
         losses.append(loss.item())
         if bar is not None:
@@ -378,7 +405,7 @@ def _train(
             flag = torch.tensor([float(out_of_time)], device=data.device)
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
             out_of_time = bool(flag.item())
-        saving = step % checkpoint_every == 0 or step == steps or out_of_time
+        saving = step % plan.checkpoint_every == 0 or step == steps or out_of_time
         if checkpoint_dir is not None and saving and rank == 0:
             _save(checkpoint_dir, model, ema, opt, gen, step, losses, settings, metadata)
         if out_of_time:
@@ -392,12 +419,12 @@ def _train(
 
 def _optimisation_step(
     model: _Replicated, ema: ScoreModel, opt: torch.optim.Optimizer, params: list[Tensor], data: Tensor,
-    gen: torch.Generator, times: Any, norm: float | None, step: int, steps: int, batch_size: int, lr: float,
-    lr_schedule: str, warmup_steps: int, weighting: str, grad_clip: float | None, ema_decay: float,
-    dequantize: tuple[int, float, float] | None, conditioning: tuple[Tensor, float, int] | None = None,
+    gen: torch.Generator, times: _TimeSampler, step: int, plan: _TrainPlan,
 ) -> Tensor:  # fmt: skip
     """One step: draw a batch, t and noise from `gen` (in this order, so a resumed run draws the
     same numbers), take the loss's gradient, clip, step the optimiser, update the EMA."""
+    batch_size, dequantize, conditioning = plan.batch_size, plan.dequantize, plan.conditioning
+    norm = times.norm if plan.importance_sampling else None
     idx = torch.randint(0, data.shape[0], (batch_size,), generator=gen)
     x0 = data[idx.to(data.device)]
     if dequantize is not None:
@@ -417,24 +444,30 @@ def _optimisation_step(
     # resume, do not depend on the number of ranks) and trains on its slice; DDP averages the gradients.
     lo, hi = model.slice(batch_size)
     loss = dsm_loss(
-        model, x0[lo:hi], t[lo:hi].to(x0.device), z[lo:hi], weighting, norm, None if y is None else y[lo:hi]
+        model,
+        x0[lo:hi],
+        t[lo:hi].to(x0.device),
+        z[lo:hi],
+        plan.weighting,
+        norm,
+        None if y is None else y[lo:hi],
     )
     reported = model.mean(loss.detach())
     if not bool(torch.isfinite(reported)):
         raise ValueError(
-            f"the loss became {reported.item()} at step {step + 1}; try a lower learning rate (lr={lr:g}) "
+            f"the loss became {reported.item()} at step {step + 1}; try a lower learning rate (lr={plan.lr:g}) "
             "or a larger eps"
         )
     for group in opt.param_groups:
-        group["lr"] = _lr_at(step, lr, lr_schedule, warmup_steps, steps)
+        group["lr"] = _lr_at(step, plan.lr, plan.lr_schedule, plan.warmup_steps, plan.steps)
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    if grad_clip is not None:
-        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    if plan.grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(params, plan.grad_clip)
     opt.step()
     with torch.no_grad():
         for pe, p in zip(ema.parameters(), model.module.parameters(), strict=True):
-            pe.lerp_(p, 1 - ema_decay)
+            pe.lerp_(p, 1 - plan.ema_decay)
     return reported
 
 

@@ -44,13 +44,10 @@ from .._validation import check_bool
 from ..scores import Score
 from ..sde import SDE
 from .base import ScoreLedger, SolveOutput, SolveRequest, run_on_grid
-from .grids import t_of_log_snr
 from .registry import SOLVERS, Option, Solver
 
 __all__ = [
     "ddim",
-    "dpm_solver2",
-    "dpm_solver3",
     "dpm_solver_pp_2m",
     "edm_heun",
     "first_order_update",
@@ -168,107 +165,6 @@ def ddim(
             sig_t=sigma[i + 1],
             h=lam[i + 1] - lam[i],
         )
-
-    return run_on_grid(step, x_T, grid, ledger, return_trajectory)
-
-
-def dpm_solver2(
-    score: Score,
-    sde: SDE,
-    x_T: Tensor,
-    grid: Tensor,
-    *,
-    return_trajectory: bool = False,
-    callback: Callable[[Tensor], None] | None = None,
-) -> SolveOutput:
-    r"""Single-step DPM-Solver-2 (Lu et al. 2022, Algorithm 1, $r_1 = 1/2$). Order 2, 2 NFE per step.
-
-    With $s_1$ at $\lambda_s + h/2$:
-    $u = \frac{\alpha_{s_1}}{\alpha_s} x_s - \sigma_{s_1}(e^{h/2} - 1)\hat\epsilon_s$,
-    $x_t = \frac{\alpha_t}{\alpha_s} x_s - \sigma_t (e^h - 1)\,\hat\epsilon(u, s_1)$.
-
-    Args:
-        score: A `Score`, called as `score(x, t)` with `t` of shape `(B,)`.
-        sde: The forward SDE; only its $\alpha_t$ and $\sigma_t$ are used.
-        x_T: Initial state at the grid's first time, `(B, *event)`.
-        grid: Decreasing times $T = t_0 > \dots > t_N = \epsilon$ (`grids.time_grid`).
-        return_trajectory: Also keep the state at every grid time.
-        callback: Called with each forward time `t` (0-d tensor) the score is evaluated at.
-
-    Returns:
-        A `SolveOutput`: the samples at $\epsilon$, the NFE, and the trajectory if asked for.
-    """
-    ledger = ScoreLedger(score, sde, callback)
-    times = grid.tolist()
-    alpha, sigma, lam = _schedule(sde, grid)
-    _refuse_clean_end(sigma, "dpm_solver2")
-    lam_t = torch.tensor(lam, dtype=torch.float64)
-    mids = t_of_log_snr(sde, (lam_t[:-1] + lam_t[1:]) / 2, lo=times[-1], hi=times[0])
-    a_mid, sig_mid, _ = _schedule(sde, mids)
-    t_mid = mids.tolist()
-
-    def step(x: Tensor, i: int) -> Tensor:
-        h = lam[i + 1] - lam[i]
-        here = {"a_s": alpha[i], "sig_s": sigma[i]}
-        e_s = -sigma[i] * ledger(x, times[i])
-        u = first_order_update(x, e_s, **here, a_t=a_mid[i], sig_t=sig_mid[i], h=h / 2)
-        e_mid = -sig_mid[i] * ledger(u, t_mid[i])
-        return first_order_update(x, e_mid, **here, a_t=alpha[i + 1], sig_t=sigma[i + 1], h=h)
-
-    return run_on_grid(step, x_T, grid, ledger, return_trajectory)
-
-
-def dpm_solver3(
-    score: Score,
-    sde: SDE,
-    x_T: Tensor,
-    grid: Tensor,
-    *,
-    return_trajectory: bool = False,
-    callback: Callable[[Tensor], None] | None = None,
-) -> SolveOutput:
-    r"""Single-step DPM-Solver-3 (Lu et al. 2022, Algorithm 2, $r_1 = 1/3$, $r_2 = 2/3$). Order 3, 3 NFE per step.
-
-    With $\phi_1(z) = (e^z - 1)/z$ and $D_k = \hat\epsilon(u_k, s_k) - \hat\epsilon_s$:
-    $u_1 = \frac{\alpha_{s_1}}{\alpha_s}x_s - \sigma_{s_1}(e^{r_1 h} - 1)\hat\epsilon_s$;
-    $u_2 = \frac{\alpha_{s_2}}{\alpha_s}x_s - \sigma_{s_2}(e^{r_2 h} - 1)\hat\epsilon_s
-    - \frac{\sigma_{s_2} r_2}{r_1}(\phi_1(r_2 h) - 1) D_1$;
-    $x_t = \frac{\alpha_t}{\alpha_s}x_s - \sigma_t(e^h - 1)\hat\epsilon_s - \frac{\sigma_t}{r_2}(\phi_1(h) - 1) D_2$.
-
-    Args:
-        score: A `Score`, called as `score(x, t)` with `t` of shape `(B,)`.
-        sde: The forward SDE; only its $\alpha_t$ and $\sigma_t$ are used.
-        x_T: Initial state at the grid's first time, `(B, *event)`.
-        grid: Decreasing times $T = t_0 > \dots > t_N = \epsilon$ (`grids.time_grid`).
-        return_trajectory: Also keep the state at every grid time.
-        callback: Called with each forward time `t` (0-d tensor) the score is evaluated at.
-
-    Returns:
-        A `SolveOutput`: the samples at $\epsilon$, the NFE, and the trajectory if asked for.
-    """
-    r1, r2 = 1.0 / 3.0, 2.0 / 3.0
-    ledger = ScoreLedger(score, sde, callback)
-    times = grid.tolist()
-    alpha, sigma, lam = _schedule(sde, grid)
-    _refuse_clean_end(sigma, "dpm_solver3")
-    lam_t = torch.tensor(lam, dtype=torch.float64)
-    lo, hi = times[-1], times[0]
-    t1s = t_of_log_snr(sde, lam_t[:-1] + r1 * (lam_t[1:] - lam_t[:-1]), lo=lo, hi=hi)
-    t2s = t_of_log_snr(sde, lam_t[:-1] + r2 * (lam_t[1:] - lam_t[:-1]), lo=lo, hi=hi)
-    (a_1, sig_1, _), (a_2, sig_2, _) = _schedule(sde, t1s), _schedule(sde, t2s)
-    t1s, t2s = t1s.tolist(), t2s.tolist()
-
-    def step(x: Tensor, i: int) -> Tensor:
-        h = lam[i + 1] - lam[i]
-        here = {"a_s": alpha[i], "sig_s": sigma[i]}
-        e_s = -sigma[i] * ledger(x, times[i])
-        u1 = first_order_update(x, e_s, **here, a_t=a_1[i], sig_t=sig_1[i], h=r1 * h)
-        d1 = -sig_1[i] * ledger(u1, t1s[i]) - e_s
-        u2 = first_order_update(x, e_s, **here, a_t=a_2[i], sig_t=sig_2[i], h=r2 * h)
-        u2 = u2 - (sig_2[i] * r2 / r1) * (_phi1(r2 * h) - 1) * d1
-        d2 = -sig_2[i] * ledger(u2, t2s[i]) - e_s
-        x_t = first_order_update(x, e_s, **here, a_t=alpha[i + 1], sig_t=sigma[i + 1], h=h)
-        return x_t - (sigma[i + 1] / r2) * (_phi1(h) - 1) * d2
 
     return run_on_grid(step, x_T, grid, ledger, return_trajectory)
 
@@ -400,15 +296,13 @@ def _exponential(
 
 for _solver in [
     _exponential("ddim", ddim, 1, 1, (5, 10, 20, 50, 100, 150, 300),
-                 "DDIM, deterministic (= DPM-Solver-1): exponential Euler in log-SNR"),
-    _exponential("dpm_solver2", dpm_solver2, 2, 2, (3, 5, 10, 20),
-                 "DPM-Solver-2, single-step, midpoint in log-SNR (Lu et al. 2022)"),
-    _exponential("dpm_solver3", dpm_solver3, 3, 3, (2, 4, 7, 14), "DPM-Solver-3, single-step (Lu et al. 2022)"),
+                 "DDIM, deterministic (= DPM-Solver-1): exponential Euler in log-SNR", clean_end=True),
     _exponential("dpm_solver++2m", dpm_solver_pp_2m, 2, 1, (5, 10, 15, 20, 30, 50, 75, 100),
-                 "DPM-Solver++(2M), multistep, data prediction (Lu et al. 2022b)",
+                 "DPM-Solver++(2M), multistep, data prediction (Lu et al. 2022b)", clean_end=True,
                  options={"lower_order_final": Option(True, check_bool, "first order on the last step of grids "
                                                       "of fewer than 15 steps")}),
     _exponential("edm_heun", edm_heun, 2, 2, (3, 5, 10, 20, 30, 40, 60),
-                 "Karras et al.'s deterministic Heun sampler on the rho = 7 grid (EDM)", time_grid="karras"),
+                 "Karras et al.'s deterministic Heun sampler on the rho = 7 grid (EDM)", time_grid="karras",
+                 clean_end=True),
 ]:  # fmt: skip
     SOLVERS[_solver.name] = _solver

@@ -333,11 +333,11 @@ LOWER_ORDER_FINAL = Option(
 MULTISTEP_BUDGETS = (5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50)
 
 for _solver in [
-    Solver("dpm_solver++3m", "diffusion", dpm_solver_pp_3m, 1, order=2, default_steps=20, time_grid="logsnr",
+    Solver("dpm_solver++3m", "diffusion", dpm_solver_pp_3m, 1, clean_end=True, order=2, default_steps=20, time_grid="logsnr",
            options={"lower_order_final": LOWER_ORDER_FINAL}, budgets=MULTISTEP_BUDGETS, verified=True,
            description="DPM-Solver++(3M), multistep, data prediction (Lu et al. 2022b); third-order steps after "
                        "a first-order start, so second order overall"),
-    Solver("unipc", "diffusion", unipc, 1, order=4, default_steps=20, time_grid="logsnr",
+    Solver("unipc", "diffusion", unipc, 1, clean_end=True, order=4, default_steps=20, time_grid="logsnr",
            options={
                "order": Option(3, _check_order, "order p of the UniP predictor (the corrector makes it p + 1)"),
                "variant": Option("bh2", _choice("bh1", "bh2"), "B(h) = h ('bh1') or e^h - 1 ('bh2')"),
@@ -346,11 +346,11 @@ for _solver in [
            },
            budgets=MULTISTEP_BUDGETS, verified=True,
            description="UniPC (Zhao et al. 2023): UniP-p predictor + UniC corrector, order p + 1 = 4 by default"),
-    Solver("ipndm", "diffusion", ipndm, 1, order=2, default_steps=20, time_grid="quadratic",
+    Solver("ipndm", "diffusion", ipndm, 1, clean_end=True, order=2, default_steps=20, time_grid="quadratic",
            options={"lower_order_final": LOWER_ORDER_FINAL}, budgets=MULTISTEP_BUDGETS, verified=True,
            description="iPNDM: Adams–Bashforth up to order 4 in (x/alpha, sigma/alpha) (Zhang & Chen 2023); its "
                        "equal-step weights make it second order on unequal grids"),
-    Solver("deis", "diffusion", deis, 1, order=3, default_steps=20, time_grid="quadratic",
+    Solver("deis", "diffusion", deis, 1, clean_end=True, order=3, default_steps=20, time_grid="quadratic",
            options={"lower_order_final": LOWER_ORDER_FINAL}, budgets=MULTISTEP_BUDGETS, verified=True,
            description="tAB-DEIS, order 3: exponential integrator, eps extrapolated in t (Zhang & Chen 2023)"),
 ]:  # fmt: skip

@@ -105,6 +105,8 @@ class Solver:
             not on n or the chunking (a bool, or a function of the options): the test suite checks
             first-k-of-2k and chunked-equals-one-batch for every fixed-step solver that says so.
             Every stochastic solver, invariant or not, must give different samples different noise.
+        clean_end: Whether it can step to $\sigma = 0$: an explicit `time_grid` ending at t = 0 (a discrete
+            schedule's clean data, `sample(..., eps=0)`), its last step first order in data prediction.
     """
 
     name: str
@@ -131,6 +133,7 @@ class Solver:
     batch_invariant: bool | Callable[[Mapping[str, Any]], bool] = True
     backend: Literal["torchsde", "torchdiffeq", "diffsolve"] = "diffsolve"
     budget: Literal["steps", "nfe", "tolerance"] | None = None
+    clean_end: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():

@@ -8,7 +8,16 @@ Notation as in samplers/diffusion.py. A single-step DPM-Solver-$k$ step from $s$
 | ---: | --- | --- |
 | 1 | - | $x_t = \frac{\alpha_t}{\alpha_s}x_s - \sigma_t(e^h - 1)\hat\epsilon_s$ (DDIM) |
 | 2 | $\lambda_s + h/2$ | $x_t = \frac{\alpha_t}{\alpha_s}x_s - \sigma_t(e^h - 1)\hat\epsilon(u, s_1)$ |
-| 3 | $\lambda_s + h/3$, $\lambda_s + 2h/3$ | see `dpm_solver3` in samplers/diffusion.py |
+| 3 | $\lambda_s + h/3$, $\lambda_s + 2h/3$ | $x_t$ below |
+
+with $u = \frac{\alpha_{s_1}}{\alpha_s} x_s - \sigma_{s_1}(e^{h/2} - 1)\hat\epsilon_s$ (order 2), and for order 3
+($r_1 = 1/3$, $r_2 = 2/3$, $\phi_1(z) = (e^z - 1)/z$, $D_k = \hat\epsilon(u_k, s_k) - \hat\epsilon_s$):
+$u_1 = \frac{\alpha_{s_1}}{\alpha_s}x_s - \sigma_{s_1}(e^{r_1 h} - 1)\hat\epsilon_s$,
+$u_2 = \frac{\alpha_{s_2}}{\alpha_s}x_s - \sigma_{s_2}(e^{r_2 h} - 1)\hat\epsilon_s
+- \frac{\sigma_{s_2} r_2}{r_1}(\phi_1(r_2 h) - 1) D_1$,
+$x_t = \frac{\alpha_t}{\alpha_s}x_s - \sigma_t(e^h - 1)\hat\epsilon_s - \frac{\sigma_t}{r_2}(\phi_1(h) - 1) D_2$.
+`dpm_solver2` and `dpm_solver3` are DPM-Solver-2 and -3 on every step; one class (`SinglestepDPMSolver`)
+takes every single-step update, so the fast schedule and the adaptive solver share them.
 
 In data prediction (DPM-Solver++(2S), Lu et al. 2022b, Algorithm 1 with $r = 1/2$):
 $u = \frac{\sigma_{s_1}}{\sigma_s}x_s - \alpha_{s_1}(e^{-h/2} - 1)\hat x_0(x_s, s)$,
@@ -274,6 +283,11 @@ def _nfe_adaptive_rejected(options: dict) -> int:
 
 
 for _solver in [
+    Solver("dpm_solver2", "diffusion", singlestep_runner(2), 2, order=2, default_steps=50, time_grid="logsnr",
+           budgets=(3, 5, 10, 20), verified=True,
+           description="DPM-Solver-2, single-step, midpoint in log-SNR (Lu et al. 2022)"),
+    Solver("dpm_solver3", "diffusion", singlestep_runner(3), 3, order=3, default_steps=50, time_grid="logsnr",
+           budgets=(2, 4, 7, 14), verified=True, description="DPM-Solver-3, single-step (Lu et al. 2022)"),
     Solver("dpm_solver++2s", "diffusion", singlestep_runner(2, data=True), 2, order=2, default_steps=25,
            time_grid="logsnr", budgets=(3, 4, 5, 6, 8, 10), verified=True,
            description="DPM-Solver++(2S), single-step, data prediction (Lu et al. 2022b)"),
