@@ -61,6 +61,46 @@ def check_seed(value: object, name: str = "seed", *, allow_none: bool = False) -
     return int(value)
 
 
+def seed_or_generator(seed: object, generator: object, *, allow_none: bool = True) -> int | None:
+    """One seed from `seed=` or a torch-style `generator=` (a seed drawn from it, advancing it as any
+    torch draw does), so that users of torch and diffusers may pass either; not both.
+
+    Args:
+        seed: The `seed=` given.
+        generator: The `generator=` given: a CPU `torch.Generator`, or None.
+        allow_none: Accept neither (None is returned).
+    """
+    if generator is None:
+        return check_seed(seed, allow_none=allow_none)
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {describe(generator)}")
+    if seed is not None:
+        raise ValueError("give seed= or generator=, not both: each fixes every random draw of the call")
+    return int(torch.randint(0, 2**62, (), generator=generator, device=generator.device))
+
+
+def check_device(device: object, name: str = "device") -> torch.device:
+    """A device torch can use here: a clear ValueError for a misspelt one, or CUDA on a build without it.
+
+    Args:
+        device: A `torch.device` or a string such as `"cpu"`, `"cuda"`, `"cuda:1"`.
+        name: The argument's name, for the message.
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{name} must be a torch device such as 'cpu' or 'cuda', got {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"{name}={str(device)!r}, but this PyTorch has no usable CUDA device (torch.cuda.is_available() is False)"
+        )
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(
+            f"{name}={str(device)!r}, but only {torch.cuda.device_count()} CUDA device(s) are visible"
+        )
+    return dev
+
+
 def check_bool(value: object, name: str) -> None:
     """Refuse anything but `True`/`False` (a `0`/`1` or a string is a mistake, not a switch).
 

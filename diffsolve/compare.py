@@ -41,7 +41,7 @@ from torch import Tensor
 from . import judge as J
 from . import memory
 from . import metrics as M
-from ._validation import SEED_LIMIT, check_positive, describe
+from ._validation import SEED_LIMIT, check_device, check_positive, describe
 from .analytic import GaussianMixture
 from .comparison import (
     ANALYTIC,
@@ -175,7 +175,7 @@ def compare(
         raise ValueError(f"null_pairs must be >= 2, got {null_pairs}")
     if device is None:
         device = reference.device if isinstance(reference, Tensor) else torch.device("cpu")
-    device = torch.device(device)
+    device = check_device(device)
     _check_memory(n, batch_size, event_shape, device, infos, plan)
 
     judge = build_judge(reference, sde, eps=eps, n=n, metrics=metrics, null_pairs=null_pairs,

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from . import distributed, memory
 from ._keyed import fresh_seed, mix
-from ._validation import check_batched, check_bool, check_positive, check_seed, describe
+from ._validation import check_batched, check_bool, check_positive, describe, seed_or_generator
 from .adapters import LikelihoodODE, odeint
 from .divergence import AUTO_EXACT_MAX_DIM, ESTIMATORS, Estimator, make_probes
 from .errors import NonFiniteError
@@ -100,6 +100,7 @@ def log_likelihood(
     prior_log_prob: Callable[[Tensor], Tensor] | None = None,
     adjoint: bool = False,
     seed: int | None = None,
+    generator: torch.Generator | None = None,
     batch_size: int | None = None,
     progress: bool = False,
     gather: str = "all",
@@ -137,6 +138,8 @@ def log_likelihood(
             Evaluate a network under `torch.no_grad()`: its parameters require grad by default.
         seed: Seeds the Hutchinson probes: each point's are keyed by the seed and its index in `x`,
             so they do not depend on the batch around it.
+        generator: A `torch.Generator` instead of `seed` (the seed is drawn from it; `settings["seed"]`
+            reproduces the call).
         batch_size: Evaluate in chunks of at most this many points, in bounded memory. Fixed-step
             solvers give the same values (bit for bit on the CPU) as one batch; adaptive ones choose
             their steps per chunk (`nfe` is then the largest chunk's, `settings["nfe_per_chunk"]`
@@ -174,7 +177,7 @@ def log_likelihood(
         raise TypeError(
             f"prior_log_prob must be callable as prior_log_prob(z) -> (B,), got {describe(prior_log_prob)}"
         )
-    seed = check_seed(seed, allow_none=True)
+    seed = seed_or_generator(seed, generator)
     check_bool(adjoint, "adjoint")
     check_bool(progress, "progress")
     estimator = ESTIMATORS.get(divergence)

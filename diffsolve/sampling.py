@@ -15,7 +15,16 @@ from torch import Tensor
 
 from . import distributed, memory
 from ._keyed import fresh_seed, normal_rows, stream
-from ._validation import append_dims, check_batched, check_bool, check_positive, check_seed, describe
+from ._validation import (
+    append_dims,
+    check_batched,
+    check_bool,
+    check_device,
+    check_positive,
+    check_seed,
+    describe,
+    seed_or_generator,
+)  # fmt: skip
 from .errors import FiniteGuard, NonFiniteError
 from .samplers.base import SolveOutput, SolveRequest
 from .samplers.grids import GRIDS
@@ -105,6 +114,7 @@ def sample(
     atol: float | None = None,
     eps: float = 1e-3,
     seed: int | None = None,
+    generator: torch.Generator | None = None,
     event_shape: tuple[int, ...] | None = None,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
@@ -136,6 +146,8 @@ def sample(
         eps: Final forward time in (0, T); samples are the state there. 0 with an explicit `time_grid`
             that ends there, for solvers that can step to sigma = 0.
         seed: Seeds the prior draw, the Brownian path and the corrector; None picks one (in `settings`).
+        generator: A `torch.Generator` instead of `seed`, as torch and diffusers take one: the seed is drawn
+            from it (advancing it), and `settings["seed"]` reproduces the call.
         event_shape: Shape of one sample, when drawing `n` from the prior.
         dtype: dtype of the prior draw (default: torch's default dtype); ignored with `x_T`.
         device: Device of the prior draw; ignored with `x_T`.
@@ -183,9 +195,11 @@ def sample(
         check_problem(score, sde, eps)
     steps, rtol, atol = method.check_budget(steps, rtol, atol)
     options = _check_options(method, options, time_grid)
+    seed = seed_or_generator(seed, generator)
     if seed is None and (method.stochastic or x_T is None):
         seed = fresh_seed()  # echoed in settings
-    seed = check_seed(seed, allow_none=True)
+    if device is not None and x_T is None:
+        device = check_device(device)
     _check_flags(denoise=denoise, return_trajectory=return_trajectory, progress=progress, dtype=dtype)
     event_shape = _check_event_shape(score, event_shape)
     batch_size = _check_batch_size(batch_size)

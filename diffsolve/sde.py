@@ -26,7 +26,15 @@ import numbers
 import torch
 from torch import Tensor
 
-from ._validation import append_dims, as_time, batch_time, check_batched, check_positive, check_tensor
+from ._validation import (
+    append_dims,
+    as_time,
+    batch_time,
+    check_batched,
+    check_positive,
+    check_seed,
+    check_tensor,
+)
 
 __all__ = ["SDE", "VPSDE", "SubVPSDE", "VESDE", "CosineVPSDE", "DiscreteVPSDE", "EDMSDE"]
 
@@ -123,8 +131,14 @@ class SDE(abc.ABC):
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
         generator: torch.Generator | None = None,
+        seed: int | None = None,
     ) -> Tensor:
-        """Draw from the prior $N(0, \\text{prior\\_std}^2 I)$ with `shape = (batch, *event)`."""
+        """Draw from the prior $N(0, \\text{prior\\_std}^2 I)$ with `shape = (batch, *event)`.
+
+        `seed=` (a fresh generator seeded by it) or `generator=`, as `GaussianMixture.sample` and `sample`
+        take either; these are plain `torch.randn` draws, not `sample`'s keyed prior draws
+        (`sampling.prior_draws`), which do not depend on the batch.
+        """
         if (
             not isinstance(shape, (tuple, list, torch.Size))
             or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1 for s in shape)
@@ -132,7 +146,14 @@ class SDE(abc.ABC):
         ):
             raise ValueError(f"shape must be (batch, *event) of positive integers, got {shape!r}")
         shape = tuple(int(s) for s in shape)  # numpy integers are integers too
-        z = torch.randn(shape, dtype=dtype, device=device, generator=generator)
+        if seed is not None:
+            if generator is not None:
+                raise ValueError("give seed= or generator=, not both")
+            generator = torch.Generator().manual_seed(check_seed(seed))
+        if generator is not None and generator.device.type == "cpu":
+            z = torch.randn(shape, dtype=dtype, generator=generator).to(device or "cpu")
+        else:
+            z = torch.randn(shape, dtype=dtype, device=device, generator=generator)
         return self.prior_std * z
 
     def prior_log_prob(self, z: Tensor) -> Tensor:

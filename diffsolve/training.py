@@ -38,12 +38,14 @@ from torch import Tensor
 
 from . import checkpoint, distributed, memory
 from ._keyed import generator_on
-from ._validation import append_dims, check_batched, check_positive, check_seed, describe
+from ._validation import append_dims, check_batched, check_bool, check_positive, check_seed, describe
 from .datasets import dequantize as dequantize_data
 from .io import atomic_write_bytes, directory_lock, remove_stale_temporaries
 from .scores import ScoreModel
 
-__all__ = ["TrainResult", "train", "dsm_loss", "saved_run", "ResumeError", "SAFE_CHANGES"]
+__all__ = [
+    "TrainResult", "train", "dsm_loss", "saved_run", "ResumeError", "SAFE_CHANGES", "ema_decay_at", "ema_initial_share",
+]  # fmt: skip
 
 TRAIN_STATE = "train_state.safetensors"
 SAFE_CHANGES = ("steps",)
@@ -72,6 +74,34 @@ class TrainResult:
     seconds: float
     settings: dict[str, Any] = field(default_factory=dict)
     resumed_from: int = 0
+
+
+def ema_decay_at(step: int, ema_decay: float, warmup: bool = True) -> float:
+    """The EMA's decay at optimisation step `step` (0-based): `ema_decay`, or with warm-up
+    min(ema_decay, 1 - (1 + k)^(-2/3)) (diffusers' `EMAModel` warm-up, inv_gamma = 1, power = 2/3).
+
+    Args:
+        step: The step's index (0 for the first update).
+        ema_decay: The decay once warmed up.
+        warmup: Whether the average warms up.
+    """
+    return min(ema_decay, 1.0 - (1.0 + step) ** (-2.0 / 3.0)) if warmup else ema_decay
+
+
+def ema_initial_share(steps: int, ema_decay: float, warmup: bool = True) -> float:
+    """The weight the EMA still gives the initial weights after `steps` updates: the product of the decays.
+
+    Args:
+        steps: Updates done.
+        ema_decay: The decay once warmed up.
+        warmup: Whether the average warms up (then the share is 0: the first update copies the weights).
+    """
+    share = 1.0
+    for k in range(steps):
+        share *= ema_decay_at(k, ema_decay, warmup)
+        if share == 0.0:
+            break
+    return share
 
 
 class _TimeSampler:
@@ -156,6 +186,7 @@ def train(
     weight_decay: float = 0.0,
     grad_clip: float | None = 1.0,
     ema_decay: float = 0.999,
+    ema_warmup: bool = True,
     seed: int = 0,
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = 1000,
@@ -185,7 +216,12 @@ def train(
         optimizer: `"adam"` or `"adamw"`.
         weight_decay: Weight decay (AdamW's decoupled one for `"adamw"`).
         grad_clip: Max global gradient norm, or None.
-        ema_decay: Decay of the exponential moving average of the weights.
+        ema_decay: Decay of the exponential moving average of the weights (its value once warmed up).
+        ema_warmup: Warm the average up, as k-diffusion's `EMAWarmup` and diffusers'
+            `EMAModel(use_ema_warmup=True)` do: at step k the decay is
+            min(ema_decay, 1 - (1 + k)^(-2/3)) (`ema_decay_at`), so the average follows the
+            weights early on instead of remembering the initial ones (at 94 steps a 0.999 average
+            without warm-up is still 91% the initial weights; with it, 0%).
         seed: Seeds every random draw of the run.
         checkpoint_dir: Where to save checkpoints (every `checkpoint_every` steps and at the end). The
             run holds a lock on it (a second run on the same directory is refused) and writes the
@@ -221,6 +257,7 @@ def train(
     state records: resuming under another one warns.
     """
     seed = check_seed(seed)
+    check_bool(ema_warmup, "ema_warmup")
     data, dequantize = _check_arguments(
         model, data, steps, batch_size, checkpoint_every, lr, eps, lr_schedule, warmup_steps, weighting,
         importance_sampling, optimizer, ema_decay, grad_clip, resume, checkpoint_dir, max_seconds, dequantize,
@@ -230,7 +267,7 @@ def train(
     plan = _TrainPlan(
         steps=steps, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, warmup_steps=warmup_steps,
         weighting=weighting, importance_sampling=importance_sampling, eps=eps, optimizer=optimizer,
-        weight_decay=weight_decay, grad_clip=grad_clip, ema_decay=ema_decay, seed=seed,
+        weight_decay=weight_decay, grad_clip=grad_clip, ema_decay=ema_decay, ema_warmup=ema_warmup, seed=seed,
         checkpoint_every=checkpoint_every, progress=progress, metadata=metadata, max_seconds=max_seconds,
         dequantize=dequantize, allow_changes=allow_changes, conditioning=conditioning,
     )  # fmt: skip
@@ -333,6 +370,7 @@ class _TrainPlan:
     weight_decay: float
     grad_clip: float | None
     ema_decay: float
+    ema_warmup: bool
     seed: int
     checkpoint_every: int
     progress: bool
@@ -349,6 +387,7 @@ class _TrainPlan:
             "warmup_steps": self.warmup_steps, "weighting": self.weighting,
             "importance_sampling": self.importance_sampling, "eps": self.eps, "optimizer": self.optimizer,
             "weight_decay": self.weight_decay, "grad_clip": self.grad_clip, "ema_decay": self.ema_decay,
+            "ema_warmup": self.ema_warmup,
             "seed": self.seed, "dequantize": None if self.dequantize is None else list(self.dequantize),
             "model": {
                 "architecture": type(model.net).__name__, "config": getattr(model.net, "config", None),
@@ -467,7 +506,7 @@ def _optimisation_step(
     opt.step()
     with torch.no_grad():
         for pe, p in zip(ema.parameters(), model.module.parameters(), strict=True):
-            pe.lerp_(p, 1 - plan.ema_decay)
+            pe.lerp_(p, 1 - ema_decay_at(step, plan.ema_decay, plan.ema_warmup))
     return reported
 
 

@@ -18,6 +18,53 @@ def test_unknown_solver_lists_valid_ones(setup):
         ds.sample(score, sde, 4, solver="rk45")
 
 
+@pytest.mark.parametrize(
+    "given, suggested",
+    [
+        ("rk45", "'ode:rk4'"),
+        ("dopri5", "'ode:dopri5'"),
+        ("eular", "'sde:euler' or 'ode:euler'"),
+        ("unipcc", "'unipc'"),
+    ],
+)
+def test_a_misspelt_solver_gets_a_did_you_mean(setup, given, suggested):
+    # Issue: a misspelt solver listed 38 names with no suggestion.
+    _, sde, score = setup
+    with pytest.raises(ValueError, match=rf"got '{given}' \(did you mean {suggested}"):
+        ds.sample(score, sde, 4, solver=given)
+
+
+def test_a_device_this_torch_cannot_use_is_a_value_error_naming_it(setup):
+    # Issue: device="cuda" on a CPU build raised torch's AssertionError from sample().
+    _, sde, score = setup
+    with pytest.raises(ValueError, match="device must be a torch device such as 'cpu' or 'cuda', got 'gpu0'"):
+        ds.sample(score, sde, 4, solver="ddim", device="gpu0", seed=0)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"device='cuda', but this PyTorch has no usable CUDA device"):
+            ds.sample(score, sde, 4, solver="ddim", device="cuda", seed=0)
+
+
+def test_generator_is_accepted_wherever_seed_is(setup):
+    # Issue: sample(..., generator=g) blamed the solver; torch and diffusers users pass generators.
+    gm, sde, score = setup
+    a = ds.sample(score, sde, 8, solver="sde:euler", steps=10, generator=torch.Generator().manual_seed(0))
+    b = ds.sample(score, sde, 8, solver="sde:euler", steps=10, seed=a.settings["seed"])
+    assert torch.equal(a.samples, b.samples)  # the settings reproduce the call
+    c = ds.sample(score, sde, 8, solver="sde:euler", steps=10, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a.samples, c.samples)
+    with pytest.raises(ValueError, match="give seed= or generator=, not both"):
+        ds.sample(score, sde, 8, solver="ddim", seed=0, generator=torch.Generator())
+    with pytest.raises(TypeError, match="generator must be a torch.Generator"):
+        ds.sample(score, sde, 8, solver="ddim", generator=0)
+    x = gm.sample(16, seed=0)
+    lp = ds.log_likelihood(score, sde, x, divergence="hutchinson", generator=torch.Generator().manual_seed(3))
+    again = ds.log_likelihood(score, sde, x, divergence="hutchinson", seed=lp.settings["seed"])
+    assert torch.equal(lp.log_prob, again.log_prob)
+    assert torch.equal(
+        sde.prior_sample((4, 2), seed=5), sde.prior_sample((4, 2), generator=torch.Generator().manual_seed(5))
+    )
+
+
 @pytest.mark.parametrize("steps", [0, -3])
 def test_steps_below_one(setup, steps):
     _, sde, score = setup

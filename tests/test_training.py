@@ -321,3 +321,49 @@ def test_resuming_under_another_thread_count_warns(tmp_path, one_thread):
     torch.set_num_threads(2)
     with pytest.warns(UserWarning, match="saved with 1: the weights will not be bit-identical"):
         _tiny_run(tmp_path, resume=True)
+
+
+def test_the_ema_warms_up_as_diffusers_emamodel_does():
+    # Issue: with decay 0.999 and no warm-up, a run stopped at step 94 saved an EMA still 91% the initial
+    # weights. The warm-up's decay is diffusers' EMAModel(use_ema_warmup=True, inv_gamma=1, power=2/3).
+    from diffusers.training_utils import EMAModel
+
+    from diffsolve.training import ema_decay_at, ema_initial_share
+
+    theirs = EMAModel(
+        [torch.zeros(1)], decay=0.999, min_decay=0.0, use_ema_warmup=True, inv_gamma=1.0, power=2 / 3
+    )
+    for k in (0, 1, 2, 10, 93, 1000, 10**6):
+        assert ema_decay_at(k, 0.999) == pytest.approx(theirs.get_decay(k + 1), abs=1e-12)
+    assert ema_initial_share(94, 0.999, warmup=False) == pytest.approx(0.999**94)  # 0.910: the trap
+    assert ema_initial_share(94, 0.999) == 0.0
+
+
+@pytest.mark.parametrize("warmup", [True, False])
+def test_after_one_step_the_ema_is_the_weights_only_with_warm_up(warmup):
+    sde = ds.VPSDE()
+    data = ds.GaussianMixture.ring2d().sample(256, seed=0, dtype=torch.float32)
+    torch.manual_seed(0)
+    model = ds.ScoreModel(ScoreMLP(2, width=32, depth=1), sde, "eps")
+    initial = [p.detach().clone() for p in model.net.parameters()]
+    res = train(model, data, steps=1, batch_size=64, progress=False, ema_warmup=warmup, seed=0)
+    for pe, p, p0 in zip(res.ema_model.net.parameters(), res.model.net.parameters(), initial, strict=True):
+        expected = p if warmup else 0.999 * p0 + 0.001 * p
+        torch.testing.assert_close(pe, expected.detach())
+
+
+def test_a_run_stopped_early_says_what_it_saved(tmp_path):
+    # Issue: `diffsolve train --minutes 1` saved an unusable checkpoint without a word.
+    import subprocess
+    import sys
+
+    out = tmp_path / "r"
+    proc = subprocess.run(
+        [sys.executable, "-m", "diffsolve", "train", "--dataset", "ring2d", "--steps", "6000", "--minutes", "0.001",
+         "--out", str(out), "--no-progress", "--width", "16", "--depth", "1"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "EMA: decay" in proc.stdout and "initial weights' share 0.0%" in proc.stdout
+    assert "of 6000" in proc.stdout
+    assert "unlikely to be usable yet" in proc.stderr and "--resume" in proc.stderr

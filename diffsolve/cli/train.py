@@ -1,4 +1,4 @@
-"""`diffsolve train`: train a ScoreMLP and save a resumable checkpoint."""
+"""`diffsolve train`: train a score network (an MLP or the digits U-Net) and save a resumable checkpoint."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add `diffsolve train` and its options."""
     tr = sub.add_parser(
         "train",
-        help="train a ScoreMLP by denoising score matching and save a checkpoint directory",
+        help="train a score network (--model mlp or unet) by denoising score matching and save a checkpoint directory",
         description="Train a ScoreMLP score network (eps parameterisation) on a dataset by continuous-time "
         "denoising score matching, with Adam, gradient clipping and an EMA of the weights. Checkpoints "
         "(safetensors + JSON) are written atomically to --out every --checkpoint-every steps and at the end; "
@@ -39,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--steps",
         type=positive_int,
         default=6000,
-        help="optimisation steps in total (the cosine schedule's length; 6000 take ~2.2 min on 2 cores for ring2d)",
+        help="optimisation steps in total (the cosine schedule's length; 6000 take ~3 min on 2 cores for ring2d)",
     )
     tr.add_argument(
         "--minutes",
@@ -87,7 +87,13 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--ema-decay",
         type=float,
         default=0.999,
-        help="decay of the weights' exponential moving average (saved)",
+        help="decay of the weights' exponential moving average (saved), once warmed up",
+    )
+    tr.add_argument(
+        "--no-ema-warmup",
+        action="store_true",
+        help="no EMA warm-up: the average starts from the initial weights and needs ~1/(1 - decay) steps to "
+        "forget them (by default it warms up as k-diffusion's and diffusers' do: decay min(d, 1 - (1 + k)^-2/3))",
     )
     tr.add_argument(
         "--width",
@@ -150,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
         "lr_schedule": args.lr_schedule, "ema_decay": args.ema_decay, "model": args.model,
         "width": args.width, "depth": args.depth, "n_data": args.n_data, "seed": args.seed,
         "conditional": args.conditional, "label_dropout": args.label_dropout,
+        "ema_warmup": not args.no_ema_warmup,
     }  # fmt: skip
     device = check_device(args.device, NAME)
     if args.allow_change and args.lr_schedule == "cosine":
@@ -201,6 +208,7 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr,
         lr_schedule=args.lr_schedule,
         ema_decay=args.ema_decay,
+        ema_warmup=not args.no_ema_warmup,
         max_seconds=None if args.minutes is None else 60.0 * args.minutes,
         weighting=args.weighting,
         importance_sampling=args.importance_sampling,
@@ -216,13 +224,38 @@ def run(args: argparse.Namespace) -> int:
         labels=None if labels is None else labels.to(device),
         label_dropout=args.label_dropout,
     )
+    _report(res, args)
+    return 0
+
+
+def _report(res, args: argparse.Namespace) -> None:
+    """What the run saved: how far it got, the EMA's state, the loss; a warning when it is unlikely usable."""
+    from ..training import ema_decay_at, ema_initial_share
+
     tail = res.losses[-100:]
+    head = res.losses[: min(100, len(res.losses))]
+    warm = not args.no_ema_warmup
+    decay = ema_decay_at(max(res.steps - 1, 0), args.ema_decay, warm)
+    initial = ema_initial_share(res.steps, args.ema_decay, warm)
     print(
-        f"reached step {res.steps} ({res.steps - res.resumed_from} in this run, {res.seconds:.1f} s); "
-        f"mean loss over the last {len(tail)} steps {sum(tail) / len(tail):.4f}"
+        f"reached step {res.steps} of {args.steps} ({res.steps - res.resumed_from} in this run, {res.seconds:.1f} s); "
+        f"mean loss over the last {len(tail)} steps {sum(tail) / len(tail):.4f} (first {len(head)}: "
+        f"{sum(head) / len(head):.4f})"
+    )
+    print(
+        f"EMA: decay {decay:.4g} at the last step ({'warmed up' if decay >= args.ema_decay else 'warming up'}; "
+        f"it averages over ~{1 / max(1 - decay, 1e-12):.0f} steps), initial weights' share {initial:.1%}"
     )
     print(f"checkpoint (EMA weights): {args.out}")
-    return 0
+    if res.steps < args.steps:
+        stop = f"--minutes {args.minutes:g}" if args.minutes is not None else "the run"
+        usable = initial < 0.05 and res.steps >= 0.1 * args.steps
+        print(
+            f"warning: {stop} stopped the run at step {res.steps} of {args.steps}: the checkpoint holds a model "
+            + ("trained for part of its schedule" if usable else "that is unlikely to be usable yet")
+            + f"; continue it with diffsolve train ... --out {args.out} --resume",
+            file=sys.stderr,
+        )
 
 
 def _check_resume(out: Path, shaping: dict, allowed: list[str]) -> None:
@@ -235,7 +268,12 @@ def _check_resume(out: Path, shaping: dict, allowed: list[str]) -> None:
     except CheckpointError as err:
         raise UsageError(NAME, f"--resume: {err}") from None
     # options added later than the run may be missing from its record: those runs used the defaults
-    saved = {"conditional": False, "label_dropout": 0.1, **header["metadata"].get("cli", {})}
+    saved = {
+        "conditional": False,
+        "label_dropout": 0.1,
+        "ema_warmup": False,
+        **header["metadata"].get("cli", {}),
+    }
     saved["steps"] = header["settings"]["steps"]
     changed = [
         f"--{k.replace('_', '-')} (saved {saved.get(k)!r}, given {v!r})"

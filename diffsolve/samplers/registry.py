@@ -426,5 +426,22 @@ def get_solver(name: object) -> Solver:
         return name
     _load_entry_points()
     if not isinstance(name, str) or name not in SOLVERS:
-        raise ValueError(f"solver must be one of {', '.join(SOLVERS)}; got {name!r}")
+        raise ValueError(f"solver must be one of {', '.join(SOLVERS)}; got {name!r}{_did_you_mean(name)}")
     return SOLVERS[name]
+
+
+def _did_you_mean(name: object) -> str:
+    """`; did you mean 'x'?` for the registered names closest to a misspelt one (also with an `ode:` /
+    `sde:` prefix added or dropped), or nothing."""
+    if not isinstance(name, str):
+        return ""
+    import difflib
+
+    stems: dict[str, list[str]] = {}
+    for n in SOLVERS:
+        stems.setdefault(n.split(":", 1)[-1], []).append(n)
+    close = difflib.get_close_matches(name, list(SOLVERS), n=3, cutoff=0.75)
+    for m in difflib.get_close_matches(name.split(":", 1)[-1], list(stems), n=3, cutoff=0.75):
+        close += stems[m]
+    close = list(dict.fromkeys(close))[:3]
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
