@@ -205,3 +205,18 @@ def test_an_order_is_never_fitted_through_two_points(problem):
         convergence_order(
             score, sde, "sde:euler", steps=[4, 8, 512], kind="weak", reference=gm, n=2000, seed=0
         )
+
+
+def test_a_pre_asymptotic_fit_says_so(problem):
+    # Issue: `diffsolve convergence --solver sde:euler --kind weak --steps 8,16,32` printed a confident
+    # order (1.74, interval excluding the true 1). The fit now reports its local slopes, and when they still
+    # change (here 1.68 then 1.10) the result is marked pre-asymptotic and its table says so.
+    gm, sde, score = problem
+    res = convergence_order(score, sde, "sde:euler", steps=[8, 16, 32], kind="weak", reference=gm, n=2000,
+                            seed=0, bootstrap=50)  # fmt: skip
+    assert len(res.local_orders) == 2 and not res.asymptotic
+    assert "not in the asymptotic range" in res.to_markdown()
+    ode = convergence_order(
+        score, sde, "ode:rk4", steps=[32, 64, 128], kind="ode", n=200, seed=0, bootstrap=50
+    )
+    assert ode.asymptotic and "warning" not in ode.to_markdown()

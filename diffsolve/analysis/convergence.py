@@ -43,6 +43,10 @@ __all__ = ["KINDS", "ConvergenceResult", "convergence_order", "second_moment"]
 KINDS = ("strong", "weak", "ode")
 
 
+ASYMPTOTIC_SPREAD = 0.3
+"""The most the local slopes of a fit may differ for `ConvergenceResult.asymptotic`."""
+
+
 @dataclass
 class ConvergenceResult:
     """What `convergence_order` returns.
@@ -61,6 +65,10 @@ class ConvergenceResult:
         used: Indices of `steps` the fit used (the resolved, asymptotic range).
         reference: What the errors are measured against.
         settings: n, seed, eps, and the rest.
+        local_orders: The slope between each pair of neighbouring step counts in the fit.
+        asymptotic: Whether those local slopes agree (spread <= `ASYMPTOTIC_SPREAD`): if not, the step
+            counts are still pre-asymptotic and the fitted "order" is a blend of regimes, which
+            `to_markdown` says (the bootstrap interval covers sampling noise only, not that bias).
     """
 
     solver: str
@@ -75,6 +83,8 @@ class ConvergenceResult:
     used: list[int]
     reference: str
     settings: dict[str, Any] = field(default_factory=dict)
+    local_orders: list[float] = field(default_factory=list)
+    asymptotic: bool = True
 
     def to_markdown(self) -> str:
         """A table of step counts, h, NFE, errors with intervals, and the fitted order."""
@@ -94,6 +104,14 @@ class ConvergenceResult:
             "",
             f"fitted order {self.order:.3f}, 95% interval [{self.order_ci[0]:.3f}, {self.order_ci[1]:.3f}]",
         ]
+        if not self.asymptotic:
+            local = ", ".join(f"{v:.2f}" for v in self.local_orders)
+            lines += [
+                "",
+                f"warning: not in the asymptotic range: the local slopes ({local}) still change by more than "
+                f"{ASYMPTOTIC_SPREAD}, so the fit blends regimes and its interval (sampling noise only) does not "
+                "cover that bias; add larger step counts",
+            ]
         return "\n".join(lines) + "\n"
 
 
@@ -134,6 +152,7 @@ def convergence_order(
     event_shape: tuple[int, ...] | None = None,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
+    progress: bool = False,
 ) -> ConvergenceResult:
     r"""Measure `solver`'s error at each of `steps` and fit its order of convergence.
 
@@ -159,6 +178,7 @@ def convergence_order(
         dtype: dtype of the paths. Default: a network score's parameter dtype (a float32
             `ScoreModel` runs in float32, so its ode errors floor near 1e-5), else float64.
         device: Where the paths are solved. Default: a network score's device, else the CPU.
+        progress: A progress bar over the solves (the reference and each step count).
 
     Raises:
         ValueError: On fewer than three step counts, counts not strictly increasing, a kind the
@@ -188,7 +208,7 @@ def convergence_order(
     )
     x_T = prior_draws(sde, (n, *event_shape), seed, dtype=dtype, device=device)
     per_path, nfe, ref_desc = _errors_per_path(
-        score, sde, info, kind, x_T, steps, eps, seed, phi, exact_value, reference_steps
+        score, sde, info, kind, x_T, steps, eps, seed, phi, exact_value, reference_steps, progress
     )
     errors = _errors(per_path, kind, exact_value)
     ses = [float(v.std() / math.sqrt(n)) for v in per_path]
@@ -208,15 +228,23 @@ def convergence_order(
             "steps or more paths"
         )
     order = _slope([h[i] for i in used], [errors[i] for i in used])
+    local = [
+        math.log(errors[i] / errors[j]) / math.log(h[i] / h[j])
+        if errors[i] > 0 and errors[j] > 0
+        else math.nan
+        for i, j in zip(used[:-1], used[1:], strict=True)
+    ]
     order_ci, resamples = _bootstrap_order(per_path, kind, exact_value, h, used, n, seed, bootstrap)
     settings = {
         "n": n, "seed": seed, "eps": eps, "reference_steps": reference_steps if kind == "strong" else None,
         "floor": floor, "floor_factor": floor_factor, "bootstrap": resamples,
         "dtype": str(dtype).removeprefix("torch."), "device": str(device),
     }  # fmt: skip
+    spread = max(local) - min(local) if all(math.isfinite(v) for v in local) else math.inf
     return ConvergenceResult(
-        solver, kind, steps, h, errors, errors_ci, nfe, order, order_ci, used, ref_desc, settings
-    )
+        solver, kind, steps, h, errors, errors_ci, nfe, order, order_ci, used, ref_desc, settings,
+        local_orders=local, asymptotic=spread <= ASYMPTOTIC_SPREAD,
+    )  # fmt: skip
 
 
 def _placement(
@@ -308,13 +336,25 @@ def _errors_per_path(
     phi: Callable[[Tensor], Tensor],
     exact_value: float | None,
     reference_steps: int,
+    progress: bool = False,
 ) -> tuple[list[Tensor], list[int], str]:
     """Per path and step count: phi(X_h) (weak) or |X_h - X_ref| (strong, ode); the NFE; the reference."""
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(steps) + (kind != "weak"), desc="convergence", unit="solve", dynamic_ncols=True,
+                   disable=None)  # fmt: skip
 
     def solve(**kw: Any) -> Any:
         if kind == "strong" and "noise_removal" in get_solver(kw["solver"]).options:
             kw["noise_removal"] = False  # the plain scheme: every step a step of the SDE
-        return sample(score, sde, x_T=x_T, eps=eps, seed=seed, **kw)
+        if bar is not None:
+            bar.set_postfix_str(f"{kw['solver']} {kw.get('steps', 'adaptive')} steps", refresh=True)
+        out = sample(score, sde, x_T=x_T, eps=eps, seed=seed, **kw)
+        if bar is not None:
+            bar.update(1)
+        return out
 
     if kind == "weak":
         ref, ref_desc = None, f"E[test_fn] under the exact p_eps = {exact_value:.6g}"
@@ -331,6 +371,8 @@ def _errors_per_path(
         value = phi(out.samples) if ref is None else (out.samples - ref).flatten(1).norm(dim=1)
         per_path.append(value.to(torch.float64))
         nfe.append(out.nfe)
+    if bar is not None:
+        bar.close()
     return per_path, nfe, ref_desc
 
 

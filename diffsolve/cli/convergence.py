@@ -51,6 +51,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--seed", type=seed_int, default=0, help="seed of the prior draws and the Brownian path"
     )
     conv.add_argument("--out", default="diffsolve-out", help="output directory")
+    conv.add_argument("--no-progress", action="store_true", help="hide the progress bar over the solves")
     return conv
 
 
@@ -83,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         eps=args.eps,
         event_shape=prob.event_shape,
         device=args.device,
+        progress=not args.no_progress,
     )
     from .. import distributed
 
