@@ -28,6 +28,7 @@ from torch import Tensor
 
 from ._validation import describe
 from .analytic import GaussianMixture
+from .scores import check_output
 from .sde import SDE
 
 __all__ = ["Conditional", "guided", "Guided", "LabeledMixture"]
@@ -70,7 +71,7 @@ class Conditional:
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
         y = None if self.y is None else _labels(self.y, x.shape[0], x.device)
-        return self.score(x, t, y)
+        return check_output(self.score(x, t, y), x, "the conditional score score(x, t, y)")
 
 
 class Guided:
@@ -103,15 +104,25 @@ class Guided:
         self.event_shape = getattr(conditional, "event_shape", None) or getattr(
             unconditional, "event_shape", None
         )
-        sde = getattr(conditional, "sde", None)
+        sdes = {
+            name: getattr(s, "sde", None)
+            for name, s in (("conditional", conditional), ("unconditional", unconditional))
+        }
+        if None not in sdes.values() and sdes["conditional"] != sdes["unconditional"]:
+            raise ValueError(
+                f"the conditional score was built for {sdes['conditional']!r} and the unconditional one for "
+                f"{sdes['unconditional']!r}: guidance combines scores of one SDE"
+            )
+        sde = sdes["conditional"] or sdes["unconditional"]
         if sde is not None:
             self.sde = sde
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
-        c = self.conditional(x, t)
+        c = check_output(self.conditional(x, t), x, "the conditional score")
         if self.w == 0.0:
             return c
-        return (1.0 + self.w) * c - self.w * self.unconditional(x, t)
+        u = check_output(self.unconditional(x, t), x, "the unconditional score")
+        return (1.0 + self.w) * c - self.w * u
 
     def __repr__(self) -> str:
         return f"Guided(w={self.w:g})"
@@ -199,4 +210,5 @@ class LabeledMixture:
             return mixture.score_t(x, t, sde, components=y[:, None] == labels.to(x.device)[None, :])
 
         score.event_shape = (mixture.dim,)  # type: ignore[attr-defined]
+        score.sde = sde  # type: ignore[attr-defined]  # so that a solve under another SDE is refused
         return score

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from ._validation import append_dims, check_positive, describe
-from .scores import ScoreModel
+from .scores import ScoreModel, check_output
 from .sde import EDMSDE, DiscreteVPSDE
 
 __all__ = ["from_denoiser", "DenoiserScore", "from_diffusers", "DiffusersUNet", "scheduler_times"]
@@ -69,12 +69,13 @@ class DenoiserScore:
             sigma: Noise levels `(B,)`.
         """
         if self.sigma_data is None:
-            return self.denoiser(x, sigma)
+            return check_output(self.denoiser(x, sigma), x, "the denoiser D(x, sigma)")
         sd2, s2 = self.sigma_data**2, sigma**2
         c_skip = sd2 / (s2 + sd2)
         c_out = sigma * self.sigma_data / (s2 + sd2).sqrt()
         c_in = 1 / (s2 + sd2).sqrt()
         out = self.denoiser(append_dims(c_in, x.dim()) * x, 0.25 * sigma.log())
+        check_output(out, x, "the network net(c_in x, c_noise)")
         return append_dims(c_skip, x.dim()) * x + append_dims(c_out, x.dim()) * out
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
@@ -142,9 +143,9 @@ class DiffusersUNet(nn.Module):
         kwargs = {} if y is None else {"class_labels": y}
         out = self.unet(x, n, **kwargs)
         out = getattr(out, "sample", out)
-        if out.shape[1] == 2 * x.shape[1]:  # learned variance: the first half is the prediction
-            out = out[:, : x.shape[1]]
-        return out
+        if isinstance(out, Tensor) and out.dim() == x.dim() and out.shape[1] == 2 * x.shape[1]:
+            out = out[:, : x.shape[1]]  # learned variance: the first half is the prediction
+        return check_output(out, x, "the diffusers UNet")
 
 
 def _load_dir(path: str) -> tuple[nn.Module, Any]:

@@ -30,7 +30,7 @@ from .samplers.base import SolveOutput, SolveRequest
 from .samplers.grids import GRIDS
 from .samplers.grids import time_grid as make_time_grid
 from .samplers.registry import Solver, get_solver, solvers
-from .scores import Score, check_problem, evaluate_score
+from .scores import Score, check_output, check_problem, evaluate_score
 from .sde import SDE
 
 __all__ = ["SampleResult", "sample"]
@@ -296,7 +296,7 @@ def _solve_chunk(method: Solver, request: SolveRequest, denoise: bool) -> tuple[
     start = time.perf_counter()
     try:
         with torch.no_grad():
-            out = method.run(request)
+            out = _checked_output(method, request, method.run(request))
             nfe = out.nfe
             if denoise:
                 out.samples, nfe = _tweedie(request.score, request.sde, out.samples, request.eps), nfe + 1
@@ -307,6 +307,21 @@ def _solve_chunk(method: Solver, request: SolveRequest, denoise: bool) -> tuple[
             request.callback.close()
     _sync(device)
     return out, nfe, time.perf_counter() - start
+
+
+def _checked_output(method: Solver, request: SolveRequest, out: object) -> SolveOutput:
+    """A runner's output, checked as a stranger's (a registered plugin's runner is one): a `SolveOutput`
+    whose samples have the request's shape, dtype and device and are finite, with a non-negative NFE."""
+    who = f"solver {method.name!r}'s runner"
+    if not isinstance(out, SolveOutput):
+        raise TypeError(f"{who} must return a SolveOutput, got {describe(out)}")
+    x = request.x_T
+    check_output(out.samples, x, f"{who} (its samples)")
+    if isinstance(out.nfe, bool) or not isinstance(out.nfe, int) or out.nfe < 0:
+        raise ValueError(f"{who} reported nfe={out.nfe!r}; expected a non-negative integer")
+    if not bool(torch.isfinite(out.samples).all()):
+        raise NonFiniteError("the samples the runner returned", request.eps, method.name)
+    return out
 
 
 def _assemble(
@@ -346,16 +361,7 @@ def _check_batch_size(batch_size: object) -> int | None:
 
 def _check_options(method: Solver, options: Mapping[str, Any], time_grid: str | None) -> dict[str, Any]:
     """The solver's options with defaults filled in (and `time_grid` where it offers a choice)."""
-    unknown = [k for k in options if k not in method.options]
-    if unknown:
-        accepted = ", ".join(method.options) or "none"
-        raise TypeError(
-            f"{method.name!r} does not take {', '.join(map(repr, unknown))}; its own options are: {accepted}"
-        )
-    checked = method.defaults()
-    for name, value in options.items():
-        method.options[name].check(value, name)
-        checked[name] = value
+    checked = method.check_options(options)
     if method.time_grid is not None:
         time_grid = method.time_grid if time_grid is None else time_grid
         if time_grid not in GRIDS and time_grid != "explicit":

@@ -69,6 +69,7 @@ class ScoreModel(nn.Module):
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         out = self.net(x, t) if y is None else self.net(x, t, y)  # y: labels of a class-conditional net
+        check_output(out, x, f"the network net(x, t) of this ScoreModel ({self.parameterization!r})")
         if self.parameterization == "score":
             return out
         alpha, sigma = self.sde.marginal(t)
@@ -101,17 +102,30 @@ def evaluate_score(score: Score, x: Tensor, t: Tensor) -> Tensor:
     Finiteness is not checked here (it would cost a host sync per call on a GPU): the solvers check
     their state once per step (`errors.FiniteGuard`), which a non-finite score reaches at once.
     """
-    out = score(x, t)
+    return check_output(score(x, t), x, "the score")
+
+
+def check_output(out: object, x: Tensor, what: str) -> Tensor:
+    """A user callable's output as a wrapper receives it, before any arithmetic could broadcast it: a
+    tensor of `x`'s shape (batch and event), dtype and device, or an error naming the callable.
+
+    Every wrapper that calls a user's network, denoiser or score (`ScoreModel`, `interop`'s adapters,
+    `Conditional`, `Guided`) checks it here, so that a network returning one row, or a scalar, is
+    refused instead of broadcast over the batch.
+
+    Args:
+        out: What the callable returned.
+        x: The input it was called on, `(B, *event)`.
+        what: The callable, for the message (e.g. "the network net(x, t)").
+    """
     if not isinstance(out, Tensor):
-        raise TypeError(f"the score must return a torch.Tensor, got {type(out).__name__}")
+        raise TypeError(f"{what} must return a torch.Tensor, got {type(out).__name__}")
     if out.shape != x.shape:
-        raise ValueError(f"the score returned shape {tuple(out.shape)}; expected x's shape {tuple(x.shape)}")
+        raise ValueError(f"{what} returned shape {tuple(out.shape)}; expected x's shape {tuple(x.shape)}")
     if out.dtype != x.dtype:
-        raise TypeError(
-            f"the score returned dtype {out.dtype}; expected x's dtype {x.dtype} (cast inside the score)"
-        )
+        raise TypeError(f"{what} returned dtype {out.dtype}; expected x's dtype {x.dtype} (cast inside it)")
     if out.device != x.device:
-        raise ValueError(f"the score returned a tensor on {out.device}; expected x's device {x.device}")
+        raise ValueError(f"{what} returned a tensor on {out.device}; expected x's device {x.device}")
     return out
 
 

@@ -175,7 +175,10 @@ def _sixteen_d():
     return sde, eps, gm.score_fn(sde), gm.marginal(eps, sde).sample(24, seed=2)
 
 
-def test_target_se_adds_probes_until_each_point_meets_it():
+def test_target_se_chooses_each_points_probes_from_a_pilot_and_reports_an_honest_error():
+    # Issue: the old rule stopped a point when its running SE first fell below the target, so two
+    # identical Rademacher estimates stopped it with std_error = 0.0 (one point 1.07 nats off). Now a
+    # pilot of 16 probes picks N, and N >= 32 fresh probes give the estimate and its SE.
     sde, eps, score, x = _sixteen_d()
     kw = dict(rtol=1e-6, atol=1e-6, eps=eps)
     exact = ds.log_likelihood(score, sde, x, divergence="exact", **kw).log_prob
@@ -183,16 +186,16 @@ def test_target_se_adds_probes_until_each_point_meets_it():
         score, sde, x, divergence="hutchinson", probes=4, seed=0, target_se=0.05, max_probes=256, **kw
     )
     used, se = res.probes_used, res.std_error
-    assert bool(((se <= 0.05) | (used == 256)).all()) and bool((used % 4 == 0).all())
-    assert res.per_probe is None and res.settings["rounds"] == int(used.max()) // 4
-    assert int(used.max()) > 4  # some points needed more than one round
-    # The standard errors are honest against the exact trace (errors in units of the SE: RMS near
-    # 1, measured 1.15; stopping when the estimated SE first falls below the target makes it
-    # somewhat optimistic). Measured: 4 to 256 probes per point, 11 of 24 points at the cap.
+    assert bool((used >= 16 + 32).all()) and bool((used <= 256).all()) and bool((used % 4 == 0).all())
+    assert res.per_probe is None and bool((se > 0).all())
+    # N follows the pilot's variance, so the SE lands near the target where the cap does not bind
+    free = used < 256
+    assert bool(free.any()) and float(se[free].max()) < 2 * 0.05, se[free]
+    # honest against the exact trace: errors in units of the SE have an RMS near 1
     z = float(((res.log_prob - exact) / se).square().mean().sqrt())
-    assert 0.3 < z < 2.0, z
-    # A point's rounds and probes depend on it alone: with a fixed-step solver (an adaptive one picks
-    # its steps for the whole batch), the first 10 points alone give the same values.
+    assert 0.5 < z < 1.6, z
+    # A point's probes depend on it alone: with a fixed-step solver (an adaptive one picks its steps for
+    # the whole batch), the first 10 points alone give the same values.
     fixed = dict(solver="rk4", steps=20, eps=eps, divergence="hutchinson", probes=4, seed=0, target_se=0.05)
     every = ds.log_likelihood(score, sde, x, max_probes=256, **fixed)
     few = ds.log_likelihood(score, sde, x[:10], max_probes=256, **fixed)
@@ -204,8 +207,8 @@ def test_target_se_refuses_what_it_cannot_do():
     sde, eps, score, x = _sixteen_d()
     with pytest.raises(ValueError, match="target_se needs divergence"):
         ds.log_likelihood(score, sde, x, divergence="exact", target_se=0.1)
-    with pytest.raises(ValueError, match="max_probes must be at least probes"):
-        ds.log_likelihood(score, sde, x, divergence="hutchinson", probes=8, target_se=0.1, max_probes=4)
+    with pytest.raises(ValueError, match="max_probes must be at least 48 with target_se"):
+        ds.log_likelihood(score, sde, x, divergence="hutchinson", probes=8, target_se=0.1, max_probes=40)
     with pytest.raises(ValueError, match="target_se"):
         ds.log_likelihood(score, sde, x, divergence="hutchinson", target_se=-1.0)
     with pytest.raises(ValueError, match="no gradients"):
@@ -234,3 +237,24 @@ def test_exact_divergence_by_loop_and_by_batched_passes_agree_with_the_jacobian(
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="method must be"):
         exact_divergence(fn, x, method="jvp")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("divergence, probes, target", [("hutchinson", 16, 0.2), ("deflated", 4, 0.2)])
+def test_target_se_intervals_cover_the_exact_value_95_percent_of_the_time(divergence, probes, target):
+    # The issue's coverage test: 1000 points of the 16-D mixture, the nominal 95% interval +-1.96 SE
+    # against the exact trace on the same fixed-step solve (so the only error is the estimator's). Measured
+    # (seeds 0, 1): hutchinson 93.3%, 93.0%; deflated 93.3%, 93.6% (a t-interval from >= 32 heavy-tailed
+    # Rademacher estimates undercovers a little); the bar is 95% +- 3%.
+    sde, eps = ds.VPSDE(), 1e-3
+    gm = ds.GaussianMixture.random(16, 4, seed=3)
+    score = gm.score_fn(sde)
+    x = gm.marginal(eps, sde).sample(1000, seed=2)
+    kw = dict(solver="rk4", steps=20, eps=eps)
+    exact = ds.log_likelihood(score, sde, x, divergence="exact", **kw).log_prob
+    res = ds.log_likelihood(
+        score, sde, x, divergence=divergence, probes=probes, seed=0, target_se=target, **kw
+    )
+    covered = float(((res.log_prob - exact).abs() <= 1.96 * res.std_error).double().mean())
+    assert 0.92 <= covered <= 0.98, covered
+    assert bool((res.std_error > 1e-6).all())  # no point reports a zero error bar

@@ -110,6 +110,7 @@ def optimize_grid(
     seed = check_seed(seed)
     check_problem(score, sde, eps)
     info.check_budget(steps, None, None)  # MAX_STEPS
+    info.check_options(options)  # a bad option is the caller's error, not an infinite error of every grid
     if x_T is None and getattr(score, "event_shape", None):
         memory.check_solve(
             f"optimize_grid(n={n})",
@@ -132,12 +133,14 @@ def optimize_grid(
     ref = sample(score, sde, x_T=x_T, solver="ode:dopri5", rtol=1e-9, atol=1e-9, eps=eps).samples
     count = 0
 
-    def error(grid: Tensor) -> float:
+    def error(grid: Tensor, strict: bool = False) -> float:
         nonlocal count
         count += 1
         try:
             out = sample(score, sde, x_T=x_T, solver=info.name, time_grid=grid, eps=eps, **options).samples
         except (ArithmeticError, RuntimeError, ValueError):
+            if strict:  # the starting grid must solve: its failure is the caller's to see
+                raise
             return math.inf
         e = float((out - ref).flatten(1).square().sum(1).mean().sqrt())
         return e if math.isfinite(e) else math.inf
@@ -146,7 +149,7 @@ def optimize_grid(
     lam = log_snr(sde, start)
     lam_T, lam_eps = float(lam[0]), float(lam[-1])
     theta = lam.diff().clamp_min(1e-12).log()
-    best = error(start)
+    best = error(start, strict=True)
     initial = best
     history = [best]
     delta = 0.5

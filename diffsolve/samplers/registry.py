@@ -170,6 +170,54 @@ class Solver:
             object.__setattr__(self, "budgets", fallback)
         if self.stochastic and self.reference is None:
             object.__setattr__(self, "reference", "sde:euler")
+        self._check_facts()
+
+    def _check_facts(self) -> None:
+        """Every fact a tool will read, checked when the solver is made (a plugin's included), so that a
+        bad one fails here, naming the field, not later inside another tool."""
+        from .grids import GRIDS
+
+        if self.time_grid is not None and self.time_grid not in GRIDS:
+            raise ValueError(f"time_grid must be one of {', '.join(GRIDS)} or None, got {self.time_grid!r}")
+        for key in ("order", "strong_order", "weak_order"):
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not 0 < value < float("inf")):  # fmt: skip
+                raise ValueError(f"{key} must be a positive finite number or None, got {value!r}")
+        if self.adaptive:
+            for key in ("default_rtol", "default_atol"):
+                check_positive(getattr(self, key), key)
+        else:
+            check_positive(self.default_steps, "default_steps", integer=True)
+        for b in self.budgets:
+            if isinstance(b, bool) or not isinstance(b, (int, float)) or not 0 < b < float("inf"):
+                raise ValueError(f"budgets must be positive finite numbers, got {self.budgets!r}")
+            if not self.adaptive and (not float(b).is_integer()):
+                raise ValueError(
+                    f"budgets of a fixed-step solver are step counts (integers), got {self.budgets!r}"
+                )
+            if self.adaptive and not b < 1:
+                raise ValueError(
+                    f"budgets of an adaptive solver are tolerances in (0, 1), got {self.budgets!r}"
+                )
+
+    def check_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The solver's own options with defaults filled in; an unknown name or a bad value is refused.
+
+        Args:
+            options: `{name: value}` as a user passes them to `sample`.
+        """
+        unknown = [k for k in options if k not in self.options]
+        if unknown:
+            accepted = ", ".join(self.options) or "none"
+            raise TypeError(
+                f"{self.name!r} does not take {', '.join(map(repr, unknown))}; its own options are: {accepted}"
+            )
+        checked = self.defaults()
+        for name, value in options.items():
+            self.options[name].check(value, name)
+            checked[name] = value
+        return checked
 
     def is_batch_invariant(self, options: Mapping[str, Any] | None = None) -> bool:
         """Whether a solve with these options (defaults where not given) is batch-invariant."""
