@@ -689,6 +689,7 @@ def _restore(
             "an order that depends on the thread count); torch.set_num_threads restores it",
             stacklevel=3,
         )
+    _check_state(directory, header, tensors, model, settings)
     try:
         model.net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         ema.net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
@@ -711,6 +712,41 @@ def _restore(
     if saved_step != step and distributed.is_main():  # killed between the writes: the checkpoint lags
         _save_checkpoint(directory, ema, step, settings, metadata)
     return step, tensors["losses"].tolist()
+
+
+def _check_state(
+    directory: Path, header: dict, tensors: dict[str, Tensor], model: ScoreModel, settings: dict
+) -> None:
+    """The training state read as strictly as a stranger's file (we wrote it, but a disk, a script or a
+    person may have changed it since): every weight of the model's own dtype and shape (no silent cast of
+    an int32 tensor), a step counter within the run, one finite loss per step, a generator state."""
+    bad = f"the training state in {str(directory)!r} is damaged"
+    own = model.net.state_dict()
+    for prefix in ("model.", "ema."):
+        for name, ref in own.items():
+            v = tensors.get(prefix + name)
+            if v is None or v.dtype != ref.dtype or v.shape != ref.shape:
+                got = "missing" if v is None else f"{v.dtype} {tuple(v.shape)}"
+                raise checkpoint.CheckpointError(
+                    f"{bad}: {prefix}{name} is {got}; the model's is {ref.dtype} {tuple(ref.shape)}"
+                )
+    step, limit = header.get("step"), max(settings["steps"], header.get("settings", {}).get("steps", 0))
+    if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= limit:
+        raise checkpoint.CheckpointError(
+            f"{bad}: its step counter is {step!r}, not an integer in [0, {limit}]"
+        )
+    losses = tensors.get("losses")
+    if (
+        losses is None
+        or losses.dim() != 1
+        or losses.numel() != step
+        or not bool(torch.isfinite(losses).all())
+    ):
+        raise checkpoint.CheckpointError(
+            f"{bad}: it does not hold one finite loss for each of its {step} steps"
+        )
+    if "rng" not in tensors or tensors["rng"].dtype != torch.uint8:
+        raise checkpoint.CheckpointError(f"{bad}: its random generator state is missing or not bytes")
 
 
 class ResumeError(ValueError):

@@ -3,6 +3,7 @@ meaningless answer, allocate without bound, or fail with a traceback that did no
 docs/reliability.md counts the rows."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -363,3 +364,57 @@ def test_cli_matrix_every_bad_option_is_a_usage_error(
     assert status == 2, (argv, err)
     assert f"diffsolve {command}: error: " in err and "Traceback" not in err, err
     assert option.lstrip("-").split("-")[0] in err or option in err, err
+
+
+def _rewrite_state(directory, edit_header=None, edit_tensors=None):
+    """Rewrite a training state the library wrote, with its header or tensors edited (a stranger's file)."""
+    import json
+
+    from safetensors.torch import save as st_save
+
+    from diffsolve.training import TRAIN_STATE
+
+    header, tensors = checkpoint.read_safetensors(directory / TRAIN_STATE)
+    if edit_header:
+        edit_header(header)
+    if edit_tensors:
+        edit_tensors(tensors)
+    (directory / TRAIN_STATE).write_bytes(st_save(tensors, metadata={"diffsolve": json.dumps(header)}))
+
+
+def _first_weight(tensors, prefix="model."):
+    return next(k for k in tensors if k.startswith(prefix))
+
+
+STATE_CASES = [
+    # Issue: one tensor changed to int32 resumed with weights of +-1.1e9; step = 1e9 returned "finished".
+    ("a weight changed to int32",
+     lambda t: t.update({(k := _first_weight(t)): t[k].to(torch.int32)}), None, "is torch.int32"),
+    ("an EMA weight of another shape", lambda t: t.update({(k := _first_weight(t, "ema.")): t[k][:1]}), None,
+     "the model's is torch.float32"),
+    ("a missing weight", lambda t: t.pop(_first_weight(t)), None, "is missing"),
+    ("a step counter of 10^9", None, lambda h: h.update(step=10**9), "its step counter is 1000000000"),
+    ("a negative step counter", None, lambda h: h.update(step=-1), "its step counter is -1"),
+    ("a float step counter", None, lambda h: h.update(step=2.5), "its step counter is 2.5"),
+    ("losses that do not match the steps", lambda t: t.update(losses=t["losses"][:1]), None,
+     "one finite loss for each of its 3 steps"),
+    ("a non-finite loss", lambda t: t.update(losses=torch.full_like(t["losses"], float("nan"))), None,
+     "one finite loss"),
+    ("a generator state that is not bytes", lambda t: t.update(rng=t["rng"].to(torch.int64)), None,
+     "random generator state"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("what, tensors, header, words", STATE_CASES, ids=[c[0] for c in STATE_CASES])
+def test_a_tampered_training_state_is_refused_on_resume(tmp_path, what, tensors, header, words):
+    data = ds.GaussianMixture.ring2d().sample(64, seed=0, dtype=torch.float32)
+
+    def model():
+        torch.manual_seed(0)
+        return ds.ScoreModel(ScoreMLP(2, width=16, depth=1), ds.VPSDE(), "eps")
+
+    kw = dict(batch_size=16, progress=False, checkpoint_dir=tmp_path / "run", seed=0)
+    train(model(), data, steps=3, **kw)
+    _rewrite_state(tmp_path / "run", edit_header=header, edit_tensors=tensors)
+    with pytest.raises(checkpoint.CheckpointError, match=re.escape(words)):
+        train(model(), data, steps=6, resume=True, allow_changes=("steps",), **kw)
