@@ -108,3 +108,13 @@ def test_an_explicit_grid_is_neither_modified_nor_forgotten(problem):
     res = ds.sample(score, sde, 8, event_shape=(2,), solver="deis", time_grid=grid)
     assert torch.equal(grid, before)
     assert res.settings["time_grid"] == "explicit" and res.settings["time_grid_times"][-1] == EPS
+
+
+@pytest.mark.parametrize("options, words", [({"variant": "bh9"}, "variant must be one of"),
+                                            ({"order": 7}, "order must be 1, 2 or 3"),
+                                            ({"prediction": "eps"}, "prediction must be one of")])  # fmt: skip
+def test_optimize_grid_refuses_a_bad_option_instead_of_returning_an_infinite_error(options, words):
+    # Issue: optimize_grid(..., "unipc", 4, variant="bh9") returned error=inf and the starting grid.
+    gm, sde = ds.GaussianMixture.ring2d(), ds.VPSDE()
+    with pytest.raises(ValueError, match=words):
+        optimize_grid(gm.score_fn(sde), sde, "unipc", 4, n=50, sweeps=1, **options)

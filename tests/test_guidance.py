@@ -135,3 +135,25 @@ def test_train_refuses_labels_it_cannot_use():
         train(cond, data, labels=labels.float(), steps=1, progress=False)
     with pytest.raises(ValueError, match="label_dropout must be"):
         train(cond, data, labels=labels, label_dropout=1.0, steps=1, progress=False)
+
+
+def test_a_wrapper_does_not_hide_a_score_of_another_sde_or_a_bad_output():
+    # Issue: Conditional(lm.score_fn(VESDE()), 0) under VP collapsed the samples; guided() accepted an
+    # unconditional score of another SDE; an unconditional score returning one row was broadcast.
+    from diffsolve.guidance import Conditional, LabeledMixture, guided
+
+    vp, ve = ds.VPSDE(), ds.VESDE()
+    gm = ds.GaussianMixture.ring2d()
+    lm = LabeledMixture(gm, list(range(8)))
+    with pytest.raises(ValueError, match="the score was built for VESDE"):
+        ds.sample(Conditional(lm.score_fn(ve), 0), vp, 16, solver="ddim", seed=0)
+    with pytest.raises(ValueError, match="guidance combines scores of one SDE"):
+        guided(Conditional(lm.score_fn(vp), 0), gm.score_fn(ve), 1.0)
+    one_row = guided(Conditional(lm.score_fn(vp), 0), lambda x, t: gm.score_fn(vp)(x, t)[:1], 1.0)
+    with pytest.raises(
+        ValueError, match=r"the unconditional score returned shape \(1, 2\); expected x's shape \(16, 2\)"
+    ):
+        ds.sample(one_row, vp, 16, solver="ddim", seed=0, event_shape=(2,))
+    bad = Conditional(lambda x, t, y: gm.score_fn(vp)(x, t).sum(), 0)
+    with pytest.raises(ValueError, match=r"the conditional score score\(x, t, y\) returned shape \(\)"):
+        ds.sample(bad, vp, 16, solver="ddim", seed=0, event_shape=(2,))

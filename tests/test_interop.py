@@ -56,3 +56,44 @@ def test_from_denoiser_refuses_bad_arguments():
         from_denoiser("net")
     with pytest.raises(ValueError, match="sigma_data must be"):
         from_denoiser(posterior_mean, sigma_data=0.0)
+
+
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (
+            lambda D: from_denoiser(lambda x, s: D(x, s)[:1]),
+            r"the denoiser D\(x, sigma\) returned shape \(1, 2\)",
+        ),
+        (
+            lambda D: from_denoiser(lambda x, s: D(x, s).sum()),
+            r"the denoiser D\(x, sigma\) returned shape \(\)",
+        ),
+        (
+            lambda D: from_denoiser(lambda x, s: D(x, s)[:1], sigma_data=0.5),
+            r"the network net\(c_in x, c_noise\)",
+        ),
+    ],
+)
+def test_a_denoiser_returning_the_wrong_shape_is_refused_not_broadcast(make, words):
+    # Issue: from_denoiser(lambda x, s: D(x, s)[:1]) broadcast one row over the batch (spread 0.002 vs 0.40).
+    edm = ds.EDMSDE()
+
+    def D(x, s):
+        return x / (1 + s[:, None] ** 2)
+
+    with pytest.raises(ValueError, match=words):
+        ds.sample(make(D), edm, 16, event_shape=(2,), solver="edm_heun", steps=4, eps=0.002, seed=0)
+
+
+def test_a_score_model_whose_network_returns_one_row_is_refused():
+    class OneRow(torch.nn.Module):
+        def forward(self, x, t):
+            return x[:1]
+
+    with pytest.raises(
+        ValueError, match=r"the network net\(x, t\) of this ScoreModel \('eps'\) returned shape \(1, 2\)"
+    ):
+        ds.sample(
+            ds.ScoreModel(OneRow(), ds.VPSDE(), "eps"), ds.VPSDE(), 8, event_shape=(2,), solver="ddim", seed=0
+        )

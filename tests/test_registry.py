@@ -177,3 +177,53 @@ def test_an_installed_package_adds_solvers_through_entry_points(problem, tmp_pat
     finally:
         registry.SOLVERS.pop("plugin_euler", None)
         sys.modules.pop("diffsolve_plugin_demo", None)
+
+
+@pytest.mark.parametrize(
+    "facts, words",
+    [
+        ({"time_grid": "bogus"}, "time_grid must be one of"),
+        ({"default_steps": 0}, "default_steps must be > 0"),
+        ({"order": float("nan")}, "order must be a positive finite number"),
+        ({"budgets": (0, -5)}, "budgets must be positive finite numbers"),
+        ({"budgets": (2.5,)}, "budgets of a fixed-step solver are step counts"),
+    ],
+)
+def test_a_solvers_facts_are_checked_when_it_is_registered(facts, words):
+    # Issue: register_solver accepted these and failed later, elsewhere.
+    with pytest.raises(ValueError, match=words):
+        ds.register_solver("bad_facts", heun_step, nfe_per_step=2, **facts)
+    assert "bad_facts" not in {s.name for s in ds.solvers()}
+
+
+@pytest.mark.parametrize(
+    "tamper, exc, words",
+    [
+        (lambda out: out.__setattr__("samples", out.samples[:1]), ValueError, r"returned shape \(1, 2\)"),
+        (
+            lambda out: out.__setattr__("samples", out.samples.double()),
+            TypeError,
+            "returned dtype torch.float64",
+        ),
+        (
+            lambda out: out.__setattr__("samples", out.samples * float("nan")),
+            ds.NonFiniteError,
+            "samples the runner",
+        ),
+        (lambda out: out.__setattr__("nfe", -5), ValueError, "reported nfe=-5"),
+    ],
+)
+def test_a_plugin_runners_output_is_checked_not_trusted(problem, tamper, exc, words):
+    # Issue: a runner returning 1 row for n = 8, NaN samples, nfe = -5 or float64 from a float32 solve
+    # was returned as a result.
+    _, sde, score = problem
+    ddim = ds.get_solver("ddim")
+
+    def run(req):
+        out = ddim.run(req)
+        tamper(out)
+        return out
+
+    solver = registry.Solver("tampered", "diffusion", run, 1, time_grid="logsnr", default_steps=5)
+    with pytest.raises(exc, match=words):
+        ds.sample(score, sde, 8, solver=solver, seed=0, dtype=torch.float32)
