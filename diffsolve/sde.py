@@ -383,7 +383,10 @@ class DiscreteVPSDE(SDE):
         if betas is None:
             b = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
         else:
-            b = torch.as_tensor(betas, dtype=torch.float64).reshape(-1)
+            raw = torch.as_tensor(betas)
+            if raw.is_complex() or raw.dtype == torch.bool:
+                raise TypeError(f"betas must be real numbers, got dtype {raw.dtype}")
+            b = raw.to(torch.float64).reshape(-1)
         if b.numel() < 2 or not bool(torch.isfinite(b).all()) or not bool(((b > 0) & (b < 1)).all()):
             raise ValueError(f"betas must be at least 2 finite values in (0, 1), got {b.numel()} values")
         self.betas = b
@@ -414,8 +417,10 @@ class DiscreteVPSDE(SDE):
         return t * self.N - 1
 
     def time_of(self, n: float | Tensor) -> Tensor:
-        """The time $t = (n + 1)/N$ of discrete timestep `n` (0 <= n <= N - 1)."""
+        """The time $t = (n + 1)/N$ of discrete timestep `n` (0 <= n <= N - 1; a fractional one between)."""
         n = torch.as_tensor(n, dtype=torch.float64)
+        if not bool(((n >= 0) & (n <= self.N - 1)).all()):
+            raise ValueError(f"n must lie in [0, N - 1] = [0, {self.N - 1}], got {n.tolist()}")
         return (n + 1) / self.N
 
     def _cell(self, t: Tensor) -> Tensor:

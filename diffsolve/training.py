@@ -26,6 +26,7 @@ import contextlib
 import copy
 import json
 import math
+import numbers
 import time
 import warnings
 from collections.abc import Sequence
@@ -258,6 +259,8 @@ def train(
     """
     seed = check_seed(seed)
     check_bool(ema_warmup, "ema_warmup")
+    check_bool(overwrite, "overwrite")
+    check_bool(resume, "resume")
     data, dequantize = _check_arguments(
         model, data, steps, batch_size, checkpoint_every, lr, eps, lr_schedule, warmup_steps, weighting,
         importance_sampling, optimizer, ema_decay, grad_clip, resume, checkpoint_dir, max_seconds, dequantize,
@@ -589,8 +592,13 @@ def _check_arguments(
     if dequantize is not None:
         if not (isinstance(dequantize, (tuple, list)) and len(dequantize) == 3):
             raise ValueError(f"dequantize must be (bins, low, high), got {dequantize!r}")
+        bins, low, high = dequantize
+        check_positive(bins, "dequantize's bins", integer=True)  # an integer, not True, 256.7 or "256"
+        for value, what in ((low, "low"), (high, "high")):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise TypeError(f"dequantize's {what} must be a number, got {value!r}")
         try:
-            dequantize = (int(dequantize[0]), float(dequantize[1]), float(dequantize[2]))
+            dequantize = (int(bins), float(low), float(high))
             dequantize_data(
                 data, bins=dequantize[0], low=dequantize[1], high=dequantize[2]
             )  # checks the range

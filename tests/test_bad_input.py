@@ -418,3 +418,32 @@ def test_a_tampered_training_state_is_refused_on_resume(tmp_path, what, tensors,
     _rewrite_state(tmp_path / "run", edit_header=header, edit_tensors=tensors)
     with pytest.raises(checkpoint.CheckpointError, match=re.escape(words)):
         train(model(), data, steps=6, resume=True, allow_changes=("steps",), **kw)
+
+
+def _tiny_train(**kw):
+    data = torch.rand(16, 2)
+    model = ds.ScoreModel(ScoreMLP(2, width=8, depth=1), ds.VPSDE(), "eps")
+    return train(model, data, steps=1, batch_size=4, progress=False, **kw)
+
+
+COERCION_CASES = [
+    # Issue: values coerced instead of refused (one conversion policy: integers are integers, booleans are
+    # booleans, numbers are not strings, seeds lie in [0, 2^63)).
+    ("dequantize bins True", lambda: _tiny_train(dequantize=(True, -1, 1)), TypeError,
+     "dequantize's bins must be an integer, got True"),
+    ("dequantize bins 256.7", lambda: _tiny_train(dequantize=(256.7, -1, 1)), TypeError, "got 256.7"),
+    ("dequantize low '-1'", lambda: _tiny_train(dequantize=(256, "-1", 1)), TypeError, "dequantize's low must be a number"),
+    ("train overwrite=1", lambda: _tiny_train(overwrite=1), TypeError, "overwrite must be True or False"),
+    ("brownian_motion seed=1.5", lambda: ds.adapters.brownian_motion(torch.zeros(2, 2), 1.5, s_end=1.0), ValueError,
+     "seed must be a non-negative integer below 2^63, got 1.5"),
+    ("brownian_motion seed=-1", lambda: ds.adapters.brownian_motion(torch.zeros(2, 2), -1, s_end=1.0), ValueError,
+     "got -1"),
+    ("complex betas", lambda: ds.DiscreteVPSDE(torch.tensor([0.1 + 1j, 0.2])), TypeError, "betas must be real numbers"),
+    ("time_of(-5)", lambda: ds.DiscreteVPSDE().time_of(-5), ValueError, "n must lie in [0, N - 1] = [0, 999], got -5.0"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("what, call, exc, words", COERCION_CASES, ids=[c[0] for c in COERCION_CASES])
+def test_values_are_refused_not_coerced(what, call, exc, words):
+    with pytest.raises(exc, match=re.escape(words)):
+        call()

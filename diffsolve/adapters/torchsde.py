@@ -26,6 +26,7 @@ import torchsde
 from torch import Tensor, nn
 
 from .._keyed import SRK_CHUNK, mix, normal_rows, stream
+from .._validation import check_positive, check_seed
 from ..errors import FiniteGuard, NonFiniteError
 from ..scores import Score, check_problem, evaluate_score
 from ..sde import SDE
@@ -208,6 +209,8 @@ def brownian_motion(
     """
     if y0.dim() != 2:
         raise ValueError(f"y0 must be flat (batch, D), got shape {tuple(y0.shape)}")
+    seed = check_seed(seed)  # 1.5 is not seed 1, and -1 is not 2^64 - 1
+    check_positive(row_start, "row_start", integer=True, allow_zero=True)
     if levy_area_approximation == "none":
         return BrownianPath(
             tuple(y0.shape), seed=seed, s_end=s_end, dtype=y0.dtype, device=y0.device, row_start=row_start
