@@ -24,7 +24,7 @@ def run(path: Path) -> None:
     env_small = os.environ.pop("DIFFSOLVE_SMALL", None)
     try:
         NotebookClient(
-            nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+            nb, timeout=3600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
         ).execute()
     finally:
         if env_small is not None:
