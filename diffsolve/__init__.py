@@ -15,7 +15,7 @@ from .memory import MemoryBudgetError, memory_limit, set_memory_limit
 from .samplers import Solver, SolverInfo, get_solver, register_solver, solvers, unregister_solver
 from .sampling import SampleResult, sample
 from .scores import Score, ScoreModel
-from .sde import EDMSDE, SDE, VESDE, VPSDE, CosineVPSDE, DiscreteVPSDE, SubVPSDE
+from .sde import EDMSDE, SDE, VESDE, VPSDE, AffinePath, CosineVPSDE, DiscreteVPSDE, RectifiedFlow, SubVPSDE
 
 __version__ = "0.1.0.dev0"
 
@@ -24,6 +24,8 @@ __all__ = [
     "VPSDE",
     "SubVPSDE",
     "CosineVPSDE",
+    "AffinePath",
+    "RectifiedFlow",
     "DiscreteVPSDE",
     "EDMSDE",
     "VESDE",

@@ -146,7 +146,8 @@ def as_time(t: float | Tensor, *, like: Tensor | None, T: float, name: str = "t"
         # Checking would cost a host sync on every call; a time outside [0, T] gives NaN
         # coefficients there, which the solvers' once-per-step finiteness check reports.
         return t
-    outside = (t < 0) | (t > T) | torch.isnan(t)
+    # T rounded to float32 may lie an ulp above T (0.999 is 0.99900001, also once cast back to float64)
+    outside = (t < 0) | (t > T * (1 + 1e-6)) | torch.isnan(t)
     if bool(outside.any()):
         bad = t[outside].flatten()[0].item() if t.dim() else t.item()
         raise ValueError(f"{name} must lie in [0, T] = [0, {T}], got {bad!r}")

@@ -40,7 +40,7 @@ WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 _SDES = {
     name: getattr(sde_module, name)
-    for name in ("VPSDE", "SubVPSDE", "VESDE", "CosineVPSDE", "DiscreteVPSDE", "EDMSDE")
+    for name in ("VPSDE", "SubVPSDE", "VESDE", "CosineVPSDE", "DiscreteVPSDE", "EDMSDE", "RectifiedFlow")
 }
 
 

@@ -27,7 +27,9 @@ from .sde import SDE
 
 __all__ = ["Score", "ScoreModel", "evaluate_score", "check_problem"]
 
-Parameterization = Literal["eps", "score", "x0", "v"]
+Parameterization = Literal["eps", "score", "x0", "v", "velocity"]
+PARAMETERIZATIONS = ("eps", "score", "x0", "v", "velocity")
+"""What a network may predict (`ScoreModel`'s `parameterization`)."""
 
 
 @runtime_checkable
@@ -44,7 +46,10 @@ class ScoreModel(nn.Module):
         net: A module called as `net(x, t)` with `t` of shape `(B,)`; output shaped like `x`.
         sde: The forward SDE the network was trained with (gives $\\alpha_t$, $\\sigma_t$).
         parameterization: What `net` predicts: `"eps"` (the noise), `"x0"` (the clean data), `"v"`
-            ($\\alpha_t \\epsilon - \\sigma_t x_0$) or `"score"`.
+            ($\\alpha_t \\epsilon - \\sigma_t x_0$), `"velocity"` (flow matching's
+            $u = \\dot\\alpha_t x_0 + \\dot\\sigma_t \\epsilon = dx/dt$, which is $\\epsilon - x_0$ on
+            `RectifiedFlow`; the score is $-2(u - f(t)x)/g(t)^2$, since $u$ is the probability-flow
+            drift $f x - \\tfrac12 g^2 s$) or `"score"`.
 
     Raises:
         ValueError: On an unknown parameterization.
@@ -59,9 +64,9 @@ class ScoreModel(nn.Module):
             raise TypeError(
                 f"sde must be a diffsolve SDE (e.g. VPSDE, VESDE, CosineVPSDE, EDMSDE), got {describe(sde)}"
             )
-        if parameterization not in ("eps", "score", "x0", "v"):
+        if parameterization not in PARAMETERIZATIONS:
             raise ValueError(
-                f"parameterization must be one of 'eps', 'score', 'x0', 'v', got {parameterization!r}"
+                f"parameterization must be one of {', '.join(map(repr, PARAMETERIZATIONS))}, got {parameterization!r}"
             )
         self.net = net
         self.sde = sde
@@ -72,6 +77,9 @@ class ScoreModel(nn.Module):
         check_output(out, x, f"the network net(x, t) of this ScoreModel ({self.parameterization!r})")
         if self.parameterization == "score":
             return out
+        if self.parameterization == "velocity":  # u = f x - g^2 s / 2, the probability-flow drift
+            g2 = append_dims(self.sde.g2(t).to(x.dtype), x.dim())
+            return -2.0 * (out - self.sde.drift(x, t)) / g2
         alpha, sigma = self.sde.marginal(t)
         alpha = append_dims(alpha.to(x.dtype), x.dim())
         sigma = append_dims(sigma.to(x.dtype), x.dim())

@@ -22,6 +22,7 @@ from __future__ import annotations
 import abc
 import math
 import numbers
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -36,7 +37,9 @@ from ._validation import (
     check_tensor,
 )
 
-__all__ = ["SDE", "VPSDE", "SubVPSDE", "VESDE", "CosineVPSDE", "DiscreteVPSDE", "EDMSDE"]
+__all__ = [
+    "SDE", "VPSDE", "SubVPSDE", "VESDE", "CosineVPSDE", "DiscreteVPSDE", "EDMSDE", "AffinePath", "RectifiedFlow",
+]  # fmt: skip
 
 
 class SDE(abc.ABC):
@@ -477,3 +480,136 @@ class EDMSDE(SDE):
     @property
     def prior_std(self) -> float:
         return self.sigma_max
+
+
+class AffinePath(SDE):
+    r"""Any affine Gaussian path $x_t = \alpha_t x_0 + \sigma_t \epsilon$, given by its two schedules.
+
+    The flow-matching view of a diffusion: a network that predicts the velocity
+    $v = \dot\alpha_t x_0 + \dot\sigma_t \epsilon$ is integrated along $dx/dt = v(x, t)$, which is
+    exactly this path's probability-flow ODE, $f(t) x - \tfrac12 g(t)^2 s(x, t)$ with
+    $f = \dot\alpha/\alpha$ and $g^2 = 2\sigma\dot\sigma - 2 f \sigma^2$ (Kingma et al. 2021's
+    $\tfrac{d\sigma^2}{dt} - 2\tfrac{d\log\alpha}{dt}\sigma^2$); the reverse SDE with that $g$ has the
+    same marginals. So every sampler, likelihood and analytic marginal of diffsolve applies to a
+    flow-matching model on its path. `RectifiedFlow` is the straight path $\alpha = 1 - t$, $\sigma = t$.
+
+    Args:
+        alpha: $\alpha_t$, a function of a float64 tensor of times, positive on $[0, T]$.
+        sigma: $\sigma_t$, non-negative, increasing on $[0, T]$.
+        d_alpha: $\dot\alpha_t$.
+        d_sigma: $\dot\sigma_t$.
+        T: The end time: where the prior sits.
+        prior_std: The standard deviation of the Gaussian prior at T (default $\sigma_T$: the marginal
+            at T is then that prior up to the $\alpha_T x_0$ it still carries).
+        name: A name for its `repr` (two paths are equal when they are the same object or share it).
+    """
+
+    def __init__(
+        self,
+        alpha: Callable[[Tensor], Tensor],
+        sigma: Callable[[Tensor], Tensor],
+        d_alpha: Callable[[Tensor], Tensor],
+        d_sigma: Callable[[Tensor], Tensor],
+        *,
+        T: float = 1.0,
+        prior_std: float | None = None,
+        name: str = "custom",
+    ) -> None:
+        for fn, what in ((alpha, "alpha"), (sigma, "sigma"), (d_alpha, "d_alpha"), (d_sigma, "d_sigma")):
+            if not callable(fn):
+                raise TypeError(f"{what} must be a function of a tensor of times, got {type(fn).__name__}")
+        check_positive(T, "T")
+        _check_finite(T=T)
+        self.T = float(T)
+        self._alpha, self._sigma, self._d_alpha, self._d_sigma = alpha, sigma, d_alpha, d_sigma
+        self.name = str(name)
+        grid = torch.linspace(0.0, self.T, 257, dtype=torch.float64)
+        a, s = alpha(grid), sigma(grid)
+        if not (bool(torch.isfinite(a).all()) and bool((a > 0).all())):
+            raise ValueError(
+                f"alpha must be finite and positive on [0, T = {self.T}] (at T, end before it vanishes)"
+            )
+        if not (bool(torch.isfinite(s).all()) and bool((s >= 0).all()) and bool((s.diff() > 0).all())):
+            raise ValueError(f"sigma must be finite, non-negative and increasing on [0, T = {self.T}]")
+        self._prior_std = float(s[-1]) if prior_std is None else float(prior_std)
+        check_positive(self._prior_std, "prior_std")
+
+    def params(self) -> dict[str, float]:
+        return {"T": self.T, "prior_std": self._prior_std}
+
+    def __repr__(self) -> str:
+        return f"AffinePath({self.name}, T={self.T:g}, prior_std={self._prior_std:g})"
+
+    def __eq__(self, other: object) -> bool:
+        return self is other or (
+            type(self) is type(other)
+            and self.name != "custom"
+            and self.name == other.name  # type: ignore[attr-defined]
+            and self.params() == other.params()  # type: ignore[attr-defined]
+        )
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self.name, self.T, self._prior_std))
+
+    def _f(self, t: Tensor) -> Tensor:
+        td = t.double()
+        return (self._d_alpha(td) / self._alpha(td)).to(t.dtype)
+
+    def _g2(self, t: Tensor) -> Tensor:
+        td = t.double()
+        s = self._sigma(td)
+        g2 = 2 * s * self._d_sigma(td) - 2 * (self._d_alpha(td) / self._alpha(td)) * s**2
+        return g2.clamp_min(0).to(t.dtype)
+
+    def _log_alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        td = t.double()
+        return self._alpha(td).log().to(t.dtype), self._sigma(td).to(t.dtype)
+
+    @property
+    def prior_std(self) -> float:
+        return self._prior_std
+
+
+class RectifiedFlow(AffinePath):
+    r"""The rectified-flow / flow-matching path $x_t = (1 - t)\,x_0 + t\,\epsilon$ (SD3, FLUX).
+
+    $\alpha_t = 1 - t$, $\sigma_t = t$; the velocity a flow-matching network predicts is
+    $v = \epsilon - x_0$ (`ScoreModel(net, path, "velocity")`), and $dx/dt = v$ is this path's
+    probability-flow ODE. Its SDE form has $f = -1/(1 - t)$ and $g^2 = 2t/(1 - t)$, infinite at
+    $t = 1$ (where $\alpha = 0$, the log-SNR is $-\infty$), so the path ends at $T < 1$, by default
+    $T = 0.999$, with the prior $N(0, T^2 I)$: the marginal there is $0.001\,x_0 + 0.999\,\epsilon$, a
+    prior mismatch a likelihood can remove with `prior_log_prob` (the exact marginal at T).
+
+    Args:
+        T: The end time, in (0, 1).
+    """
+
+    def __init__(self, T: float = 0.999) -> None:
+        _check_finite(T=T)
+        if not 0.0 < T < 1.0:
+            raise ValueError(f"T must be in (0, 1) (alpha = 1 - t vanishes at 1), got {T!r}")
+        super().__init__(
+            lambda t: 1.0 - t, lambda t: t, lambda t: -torch.ones_like(t), lambda t: torch.ones_like(t),
+            T=T, name="rectified",
+        )  # fmt: skip
+
+    def params(self) -> dict[str, float]:
+        return {"T": self.T}
+
+    def __repr__(self) -> str:
+        return f"RectifiedFlow(T={self.T:g})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is RectifiedFlow and self.T == other.T  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(("RectifiedFlow", self.T))
+
+    def _f(self, t: Tensor) -> Tensor:
+        return -1.0 / (1.0 - t)
+
+    def _g2(self, t: Tensor) -> Tensor:
+        return 2.0 * t / (1.0 - t)
+
+    def _log_alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        return torch.log1p(-t), t.clone()

@@ -261,7 +261,7 @@ FILE_CASES = [
      lambda p: _rewrite(p, edit_config=lambda c: c["sde"].pop("params")), checkpoint.CheckpointError,
      "its 'sde' entry must hold 'name', 'params'"),
     ("an unknown parameterisation",
-     lambda p: _rewrite(p, edit_config=lambda c: c.update(parameterization="velocity")), checkpoint.CheckpointError,
+     lambda p: _rewrite(p, edit_config=lambda c: c.update(parameterization="flow")), checkpoint.CheckpointError,
      "records a model diffsolve cannot build"),
     ("weights whose dtype was changed to int32",
      lambda p: _rewrite(p, edit_tensors=lambda t: t.update({k: v.to(torch.int32) for k, v in t.items()})),

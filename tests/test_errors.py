@@ -154,7 +154,7 @@ def test_non_finite_score_names_t_and_solver(setup, solver):
 def test_score_model_and_sde_type_checks(setup):
     _, sde, score = setup
     with pytest.raises(
-        ValueError, match="parameterization must be one of 'eps', 'score', 'x0', 'v', got 'vee'"
+        ValueError, match="parameterization must be one of 'eps', 'score', 'x0', 'v', 'velocity', got 'vee'"
     ):
         ds.ScoreModel(torch.nn.Identity(), sde, parameterization="vee")
     with pytest.raises(TypeError, match="sde must be a diffsolve SDE"):
