@@ -183,16 +183,7 @@ def sample(
         NonFiniteError: If the score or the state becomes NaN/Inf; names t and the solver.
     """
     method = get_solver(solver)
-    explicit = None
-    if isinstance(time_grid, Tensor):
-        if isinstance(eps, Tensor) and eps.numel() == 1:  # eps=time_grid[-1]
-            eps = float(eps)
-        # eps = 0 (the clean data) is checked with the grid, against the solver
-        check_problem(score, sde, sde.T / 2 if _is_zero(eps) else eps)
-        explicit, steps = _check_explicit_grid(method, time_grid, steps, sde, eps)
-        eps, time_grid = float(explicit[-1]), "explicit"
-    else:
-        check_problem(score, sde, eps)
+    explicit, steps, eps, time_grid = _check_problem_and_grid(method, score, sde, time_grid, steps, eps)
     steps, rtol, atol = method.check_budget(steps, rtol, atol)
     options = _check_options(method, options, time_grid)
     seed = seed_or_generator(seed, generator)
@@ -373,6 +364,20 @@ def _check_options(method: Solver, options: Mapping[str, Any], time_grid: str | 
         offer = ", ".join(s.name for s in solvers() if s.time_grid is not None)
         raise ValueError(f"time_grid applies to {offer}; {method.name!r} steps uniformly in t or adaptively")
     return checked
+
+
+def _check_problem_and_grid(method: Solver, score: Score, sde: SDE, time_grid: object, steps, eps):
+    """`check_problem`, and an explicit `time_grid` checked against the solver: `(grid or None, steps, eps,
+    time_grid kind)`. With a grid, `eps` may be its last time as a tensor, or 0 (the clean data) for a
+    solver that can step there."""
+    if not isinstance(time_grid, Tensor):
+        check_problem(score, sde, eps)
+        return None, steps, eps, time_grid
+    if isinstance(eps, Tensor) and eps.numel() == 1:  # eps=time_grid[-1]
+        eps = float(eps)
+    check_problem(score, sde, sde.T / 2 if _is_zero(eps) else eps)  # eps = 0 is checked with the grid
+    explicit, steps = _check_explicit_grid(method, time_grid, steps, sde, eps)
+    return explicit, steps, float(explicit[-1]), "explicit"
 
 
 def _is_zero(eps: object) -> bool:

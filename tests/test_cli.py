@@ -82,7 +82,7 @@ def test_train_and_resume(tmp_path, capsys):
         "--no-progress",
     ]
     assert main(args) == 0
-    assert "reached step 20 (20 in this run" in capsys.readouterr().out
+    assert "reached step 20 of 20 (20 in this run" in capsys.readouterr().out
     # the default cosine schedule's length is --steps: changing it on resume is a usage error
     cosine = [a for a in args if a not in ("--lr-schedule", "constant")]
     assert main([*cosine, "--resume", "--allow-change", "steps"]) == 2
@@ -103,7 +103,7 @@ def test_train_and_resume(tmp_path, capsys):
         in capsys.readouterr().err
     )
     assert main([*args, "--resume", "--allow-change", "steps"]) == 0
-    assert "reached step 30 (10 in this run" in capsys.readouterr().out
+    assert "reached step 30 of 30 (10 in this run" in capsys.readouterr().out
     from diffsolve import checkpoint
 
     model = checkpoint.load(out)

@@ -108,5 +108,5 @@ def test_train_under_torchrun_uses_ddp_and_resumes_with_another_number_of_proces
     more = subprocess.run([sys.executable, *base, "--steps", "30", "--allow-change", "steps", "--resume",
                            "--out", str(tmp_path / "two")], capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
     assert more.returncode == 0, more.stderr
-    assert "reached step 30 (10 in this run" in more.stdout
+    assert "reached step 30 of 30 (10 in this run" in more.stdout
     assert not list((tmp_path / "two").glob(".*.tmp"))
