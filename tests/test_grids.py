@@ -35,10 +35,22 @@ def test_an_explicit_grid_is_the_grid_of_its_kind(problem, solver):
 def test_bad_explicit_grids_are_refused(problem):
     _, sde, score = problem
     good = time_grid(sde, 4, EPS, "uniform")
-    with pytest.raises(ValueError, match="strictly decreasing"):
+    with pytest.raises(ValueError, match="time_grid must be finite and decreasing"):
         ds.sample(score, sde, 8, event_shape=(2,), solver="ipndm", time_grid=good.flip(0))
-    with pytest.raises(ValueError, match="from T = 1.0 to eps = 0.01, got 1.0 to 0.001"):
+    with pytest.raises(
+        ValueError, match=r"time_grid must end at eps = 0.01, got 0.001 \(pass eps=time_grid\[-1\]\)"
+    ):
         ds.sample(score, sde, 8, event_shape=(2,), solver="ipndm", time_grid=good, eps=1e-2)
+    # a grid may start below T (img2img), never above it
+    with pytest.raises(ValueError, match=r"time_grid must decrease within \[0, T = 1.0\], got 1.5 to 0.001"):
+        ds.sample(
+            score,
+            sde,
+            8,
+            event_shape=(2,),
+            solver="ipndm",
+            time_grid=torch.cat([torch.tensor([1.5]), good[1:]]),
+        )
     with pytest.raises(ValueError, match="steps = 5 does not match the time_grid's 4 intervals"):
         ds.sample(score, sde, 8, event_shape=(2,), solver="ipndm", time_grid=good, steps=5)
     with pytest.raises(ValueError, match="explicit time_grid applies to"):
