@@ -386,7 +386,10 @@ class DiscreteVPSDE(SDE):
         if betas is None:
             b = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
         else:
-            raw = torch.as_tensor(betas)
+            try:  # a list straight to float64 (through float32 it would lose digits and equality)
+                raw = betas if isinstance(betas, Tensor) else torch.as_tensor(betas, dtype=torch.float64)
+            except (TypeError, RuntimeError):
+                raise TypeError(f"betas must be real numbers, got {betas!r:.80}") from None
             if raw.is_complex() or raw.dtype == torch.bool:
                 raise TypeError(f"betas must be real numbers, got dtype {raw.dtype}")
             b = raw.to(torch.float64).reshape(-1)
