@@ -534,6 +534,12 @@ class AffinePath(SDE):
             )
         if not (bool(torch.isfinite(s).all()) and bool((s >= 0).all()) and bool((s.diff() > 0).all())):
             raise ValueError(f"sigma must be finite, non-negative and increasing on [0, T = {self.T}]")
+        g2 = 2 * s * d_sigma(grid) - 2 * (d_alpha(grid) / a) * s**2
+        if not (bool(torch.isfinite(g2).all()) and bool((g2 >= -1e-12).all())):
+            raise ValueError(
+                "the path's g(t)^2 = 2 sigma sigma' - 2 (alpha'/alpha) sigma^2 must be finite and >= 0 on "
+                f"[0, T = {self.T}]: its signal-to-noise ratio alpha/sigma must not increase with t"
+            )
         self._prior_std = float(s[-1]) if prior_std is None else float(prior_std)
         check_positive(self._prior_std, "prior_std")
 
@@ -562,7 +568,7 @@ class AffinePath(SDE):
         td = t.double()
         s = self._sigma(td)
         g2 = 2 * s * self._d_sigma(td) - 2 * (self._d_alpha(td) / self._alpha(td)) * s**2
-        return g2.clamp_min(0).to(t.dtype)
+        return g2.clamp_min(0).to(t.dtype)  # round-off only: the constructor refused a negative g^2
 
     def _log_alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
         td = t.double()

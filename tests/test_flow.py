@@ -42,6 +42,9 @@ def test_rectified_flow_is_the_straight_path():
     assert rf.prior_std == 0.999 and rf == ds.RectifiedFlow() and rf != ds.RectifiedFlow(T=0.99)
     with pytest.raises(ValueError, match="T must be in \\(0, 1\\)"):
         ds.RectifiedFlow(T=1.0)
+    with pytest.raises(ValueError, match="signal-to-noise ratio alpha/sigma must not increase"):
+        ds.AffinePath(lambda t: 1 + t, lambda t: 0.1 + 0.01 * t, lambda t: torch.ones_like(t),
+                      lambda t: torch.full_like(t, 0.01), T=0.5)  # fmt: skip
     with pytest.raises(ValueError, match="alpha must be finite and positive"):
         ds.AffinePath(
             lambda t: 1 - t, lambda t: t, lambda t: -torch.ones_like(t), lambda t: torch.ones_like(t), T=1.0
