@@ -10,6 +10,7 @@ from .analytic import AnalyticScore, GaussianMixture
 from .datasets import dequantize
 from .errors import NonFiniteError, StepSizeError
 from .guidance import Conditional, LabeledMixture, guided
+from .inverse import Observation, dps, pigdm
 from .likelihood import DatasetBits, LikelihoodResult, bits_per_dim, dataset_bits_per_dim, log_likelihood
 from .memory import MemoryBudgetError, memory_limit, set_memory_limit
 from .samplers import Solver, SolverInfo, get_solver, register_solver, solvers, unregister_solver
@@ -33,6 +34,9 @@ __all__ = [
     "Conditional",
     "LabeledMixture",
     "guided",
+    "Observation",
+    "dps",
+    "pigdm",
     "AnalyticScore",
     "Score",
     "ScoreModel",

@@ -31,7 +31,7 @@ MASK64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
 
 # Purposes: each names an independent family of streams under one seed.
-PRIOR, CORRECTOR, PROBES, DEQUANTIZE, ROW_PATH, SRK_CHUNK = 11, 12, 13, 14, 15, 16
+PRIOR, CORRECTOR, PROBES, DEQUANTIZE, ROW_PATH, SRK_CHUNK, OBSERVATION, RESAMPLE = 11, 12, 13, 14, 15, 16, 17, 18
 
 
 PRIOR_SEED, CORRECTOR_SEED = 0, 1
@@ -42,6 +42,8 @@ PURPOSES: dict[str, tuple[int | None, int]] = {
     "corrector": (CORRECTOR_SEED, CORRECTOR),
     "probes": (None, PROBES),
     "dequantize": (None, DEQUANTIZE),
+    "observation": (None, OBSERVATION),
+    "resample": (None, RESAMPLE),
 }
 """Each named purpose: (the `sub_seed` index its word comes from, or None for the seed itself; its tag)."""
 
@@ -61,7 +63,8 @@ def stream(seed: int, purpose: str) -> tuple[int, int]:
     """The key `(word, tag)` of a named purpose's stream under a user's seed: the one table of them.
 
     `"prior"` (x_T) and `"corrector"` (Langevin noise) read sub-seeds of the seed, `"probes"`
-    (Hutchinson) and `"dequantize"` read the seed itself; each has its own tag, so no two purposes
+    (Hutchinson), `"dequantize"`, `"observation"` (the noised observation of the projection solvers)
+    and `"resample"` (RePaint's extra steps) read the seed itself; each has its own tag, so no two purposes
     share numbers. (The Brownian path is keyed by the seed in `adapters.brownian`.)
 
     Args:

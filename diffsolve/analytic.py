@@ -5,7 +5,10 @@ If $p_0 = \sum_k w_k N(\mu_k, \mathrm{diag}(s_k^2))$ and $x_t = \alpha_t x_0 + \
 $$p_t = \sum_k w_k\, N\big(\alpha_t \mu_k,\ \mathrm{diag}(\alpha_t^2 s_k^2 + \sigma_t^2)\big),$$
 
 so $\log p_t$ is a log-sum-exp and the score is the responsibility-weighted sum of the component
-scores $-(x - \alpha_t\mu_k)/v_{k}$. This is the ground truth that samplers, likelihoods and
+scores $-(x - \alpha_t\mu_k)/v_{k}$. A component may also have a full covariance
+$U_k \mathrm{diag}(s_k^2) U_k^\top$ (`bases=`): its noised covariance $U_k \mathrm{diag}(\alpha_t^2 s_k^2 +
+\sigma_t^2) U_k^\top$ keeps the same axes, so every formula above holds in each component's own axes.
+`GaussianMixture.posterior` is such a mixture: the exact posterior of a linear-Gaussian observation. This is the ground truth that samplers, likelihoods and
 convergence orders are checked against. The marginal follows whatever $(\alpha_t, \sigma_t)$ the SDE
 object reports, so the oracle and the SDE can never disagree silently.
 
@@ -35,15 +38,26 @@ class GaussianMixture:
     Args:
         weights: Mixture weights, shape `(K,)`, positive; normalised to sum to one.
         means: Component means, shape `(K, D)`.
-        stds: Component standard deviations: a scalar, `(K,)` (isotropic per component) or `(K, D)`.
+        stds: Component standard deviations: a scalar, `(K,)` (isotropic per component) or `(K, D)`;
+            with `bases`, the standard deviations along each component's principal axes.
+        bases: None (diagonal covariances, the default) or `(K, D, D)` orthonormal matrices $U_k$ whose
+            columns are each component's principal axes: component k's covariance is
+            $U_k \mathrm{diag}(s_k^2) U_k^\top$.
         dtype: The dtype the mixture computes in (float64 keeps the analytic checks exact).
 
     Raises:
-        ValueError: On inconsistent shapes or non-positive weights or standard deviations.
+        ValueError: On inconsistent shapes, non-positive weights or standard deviations, or bases that
+            are not orthonormal.
     """
 
     def __init__(
-        self, weights: _ArrayLike, means: _ArrayLike, stds: _ArrayLike, *, dtype: torch.dtype = torch.float64
+        self,
+        weights: _ArrayLike,
+        means: _ArrayLike,
+        stds: _ArrayLike,
+        *,
+        bases: _ArrayLike | None = None,
+        dtype: torch.dtype = torch.float64,
     ) -> None:
         w = torch.as_tensor(
             np.asarray(weights, dtype=np.float64) if not isinstance(weights, Tensor) else weights
@@ -77,7 +91,9 @@ class GaussianMixture:
         self.weights = w / w.sum()
         self.means = mu.contiguous()
         self.stds = s.contiguous()
+        self.bases = None if bases is None else _check_bases(bases, k, d, dtype)
         self._on: dict[torch.device, tuple[Tensor, Tensor, Tensor]] = {}
+        self._bases_on: dict[torch.device, Tensor] = {}
 
     # --- ready problems ---
 
@@ -99,6 +115,65 @@ class GaussianMixture:
             rng.dirichlet(np.full(k, 2.0)), rng.normal(0.0, 3.0, (k, dim)), rng.uniform(0.3, 1.0, (k, dim))
         )
 
+    @classmethod
+    def from_covariances(
+        cls, weights: _ArrayLike, means: _ArrayLike, covariances: _ArrayLike, *, dtype: torch.dtype = torch.float64
+    ) -> GaussianMixture:
+        """A mixture with full covariances `(K, D, D)` (symmetric positive definite), through their
+        eigendecompositions; exactly diagonal covariances give a diagonal mixture (`bases` None)."""
+        cov = torch.as_tensor(
+            np.asarray(covariances, dtype=np.float64) if not isinstance(covariances, Tensor) else covariances
+        ).detach().to(dtype=dtype, device="cpu")
+        if cov.dim() != 3 or cov.shape[1] != cov.shape[2]:
+            raise ValueError(f"covariances must have shape (K, D, D), got {tuple(cov.shape)}")
+        if not bool(torch.isfinite(cov).all()) or not torch.allclose(cov, cov.transpose(1, 2), rtol=1e-10, atol=1e-12):
+            raise ValueError("covariances must be finite and symmetric")
+        off = cov - torch.diag_embed(torch.diagonal(cov, dim1=1, dim2=2))
+        if not bool(off.any()):
+            return cls(weights, means, torch.diagonal(cov, dim1=1, dim2=2).sqrt(), dtype=dtype)
+        evals, bases = torch.linalg.eigh(cov)
+        if not bool((evals > 0).all()):
+            raise ValueError(f"covariances must be positive definite; smallest eigenvalue {evals.min().item():.3g}")
+        return cls(weights, means, evals.sqrt(), bases=bases, dtype=dtype)
+
+    def posterior(self, A: _ArrayLike, y: _ArrayLike, noise_std: float) -> GaussianMixture:
+        r"""The exact posterior $p(x_0 \mid y)$ of the observation $y = A x_0 + n$, $n \sim N(0, s^2 I)$.
+
+        Each component is conditioned like a Kalman update: with $S_k = A\Sigma_k A^\top + s^2 I$ and
+        $K_k = \Sigma_k A^\top S_k^{-1}$, its mean is $\mu_k + K_k(y - A\mu_k)$, its covariance
+        $\Sigma_k - K_k A \Sigma_k$ and its weight $\propto w_k N(y; A\mu_k, S_k)$ (components whose
+        weight underflows to 0 are dropped). The result is again a `GaussianMixture` (full covariances
+        where $A$ mixes coordinates), so its noised marginals, scores and exact samples come with it.
+
+        Args:
+            A: The observation matrix, `(m, D)` (a mask's observed rows of the identity for inpainting).
+            y: The observed values, `(m,)`.
+            noise_std: The observation noise $s$, > 0 (a noise-free observation has no density; take a
+                small $s$).
+
+        Raises:
+            ValueError: On shapes that do not fit the mixture, or a non-positive `noise_std`.
+        """
+        a, obs = _as_observation(A, y, self.dim, self.dtype)
+        check_positive(noise_std, "noise_std")
+        cov = self.covariances
+        s_mat = a @ cov @ a.T + noise_std**2 * torch.eye(a.shape[0], dtype=self.dtype)
+        chol = torch.linalg.cholesky(s_mat)
+        resid = obs - self.means @ a.T  # (K, m)
+        gain = torch.cholesky_solve(a @ cov, chol).transpose(1, 2)  # Sigma A^T S^-1, (K, D, m)
+        means = self.means + (gain @ resid[..., None])[..., 0]
+        post_cov = cov - gain @ a @ cov
+        post_cov = 0.5 * (post_cov + post_cov.transpose(1, 2))
+        white = torch.linalg.solve_triangular(chol, resid[..., None], upper=False)[..., 0]
+        log_evidence = (
+            -0.5 * white.square().sum(-1)
+            - torch.log(torch.diagonal(chol, dim1=1, dim2=2)).sum(-1)
+            - 0.5 * a.shape[0] * math.log(2 * math.pi)
+        )
+        weights = torch.softmax(torch.log(self.weights) + log_evidence, 0)
+        keep = weights > 0
+        return GaussianMixture.from_covariances(weights[keep], means[keep], post_cov[keep], dtype=self.dtype)
+
     # --- basic properties ---
 
     @property
@@ -109,13 +184,36 @@ class GaussianMixture:
     def n_components(self) -> int:
         return self.means.shape[0]
 
+    @property
+    def mean(self) -> Tensor:
+        r"""The mixture's mean $\sum_k w_k \mu_k$, shape `(D,)`."""
+        return self.weights @ self.means
+
+    @property
+    def covariances(self) -> Tensor:
+        r"""Each component's covariance, `(K, D, D)`: $U_k \mathrm{diag}(s_k^2) U_k^\top$ (diagonal without bases)."""
+        if self.bases is None:
+            return torch.diag_embed(self.stds**2)
+        return self.bases @ torch.diag_embed(self.stds**2) @ self.bases.transpose(1, 2)
+
     def __repr__(self) -> str:
-        return f"GaussianMixture(n_components={self.n_components}, dim={self.dim}, dtype={self.dtype})"
+        full = ", full covariances" if self.bases is not None else ""
+        return f"GaussianMixture(n_components={self.n_components}, dim={self.dim}{full}, dtype={self.dtype})"
 
     def _params(self, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
         if device not in self._on:
             self._on[device] = (self.weights.to(device), self.means.to(device), self.stds.to(device))
         return self._on[device]
+
+    def _axes(self, device: torch.device) -> Tensor:
+        if device not in self._bases_on:
+            self._bases_on[device] = self.bases.to(device)  # type: ignore[union-attr]
+        return self._bases_on[device]
+
+    def _in_axes(self, x: Tensor, mean: Tensor) -> Tensor:
+        """$U_k^\top (x - m_k)$ for every component, `(B, K, D)`: x in each component's own axes."""
+        u = self._axes(x.device)
+        return torch.einsum("bd,kde->bke", x, u) - torch.einsum("...kd,kde->...ke", mean, u)
 
     def _flat(self, x: object, name: str = "x") -> Tensor:
         x = check_batched(x, name)
@@ -130,7 +228,7 @@ class GaussianMixture:
             raise ValueError(f"t must be a scalar here, got shape {tuple(t_.shape)}")
         alpha, sigma = sde.marginal(t_)
         stds = (alpha**2 * self.stds**2 + sigma**2).sqrt()
-        return GaussianMixture(self.weights, alpha * self.means, stds, dtype=self.dtype)
+        return GaussianMixture(self.weights, alpha * self.means, stds, bases=self.bases, dtype=self.dtype)
 
     # --- sampling and densities at t = 0 ---
 
@@ -150,8 +248,10 @@ class GaussianMixture:
             generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
         w, mu, s = self.weights, self.means, self.stds
         comp = torch.multinomial(w, n, replacement=True, generator=generator)
-        z = torch.randn(n, self.dim, dtype=self.dtype, generator=generator)
-        x = (mu[comp] + s[comp] * z).to(dtype=dtype or self.dtype, device=device)
+        z = s[comp] * torch.randn(n, self.dim, dtype=self.dtype, generator=generator)
+        if self.bases is not None:
+            z = torch.einsum("nde,ne->nd", self.bases[comp], z)
+        x = (mu[comp] + z).to(dtype=dtype or self.dtype, device=device)
         return (x, comp.to(device)) if return_components else x
 
     def _moments(self, x: Tensor, alpha: Tensor | None, sigma: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -170,7 +270,9 @@ class GaussianMixture:
     def _component_log_probs(self, x: Tensor, mean: Tensor, prec: Tensor) -> Tensor:
         """log w_k + log N_k(x) for every component: (B, K). x is (B, D) in the mixture's dtype."""
         w = self._params(x.device)[0]
-        if prec.dim() == 2:
+        if self.bases is not None:
+            quad = (self._in_axes(x, mean) ** 2 * prec).sum(-1)
+        elif prec.dim() == 2:
             # Expanded as matrix products (4x faster than the (B, K, D) difference); in float64 the
             # cancellation costs ~1e-16 * |x|^2 / var, negligible next to the terms that matter.
             quad = (x**2) @ prec.T - 2 * x @ (prec * mean).T + (prec * mean**2).sum(-1)
@@ -209,9 +311,10 @@ class GaussianMixture:
             logits = logits.masked_fill(~components.to(logits.device), -math.inf)
         return x64, mean, prec, _softmax(logits)
 
-    @staticmethod
-    def _score(x: Tensor, mean: Tensor, prec: Tensor, resp: Tensor) -> Tensor:
-        """sum_k r_k P_k (m_k - x), written as two contractions over k."""
+    def _score(self, x: Tensor, mean: Tensor, prec: Tensor, resp: Tensor) -> Tensor:
+        """sum_k r_k P_k (m_k - x), written as two contractions over k (in each component's axes with bases)."""
+        if self.bases is not None:
+            return -torch.einsum("bk,kde,bke->bd", resp, self._axes(x.device), prec * self._in_axes(x, mean))
         if prec.dim() == 2:
             return resp @ (prec * mean) - x * (resp @ prec)
         return torch.einsum("bk,bkd->bd", resp, prec * mean) - x * torch.einsum("bk,bkd->bd", resp, prec)
@@ -236,7 +339,10 @@ class GaussianMixture:
         """
         x64, mean, prec, resp = self._posterior(x, t, sde, None)
         score = self._score(x64, mean, prec, resp)
-        if prec.dim() == 2:  # (K, D): ||s_k||^2 = sum_j P_kj^2 (m_kj - x_j)^2, expanded as matrix products
+        if self.bases is not None:  # ||s_k||^2 and tr P_k do not depend on the axes
+            sq = (prec * self._in_axes(x64, mean)).square().sum(-1)
+            trace_p = prec.sum(-1).expand_as(sq)
+        elif prec.dim() == 2:  # (K, D): ||s_k||^2 = sum_j P_kj^2 (m_kj - x_j)^2, expanded as matrix products
             p2 = prec**2
             sq = (x64**2) @ p2.T - 2 * x64 @ (p2 * mean).T + (p2 * mean**2).sum(-1)
             trace_p = prec.sum(-1)[None]
@@ -261,6 +367,32 @@ class GaussianMixture:
         if not isinstance(sde, SDE):
             raise TypeError(f"sde must be a diffsolve SDE, got {describe(sde)}")
         return AnalyticScore(self, sde)
+
+
+def _check_bases(bases: _ArrayLike, k: int, d: int, dtype: torch.dtype) -> Tensor:
+    u = torch.as_tensor(np.asarray(bases, dtype=np.float64) if not isinstance(bases, Tensor) else bases)
+    u = u.detach().to(dtype=dtype, device="cpu")
+    if tuple(u.shape) != (k, d, d):
+        raise ValueError(f"bases must have shape (K, D, D) = ({k}, {d}, {d}), got {tuple(u.shape)}")
+    eye = torch.eye(d, dtype=dtype)
+    err = (u.transpose(1, 2) @ u - eye).abs().max().item() if u.is_floating_point() else float("inf")
+    if not err < 1e-6:
+        raise ValueError(f"bases must be orthonormal matrices (U^T U = I); the largest deviation is {err:.3g}")
+    return u.contiguous()
+
+
+def _as_observation(A: _ArrayLike, y: _ArrayLike, dim: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """`(A, y)` as float tensors `(m, D)` and `(m,)`, checked against the dimension `dim`."""
+    a = torch.as_tensor(np.asarray(A, dtype=np.float64) if not isinstance(A, Tensor) else A)
+    obs = torch.as_tensor(np.asarray(y, dtype=np.float64) if not isinstance(y, Tensor) else y)
+    a, obs = a.detach().to(dtype=dtype, device="cpu"), obs.detach().to(dtype=dtype, device="cpu")
+    if a.dim() != 2 or a.shape[1] != dim or a.shape[0] < 1:
+        raise ValueError(f"A must have shape (m, D) with D = {dim}, got {tuple(a.shape)}")
+    if tuple(obs.shape) != (a.shape[0],):
+        raise ValueError(f"y must have shape (m,) = ({a.shape[0]},), one value per row of A, got {tuple(obs.shape)}")
+    if not bool(torch.isfinite(a).all()) or not bool(torch.isfinite(obs).all()):
+        raise ValueError("A and y must be finite")
+    return a, obs
 
 
 def _softmax(logits: Tensor) -> Tensor:

@@ -187,7 +187,8 @@ class LabeledMixture:
         """
         keep = self.labels == int(y)
         w = self.mixture.weights[keep]
-        return GaussianMixture(w / w.sum(), self.mixture.means[keep], self.mixture.stds[keep])
+        bases = None if self.mixture.bases is None else self.mixture.bases[keep]
+        return GaussianMixture(w / w.sum(), self.mixture.means[keep], self.mixture.stds[keep], bases=bases)
 
     def class_probs(self) -> Tensor:
         """$p(y)$: the total weight of each class's components, `(classes,)`."""

@@ -3,11 +3,13 @@
 - `convergence`: measured convergence orders (strong, weak, ODE) with fitted slopes and intervals;
 - `stiffness`: where adaptive solvers spend their steps, and the drift Jacobian's spectrum;
 - `truncation`: likelihood and sample error against eps and against the tolerance;
-- `grids`: the time grid on which a sampler's paired path error is smallest (`optimize_grid`).
+- `grids`: the time grid on which a sampler's paired path error is smallest (`optimize_grid`);
+- `posterior`: how far inverse-problem samples are from the exact posterior (`posterior_error`).
 """
 
 from .convergence import KINDS, ConvergenceResult, convergence_order, second_moment
 from .grids import GridResult, optimize_grid
+from .posterior import PosteriorError, PosteriorJudge, posterior_error
 from .stiffness import JacobianSpectrum, StepDiagnostics, jacobian_spectrum, step_diagnostics
 from .truncation import likelihood_work_precision, nll_vs_eps, sample_error_vs_eps
 
@@ -25,4 +27,7 @@ __all__ = [
     "sample_error_vs_eps",
     "GridResult",
     "optimize_grid",
+    "PosteriorError",
+    "PosteriorJudge",
+    "posterior_error",
 ]

@@ -1,0 +1,124 @@
+r"""How far posterior samples are from the exact posterior: the judge of inverse-problem samplers.
+
+For a `GaussianMixture` prior and a linear-Gaussian `Observation`, the posterior is a mixture in
+closed form (`GaussianMixture.posterior`), and so is its marginal at the samplers' final time
+$\epsilon$. `posterior_error` reads a sample set against it with the same battery `compare` uses
+(docs/architecture.md, "How sample quality is judged"): the mean $\log p_\epsilon(x \mid y)$ gap, a KS
+test of $\log p_\epsilon(X \mid y)$, the tail-mass test and a kNN classifier two-sample test against
+exact posterior draws; plus the error of the sample mean, the posterior-mean estimate a user reads
+off, against the exact $\mathbb{E}[x_\epsilon \mid y]$.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .._validation import check_batched, check_seed
+from ..analytic import GaussianMixture
+from ..comparison import ALPHA
+from ..judge import ExactLogDensity, TestResult, c2st, log_prob_ks, tail_mass
+from ..metrics import Estimate, log_prob_gap
+from ..sde import SDE
+
+__all__ = ["PosteriorError", "PosteriorJudge", "posterior_error"]
+
+GAP_TOL = 0.02
+"""Allowed mean log-density gap in nats on top of 3 standard errors (as `comparison.criteria_met`)."""
+
+
+@dataclass(frozen=True)
+class PosteriorError:
+    r"""A sample set read against the exact posterior marginal $p_\epsilon(x \mid y)$.
+
+    Attributes:
+        mean_error: $\|\bar x - \mathbb{E}[x_\epsilon \mid y]\|$ over the whole event, with its standard
+            error (the sample mean's own noise, $\sqrt{\operatorname{tr}\mathrm{Cov}/n}$).
+        log_prob_gap: Mean $\log p_\epsilon(X \mid y)$ minus its exact expectation, in nats.
+        ks: KS test of $\log p_\epsilon(X \mid y)$ against exact draws.
+        tail: Mass below the exact 0.2% quantile of $\log p_\epsilon(\cdot \mid y)$, binomial test.
+        c2st: kNN classifier two-sample test against exact posterior draws.
+    """
+
+    mean_error: Estimate
+    log_prob_gap: Estimate
+    ks: TestResult
+    tail: TestResult
+    c2st: TestResult
+
+    @property
+    def indistinguishable(self) -> bool:
+        """Every test at level `comparison.ALPHA` and the log-density gap within 0.02 nats + 3 SE."""
+        gap = self.log_prob_gap
+        tests = (self.ks, self.tail, self.c2st)
+        return abs(gap.value) <= GAP_TOL + 3 * gap.se and all(r.p_value >= ALPHA for r in tests)
+
+    def as_row(self) -> dict[str, float | bool]:
+        """A flat dict for tables."""
+        return {
+            "mean_error": self.mean_error.value, "mean_error_se": self.mean_error.se,
+            "log_prob_gap": self.log_prob_gap.value, "log_prob_gap_se": self.log_prob_gap.se,
+            "ks_logp_p": self.ks.p_value, "tail_mass_p": self.tail.p_value, "c2st_p": self.c2st.p_value,
+            "indistinguishable": self.indistinguishable,
+        }  # fmt: skip
+
+
+class PosteriorJudge:
+    r"""The exact posterior at $\epsilon$ and its reference draws, made once and shared by every sample set.
+
+    Args:
+        posterior: The exact posterior $p(x_0 \mid y)$ (`Observation.posterior(prior)`).
+        sde: The forward SDE the samplers solve.
+        eps: Their final time.
+        n: Exact reference draws for the log-density tests.
+        seed: Seed of the reference draws.
+    """
+
+    def __init__(
+        self, posterior: GaussianMixture, sde: SDE, *, eps: float = 1e-3, n: int = 200_000, seed: int = 0
+    ) -> None:
+        if not isinstance(posterior, GaussianMixture):
+            raise TypeError(f"posterior must be a GaussianMixture, got {type(posterior).__name__}")
+        self.posterior, self.sde, self.eps = posterior, sde, float(eps)
+        self.reference = ExactLogDensity(posterior, self.eps, sde, n=n, seed=check_seed(seed))
+        self.at_eps = posterior.marginal(self.eps, sde)
+        self.draws = self.at_eps.sample(10_000, seed=seed + 1, dtype=torch.float32)
+
+    def __call__(self, x: Tensor) -> PosteriorError:
+        """Judge the samples `x` `(n, *event)`."""
+        x = check_batched(x, "x", min_dim=1)
+        flat = x.detach().flatten(1).to(torch.float64).cpu()
+        if flat.shape[1] != self.posterior.dim:
+            raise ValueError(f"x has {flat.shape[1]} values per sample, the posterior {self.posterior.dim}")
+        mean = self.at_eps.mean
+        spread = (self.at_eps.covariances * self.at_eps.weights[:, None, None]).sum(0).trace()
+        spread = spread + (self.at_eps.weights @ (self.at_eps.means - mean).square().sum(1))
+        mean_error = Estimate(float((flat.mean(0) - mean).norm()), math.sqrt(float(spread) / flat.shape[0]))
+        return PosteriorError(
+            mean_error=mean_error,
+            log_prob_gap=log_prob_gap(flat, self.posterior, self.eps, self.sde, reference=self.reference),
+            ks=log_prob_ks(flat, self.reference),
+            tail=tail_mass(flat, self.reference),
+            c2st=c2st(flat.to(torch.float32), self.draws),
+        )
+
+
+def posterior_error(
+    x: Tensor, posterior: GaussianMixture, sde: SDE, *, eps: float = 1e-3, seed: int = 0
+) -> PosteriorError:
+    r"""Judge posterior samples `x` (taken at time `eps`) against the exact posterior `posterior`.
+
+    Builds a `PosteriorJudge` (200 000 exact reference draws); to judge many sample sets against one
+    posterior, build the judge once and call it.
+
+    Args:
+        x: The samples, `(n, *event)`.
+        posterior: The exact posterior mixture.
+        sde: The forward SDE the samples were solved under.
+        eps: Their final time.
+        seed: Seed of the reference draws.
+    """
+    return PosteriorJudge(posterior, sde, eps=eps, seed=seed)(x)

@@ -1,0 +1,143 @@
+r"""Projection samplers for inverse problems: score_sde's replacement and RePaint's resampling.
+
+Both step DDPM's ancestral sampler (`ddim_eta` at $\eta = 1$, on the Brownian path the seed names)
+and, after every step to $t_{i+1}$, move the state onto the observation's noised level set: with
+`observation=` an `inverse.Observation` ($y = A x_0 + n$),
+
+$$x \leftarrow x + A^+\big(y_{t} - A x\big), \qquad y_t = \alpha_t\, y + \sigma_t\, A z,$$
+
+the replacement of the observed values by a fresh forward-noised copy of the observation (Song et
+al. 2021, Appendix I.2; for a mask $A^+ = A^\top$ and this is inpainting's replacement). `repaint`
+repeats each step `resample` times, taking the state back from $t_{i+1}$ to $t_i$ through the
+forward transition between repetitions (Lugmayr et al. 2022, jump length 1), so that the unobserved
+values have time to agree with the observed ones. Neither models the observation noise $s$: it
+projects onto $Ax = y$ as if $y$ were exact, a bias the study in docs/benchmarks.md measures.
+
+Without `observation` both are DDPM's ancestral sampler (`replacement` equals `ddim_eta`).
+
+References:
+    Song et al., "Score-Based Generative Modeling through Stochastic Differential Equations", ICLR 2021.
+    Lugmayr et al., "RePaint: Inpainting using Denoising Diffusion Probabilistic Models", CVPR 2022.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .._validation import check_positive, describe
+from ..inverse import Observation
+from .ancestral import _Noise
+from .base import SolveOutput, SolveRequest, run_on_grid
+from .diffusion import _schedule
+from .noise import NOISE_REMOVAL
+from .registry import SOLVERS, Option, Solver
+
+__all__ = ["replacement", "repaint"]
+
+
+def _check_observation(value: object, name: str) -> None:
+    if value is not None and not isinstance(value, Observation):
+        raise TypeError(f"{name} must be a diffsolve.inverse.Observation or None, got {describe(value)}")
+
+
+OBSERVATION = Option(None, _check_observation, "the inverse.Observation to project onto (None: no projection)")
+
+
+def _projector(req: SolveRequest, alpha: list[float], sigma: list[float]):
+    """`project(x, i, key)`: x onto the noised observation at grid time i (noise-free at the end
+    when noise is removed); the identity without an observation."""
+    obs: Observation | None = req.options["observation"]
+    if obs is None:
+        return lambda x, i, *key: x
+    obs.check(req.x_T, "x_T")
+    end = len(alpha) - 1
+    clean_end = req.options["noise_removal"]
+
+    def project(x: Tensor, i: int, *key: int) -> Tensor:
+        a, y, _ = obs.tensors(x)
+        target = alpha[i] * y.expand(x.shape[0], -1)
+        if not (i == end and clean_end):
+            z = req.noise.normals("observation", i, *key, like=x).flatten(1)
+            target = target + sigma[i] * (z @ a.T)
+        return obs.project(x, target)
+
+    return project
+
+
+def _ancestral(x: Tensor, s: Tensor, i: int, alpha: list[float], sigma: list[float], z: Tensor | None) -> Tensor:
+    """DDPM's ancestral step from grid time i to i + 1 given the score `s` at x (no noise if z is None)."""
+    eps_hat = s.mul(-sigma[i])
+    x0_hat = torch.add(x, eps_hat, alpha=-sigma[i]).div_(alpha[i])
+    var_cond = max(sigma[i] ** 2 - (alpha[i] / alpha[i + 1]) ** 2 * sigma[i + 1] ** 2, 0.0)
+    c = 0.0 if z is None else math.sqrt(var_cond) * sigma[i + 1] / sigma[i]
+    out = x0_hat.mul_(alpha[i + 1]).add_(eps_hat, alpha=math.sqrt(max(sigma[i + 1] ** 2 - c**2, 0.0)))
+    return out if z is None else out.add_(z, alpha=c)
+
+
+def replacement(req: SolveRequest) -> SolveOutput:
+    """DDPM ancestral steps, each followed by the projection onto the noised observation (1 NFE per step).
+
+    Args:
+        req: The checked request (options: `observation`, `noise_removal`; `seed` names the noise).
+    """
+    ledger, times = req.ledger(), req.grid.tolist()
+    alpha, sigma, _ = _schedule(req.sde, req.grid)
+    noise, project = _Noise(req), _projector(req, alpha, sigma)
+
+    def step(x: Tensor, i: int) -> Tensor:
+        return project(_ancestral(x, ledger(x, times[i]), i, alpha, sigma, noise(i)), i + 1, 0)
+
+    return run_on_grid(step, project(req.x_T, 0, 0), req.grid, ledger, req.return_trajectory)
+
+
+def repaint(req: SolveRequest) -> SolveOutput:
+    r"""RePaint: each step repeated `resample` times, going back from $t_{i+1}$ to $t_i$ by the forward
+    transition between repetitions (`resample` NFE per step).
+
+    Args:
+        req: The checked request (options: `observation`, `resample`, `noise_removal`; `seed` names the noise).
+    """
+    ledger, times = req.ledger(), req.grid.tolist()
+    alpha, sigma, _ = _schedule(req.sde, req.grid)
+    noise, project = _Noise(req), _projector(req, alpha, sigma)
+    repeats = req.options["resample"]
+
+    def step(x: Tensor, i: int) -> Tensor:
+        for u in range(repeats):
+            z = noise(i) if u == repeats - 1 else req.noise.normals("resample", i, u, 0, like=x)
+            x = project(_ancestral(x, ledger(x, times[i]), i, alpha, sigma, z), i + 1, u)
+            if u < repeats - 1:  # back to t_i: x_i = (a_i / a_{i+1}) x_{i+1} + sqrt(s_i^2 - (a_i/a_{i+1})^2 s_{i+1}^2) z
+                ratio = alpha[i] / alpha[i + 1]
+                spread = math.sqrt(max(sigma[i] ** 2 - ratio**2 * sigma[i + 1] ** 2, 0.0))
+                x = x.mul(ratio).add_(req.noise.normals("resample", i, u, 1, like=x), alpha=spread)
+        return x
+
+    return run_on_grid(step, project(req.x_T, 0, 0), req.grid, ledger, req.return_trajectory)
+
+
+def _resample_count(value: object, name: str) -> None:
+    check_positive(value, name, integer=True)
+    if value > 1000:
+        raise ValueError(f"{name} must be at most 1000 repetitions per step, got {value!r}")
+
+
+def _repaint_nfe(options) -> int:
+    """resample"""
+    return int(options["resample"])
+
+
+_OPTIONS = {"observation": OBSERVATION, "noise_removal": NOISE_REMOVAL}
+
+for _solver in [
+    Solver("replacement", "diffusion", replacement, 1, stochastic=True, default_steps=200, time_grid="uniform",
+           options=_OPTIONS, budgets=(10, 20, 50, 100, 200, 500, 1000),
+           description="inpainting by replacement (score_sde): DDPM ancestral steps projected onto the noised observation"),
+    Solver("repaint", "diffusion", repaint, _repaint_nfe, stochastic=True, default_steps=100, time_grid="uniform",
+           options={**_OPTIONS, "resample": Option(5, _resample_count, "repetitions per step (RePaint's r; jump 1)")},
+           budgets=(2, 4, 10, 20, 50, 100, 200),
+           description="RePaint: replacement with each step repeated `resample` times through the forward transition"),
+]:  # fmt: skip
+    SOLVERS[_solver.name] = _solver
