@@ -31,7 +31,16 @@ MASK64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
 
 # Purposes: each names an independent family of streams under one seed.
-PRIOR, CORRECTOR, PROBES, DEQUANTIZE, ROW_PATH, SRK_CHUNK, OBSERVATION, RESAMPLE = 11, 12, 13, 14, 15, 16, 17, 18
+PRIOR, CORRECTOR, PROBES, DEQUANTIZE, ROW_PATH, SRK_CHUNK, OBSERVATION, RESAMPLE = (
+    11,
+    12,
+    13,
+    14,
+    15,
+    16,
+    17,
+    18,
+)
 
 
 PRIOR_SEED, CORRECTOR_SEED = 0, 1

@@ -8,9 +8,9 @@ so $\log p_t$ is a log-sum-exp and the score is the responsibility-weighted sum 
 scores $-(x - \alpha_t\mu_k)/v_{k}$. A component may also have a full covariance
 $U_k \mathrm{diag}(s_k^2) U_k^\top$ (`bases=`): its noised covariance $U_k \mathrm{diag}(\alpha_t^2 s_k^2 +
 \sigma_t^2) U_k^\top$ keeps the same axes, so every formula above holds in each component's own axes.
-`GaussianMixture.posterior` is such a mixture: the exact posterior of a linear-Gaussian observation. This is the ground truth that samplers, likelihoods and
-convergence orders are checked against. The marginal follows whatever $(\alpha_t, \sigma_t)$ the SDE
-object reports, so the oracle and the SDE can never disagree silently.
+`GaussianMixture.posterior` is such a mixture: the exact posterior of a linear-Gaussian observation.
+This is the ground truth that samplers, likelihoods and convergence orders are checked against. The
+marginal follows whatever $(\alpha_t, \sigma_t)$ the SDE object reports, so the oracle and the SDE can never disagree silently.
 
 Computation runs in the mixture's dtype (float64 by default); results come back in `x`'s dtype.
 """
@@ -117,23 +117,38 @@ class GaussianMixture:
 
     @classmethod
     def from_covariances(
-        cls, weights: _ArrayLike, means: _ArrayLike, covariances: _ArrayLike, *, dtype: torch.dtype = torch.float64
+        cls,
+        weights: _ArrayLike,
+        means: _ArrayLike,
+        covariances: _ArrayLike,
+        *,
+        dtype: torch.dtype = torch.float64,
     ) -> GaussianMixture:
         """A mixture with full covariances `(K, D, D)` (symmetric positive definite), through their
         eigendecompositions; exactly diagonal covariances give a diagonal mixture (`bases` None)."""
-        cov = torch.as_tensor(
-            np.asarray(covariances, dtype=np.float64) if not isinstance(covariances, Tensor) else covariances
-        ).detach().to(dtype=dtype, device="cpu")
+        cov = (
+            torch.as_tensor(
+                np.asarray(covariances, dtype=np.float64)
+                if not isinstance(covariances, Tensor)
+                else covariances
+            )
+            .detach()
+            .to(dtype=dtype, device="cpu")
+        )
         if cov.dim() != 3 or cov.shape[1] != cov.shape[2]:
             raise ValueError(f"covariances must have shape (K, D, D), got {tuple(cov.shape)}")
-        if not bool(torch.isfinite(cov).all()) or not torch.allclose(cov, cov.transpose(1, 2), rtol=1e-10, atol=1e-12):
+        if not bool(torch.isfinite(cov).all()) or not torch.allclose(
+            cov, cov.transpose(1, 2), rtol=1e-10, atol=1e-12
+        ):
             raise ValueError("covariances must be finite and symmetric")
         off = cov - torch.diag_embed(torch.diagonal(cov, dim1=1, dim2=2))
         if not bool(off.any()):
             return cls(weights, means, torch.diagonal(cov, dim1=1, dim2=2).sqrt(), dtype=dtype)
         evals, bases = torch.linalg.eigh(cov)
         if not bool((evals > 0).all()):
-            raise ValueError(f"covariances must be positive definite; smallest eigenvalue {evals.min().item():.3g}")
+            raise ValueError(
+                f"covariances must be positive definite; smallest eigenvalue {evals.min().item():.3g}"
+            )
         return cls(weights, means, evals.sqrt(), bases=bases, dtype=dtype)
 
     def posterior(self, A: _ArrayLike, y: _ArrayLike, noise_std: float) -> GaussianMixture:
@@ -377,7 +392,9 @@ def _check_bases(bases: _ArrayLike, k: int, d: int, dtype: torch.dtype) -> Tenso
     eye = torch.eye(d, dtype=dtype)
     err = (u.transpose(1, 2) @ u - eye).abs().max().item() if u.is_floating_point() else float("inf")
     if not err < 1e-6:
-        raise ValueError(f"bases must be orthonormal matrices (U^T U = I); the largest deviation is {err:.3g}")
+        raise ValueError(
+            f"bases must be orthonormal matrices (U^T U = I); the largest deviation is {err:.3g}"
+        )
     return u.contiguous()
 
 
@@ -389,7 +406,9 @@ def _as_observation(A: _ArrayLike, y: _ArrayLike, dim: int, dtype: torch.dtype) 
     if a.dim() != 2 or a.shape[1] != dim or a.shape[0] < 1:
         raise ValueError(f"A must have shape (m, D) with D = {dim}, got {tuple(a.shape)}")
     if tuple(obs.shape) != (a.shape[0],):
-        raise ValueError(f"y must have shape (m,) = ({a.shape[0]},), one value per row of A, got {tuple(obs.shape)}")
+        raise ValueError(
+            f"y must have shape (m,) = ({a.shape[0]},), one value per row of A, got {tuple(obs.shape)}"
+        )
     if not bool(torch.isfinite(a).all()) or not bool(torch.isfinite(obs).all()):
         raise ValueError("A and y must be finite")
     return a, obs

@@ -81,7 +81,9 @@ class Observation:
         self.noise_std = float(noise_std)
         shape = (self.A.shape[1],) if event_shape is None else tuple(int(s) for s in event_shape)
         if math.prod(shape) != self.A.shape[1]:
-            raise ValueError(f"event_shape {shape} holds {math.prod(shape)} values but A has {self.A.shape[1]} columns")
+            raise ValueError(
+                f"event_shape {shape} holds {math.prod(shape)} values but A has {self.A.shape[1]} columns"
+            )
         self.event_shape = shape
         self._pinv = torch.linalg.pinv(self.A)
         self._on: dict[tuple[torch.dtype, torch.device], tuple[Tensor, Tensor, Tensor]] = {}
@@ -103,12 +105,12 @@ class Observation:
         if not bool(flat.any()):
             raise ValueError("mask observes nothing: at least one value must be True")
         A = torch.eye(flat.numel(), dtype=torch.float64)[flat]
-        return cls(A, x.reshape(-1).detach().cpu().to(torch.float64)[flat], noise_std, event_shape=tuple(mask.shape))
+        return cls(
+            A, x.reshape(-1).detach().cpu().to(torch.float64)[flat], noise_std, event_shape=tuple(mask.shape)
+        )
 
     @classmethod
-    def of(
-        cls, A: Tensor | np.ndarray, x0: Tensor, noise_std: float, *, seed: int = 0
-    ) -> Observation:
+    def of(cls, A: Tensor | np.ndarray, x0: Tensor, noise_std: float, *, seed: int = 0) -> Observation:
         """The observation of one sample `x0` through `A`, with its noise drawn (keyed by `seed`).
 
         Args:
@@ -203,13 +205,17 @@ class ObservationGuided:
             raise TypeError(f"observation must be an Observation, got {describe(observation)}")
         sde = sde if sde is not None else getattr(score, "sde", None)
         if not isinstance(sde, SDE):
-            raise TypeError(f"sde must be given (the score has no .sde): a diffsolve SDE, got {describe(sde)}")
+            raise TypeError(
+                f"sde must be given (the score has no .sde): a diffsolve SDE, got {describe(sde)}"
+            )
         if method not in ("dps", "pigdm"):
             raise ValueError(f"method must be 'dps' or 'pigdm', got {method!r}")
         if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not 0 <= float(scale) < math.inf:
             raise ValueError(f"scale must be a finite number >= 0, got {scale!r}")
         if method == "dps" and observation.noise_std == 0:
-            raise ValueError("dps weighs the residual by 1/noise_std^2: give an Observation with noise_std > 0")
+            raise ValueError(
+                "dps weighs the residual by 1/noise_std^2: give an Observation with noise_std > 0"
+            )
         self.score, self.observation, self.sde = score, observation, sde
         self.method, self.scale, self.data_std = method, float(scale), _data_std(data_std)
         self.event_shape = observation.event_shape

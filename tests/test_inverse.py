@@ -25,25 +25,32 @@ def _grid_posterior(prior, A, y, s, lim=8.0, n=1201):
 
 
 @pytest.mark.parametrize(
-    "A, y", [([[1.0, 0.0]], [2.0]), ([[1.0, 1.0]], [3.0]), ([[0.6, -0.8], [1.0, 0.3]], [1.0, -2.0])],
+    "A, y",
+    [([[1.0, 0.0]], [2.0]), ([[1.0, 1.0]], [3.0]), ([[0.6, -0.8], [1.0, 0.3]], [1.0, -2.0])],
     ids=["one coordinate", "a sum (full covariance)", "a 2x2 matrix"],
 )
 def test_posterior_equals_brute_force_integration_in_2d(ring, A, y):
     s = 0.4
     post = ring.posterior(A, y, s)
-    pts, log_post, cell = _grid_posterior(ring, torch.tensor(A, dtype=torch.float64), torch.tensor(y, dtype=torch.float64), s)
+    pts, log_post, cell = _grid_posterior(
+        ring, torch.tensor(A, dtype=torch.float64), torch.tensor(y, dtype=torch.float64), s
+    )
     dens = log_post.exp()
     assert (post.log_prob(pts).exp() - dens).abs().max() < 1e-9 * dens.max()
     assert torch.allclose(post.mean, (dens[:, None] * pts).sum(0) * cell, atol=1e-9)
     cov = ((pts - post.mean)[:, :, None] * (pts - post.mean)[:, None, :] * dens[:, None, None]).sum(0) * cell
-    exact_cov = (post.weights[:, None, None] * (post.covariances + post.means[:, :, None] * post.means[:, None, :])).sum(0)
+    exact_cov = (
+        post.weights[:, None, None] * (post.covariances + post.means[:, :, None] * post.means[:, None, :])
+    ).sum(0)
     assert torch.allclose(cov, exact_cov - post.mean[:, None] * post.mean[None], atol=1e-8)
 
 
 def test_a_mask_on_a_diagonal_prior_keeps_the_posterior_diagonal(ring):
     post = ring.posterior([[1.0, 0.0]], [2.0], 0.3)
     assert post.bases is None  # observed coordinate: precision 1/0.3^2 + 1/0.3^2
-    assert torch.allclose(post.stds[:, 0], torch.full((post.n_components,), 0.3 / math.sqrt(2), dtype=torch.float64))
+    assert torch.allclose(
+        post.stds[:, 0], torch.full((post.n_components,), 0.3 / math.sqrt(2), dtype=torch.float64)
+    )
     assert torch.allclose(post.stds[:, 1], torch.full((post.n_components,), 0.3, dtype=torch.float64))
     mixed = ring.posterior([[1.0, 1.0]], [2.0], 0.3)
     assert mixed.bases is not None and "full covariances" in repr(mixed)
@@ -57,10 +64,16 @@ def _posterior_log_density_at_t(prior, A, y, s, x, t, sde):
     total = []
     for k in range(prior.n_components):
         cov0 = prior.covariances[k]
-        gain = alpha * cov0 @ torch.linalg.inv(alpha**2 * cov0 + sigma**2 * torch.eye(prior.dim, dtype=torch.float64))
+        gain = (
+            alpha
+            * cov0
+            @ torch.linalg.inv(alpha**2 * cov0 + sigma**2 * torch.eye(prior.dim, dtype=torch.float64))
+        )
         m = prior.means[k] + (x - alpha * prior.means[k]) @ gain.T
         c = cov0 - gain @ (alpha * cov0)
-        dist = torch.distributions.MultivariateNormal(m @ A.T, A @ c @ A.T + s**2 * torch.eye(A.shape[0], dtype=torch.float64))
+        dist = torch.distributions.MultivariateNormal(
+            m @ A.T, A @ c @ A.T + s**2 * torch.eye(A.shape[0], dtype=torch.float64)
+        )
         total.append(torch.log(resp[:, k]) + dist.log_prob(y))
     return prior.log_prob_t(x, t, sde) + torch.logsumexp(torch.stack(total, 1), 1)
 
@@ -78,7 +91,7 @@ def test_noised_posterior_score_is_bayes_at_time_t(sde):
         (grad,) = torch.autograd.grad(bayes.sum(), xg)
         assert torch.allclose(post.score_t(x, t, sde), grad, atol=1e-9, rtol=1e-9)
         lp = post.log_prob_t(x, t, sde)
-        offset = (bayes.detach() - lp)  # p(y) normalises the posterior: the same constant at every x
+        offset = bayes.detach() - lp  # p(y) normalises the posterior: the same constant at every x
         assert float(offset.max() - offset.min()) < 1e-9
 
 
@@ -95,7 +108,9 @@ def test_full_covariance_scores_divergence_and_samples_agree_with_their_density(
     assert torch.allclose(div, torch.einsum("ibi->b", jac), atol=1e-10)
     draws = post.sample(200_000, seed=0)
     # The sample covariance of 2e5 draws is within 5 standard errors of the exact one, entrywise.
-    mix_cov = (post.weights[:, None, None] * (post.covariances + post.means[:, :, None] * post.means[:, None, :])).sum(0)
+    mix_cov = (
+        post.weights[:, None, None] * (post.covariances + post.means[:, :, None] * post.means[:, None, :])
+    ).sum(0)
     exact = mix_cov - post.mean[:, None] * post.mean[None]
     se = (exact.diagonal()[:, None] * exact.diagonal()[None] / 2e5).sqrt() * 2
     assert ((torch.cov(draws.T) - exact).abs() < 5 * se).all()
@@ -156,7 +171,9 @@ def test_projection_solvers_without_an_observation_are_ddpm_ancestral(problem):
     _, sde, score = problem
     ddpm = ds.sample(score, sde, 64, solver="ddim_eta", steps=12, seed=3).samples
     assert torch.equal(ds.sample(score, sde, 64, solver="replacement", steps=12, seed=3).samples, ddpm)
-    assert torch.equal(ds.sample(score, sde, 64, solver="repaint", steps=12, seed=3, resample=1).samples, ddpm)
+    assert torch.equal(
+        ds.sample(score, sde, 64, solver="repaint", steps=12, seed=3, resample=1).samples, ddpm
+    )
 
 
 def test_projection_solvers_end_on_the_observation_and_count_every_evaluation(problem):
@@ -171,10 +188,20 @@ def test_projection_solvers_end_on_the_observation_and_count_every_evaluation(pr
     with pytest.raises(TypeError, match="observation must be a diffsolve.inverse.Observation"):
         ds.sample(score, sde, 8, solver="replacement", steps=5, seed=0, observation=[1.0])
     with pytest.raises(ValueError, match="observation is of samples shaped"):
-        ds.sample(score, sde, 8, solver="replacement", steps=5, seed=0, observation=Observation(np.eye(3), np.zeros(3), 0.0))
+        ds.sample(
+            score,
+            sde,
+            8,
+            solver="replacement",
+            steps=5,
+            seed=0,
+            observation=Observation(np.eye(3), np.zeros(3), 0.0),
+        )
 
 
-@pytest.mark.parametrize("info", [s for s in ds.solvers() if "observation" in s.options], ids=lambda s: s.name)
+@pytest.mark.parametrize(
+    "info", [s for s in ds.solvers() if "observation" in s.options], ids=lambda s: s.name
+)
 def test_projection_noise_is_keyed_by_row_so_chunks_change_nothing(problem, info):
     _, sde, score = problem
     obs = Observation(torch.tensor([[0.6, 0.8]]), torch.tensor([1.5]), 0.0)

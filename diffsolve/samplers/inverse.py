@@ -43,7 +43,9 @@ def _check_observation(value: object, name: str) -> None:
         raise TypeError(f"{name} must be a diffsolve.inverse.Observation or None, got {describe(value)}")
 
 
-OBSERVATION = Option(None, _check_observation, "the inverse.Observation to project onto (None: no projection)")
+OBSERVATION = Option(
+    None, _check_observation, "the inverse.Observation to project onto (None: no projection)"
+)
 
 
 def _projector(req: SolveRequest, alpha: list[float], sigma: list[float]):
@@ -67,7 +69,9 @@ def _projector(req: SolveRequest, alpha: list[float], sigma: list[float]):
     return project
 
 
-def _ancestral(x: Tensor, s: Tensor, i: int, alpha: list[float], sigma: list[float], z: Tensor | None) -> Tensor:
+def _ancestral(
+    x: Tensor, s: Tensor, i: int, alpha: list[float], sigma: list[float], z: Tensor | None
+) -> Tensor:
     """DDPM's ancestral step from grid time i to i + 1 given the score `s` at x (no noise if z is None)."""
     eps_hat = s.mul(-sigma[i])
     x0_hat = torch.add(x, eps_hat, alpha=-sigma[i]).div_(alpha[i])
@@ -109,7 +113,9 @@ def repaint(req: SolveRequest) -> SolveOutput:
         for u in range(repeats):
             z = noise(i) if u == repeats - 1 else req.noise.normals("resample", i, u, 0, like=x)
             x = project(_ancestral(x, ledger(x, times[i]), i, alpha, sigma, z), i + 1, u)
-            if u < repeats - 1:  # back to t_i: x_i = (a_i / a_{i+1}) x_{i+1} + sqrt(s_i^2 - (a_i/a_{i+1})^2 s_{i+1}^2) z
+            if (
+                u < repeats - 1
+            ):  # back to t_i: x_i = (a_i / a_{i+1}) x_{i+1} + sqrt(s_i^2 - (a_i/a_{i+1})^2 s_{i+1}^2) z
                 ratio = alpha[i] / alpha[i + 1]
                 spread = math.sqrt(max(sigma[i] ** 2 - ratio**2 * sigma[i + 1] ** 2, 0.0))
                 x = x.mul(ratio).add_(req.noise.normals("resample", i, u, 1, like=x), alpha=spread)
