@@ -17,10 +17,12 @@ from torch import Tensor
 from . import checkpoint, datasets, memory
 from ._validation import check_positive
 from .analytic import GaussianMixture
+from .inverse import Observation
 from .scores import Score
 from .sde import SDE, VESDE, VPSDE, SubVPSDE
 
-__all__ = ["Problem", "SDES", "make_sde", "dataset_names", "training_data", "held_out"]
+__all__ = ["Problem", "SDES", "make_sde", "dataset_names", "training_data", "held_out", "INVERSE_PROBLEMS",
+           "inverse_problem"]  # fmt: skip
 
 SDES: dict[str, type[SDE]] = {"vp": VPSDE, "subvp": SubVPSDE, "ve": VESDE}
 """The forward SDEs by their short names (with their default parameters)."""
@@ -41,6 +43,40 @@ def make_sde(name: str) -> SDE:
     if name not in SDES:
         raise ValueError(f"sde must be one of {', '.join(SDES)}; got {name!r}")
     return SDES[name]()
+
+
+INVERSE_PROBLEMS: dict[str, str] = {
+    "ring2d": "ring2d, its first coordinate observed",
+    "mixture16": "mixture16 (5 Gaussians in 16-D), its first 8 coordinates observed",
+    "mixture3": "a 3-D mixture of 8 Gaussians observed through a random 2x3 matrix",
+}
+"""The inverse problems of the bias study (docs/benchmarks.md, "Inverse problems"), by name."""
+
+
+def inverse_problem(
+    name: str, noise_std: float = 0.2, *, seed: int = 0
+) -> tuple[GaussianMixture, Observation]:
+    """A prior mixture and an observation of one of its exact draws: `(prior, observation)`.
+
+    Args:
+        name: A key of `INVERSE_PROBLEMS`.
+        noise_std: The observation noise $s$ (> 0, so that the posterior has a density).
+        seed: Seed of the observed draw and its noise.
+
+    Raises:
+        ValueError: On an unknown name or a non-positive `noise_std`.
+    """
+    if name not in INVERSE_PROBLEMS:
+        raise ValueError(f"inverse problem must be one of {', '.join(INVERSE_PROBLEMS)}; got {name!r}")
+    check_positive(noise_std, "noise_std")
+    if name == "mixture3":
+        prior = GaussianMixture.random(3, 8, seed=0)
+        A = torch.randn(2, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    else:
+        prior = datasets.mixture(name)
+        A = torch.eye(prior.dim, dtype=torch.float64)[: max(1, prior.dim // 2)]
+    truth = prior.sample(1, seed=seed)[0]
+    return prior, Observation.of(A, truth, noise_std, seed=seed + 1)
 
 
 def dataset_names() -> list[str]:

@@ -9,7 +9,7 @@
 
 from .convergence import KINDS, ConvergenceResult, convergence_order, second_moment
 from .grids import GridResult, optimize_grid
-from .posterior import PosteriorError, PosteriorJudge, posterior_error
+from .posterior import METHODS, Method, PosteriorError, PosteriorJudge, posterior_error, posterior_study
 from .stiffness import JacobianSpectrum, StepDiagnostics, jacobian_spectrum, step_diagnostics
 from .truncation import likelihood_work_precision, nll_vs_eps, sample_error_vs_eps
 
@@ -30,4 +30,7 @@ __all__ = [
     "PosteriorError",
     "PosteriorJudge",
     "posterior_error",
+    "Method",
+    "METHODS",
+    "posterior_study",
 ]

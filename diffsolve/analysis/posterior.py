@@ -7,24 +7,35 @@ $\epsilon$. `posterior_error` reads a sample set against it with the same batter
 test of $\log p_\epsilon(X \mid y)$, the tail-mass test and a kNN classifier two-sample test against
 exact posterior draws; plus the error of the sample mean, the posterior-mean estimate a user reads
 off, against the exact $\mathbb{E}[x_\epsilon \mid y]$.
+
+`posterior_study` runs the methods people use (`METHODS`: the exact posterior score, DPS, $\Pi$GDM,
+replacement, RePaint), each through `sample` at the same NFE budgets, and judges every sample set
+against the exact posterior: the bias table of docs/benchmarks.md ("Inverse problems").
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from .._validation import check_batched, check_seed
+from .._validation import check_batched, check_positive, check_seed
 from ..analytic import GaussianMixture
 from ..comparison import ALPHA
+from ..inverse import Observation, dps, pigdm
 from ..judge import ExactLogDensity, TestResult, c2st, log_prob_ks, tail_mass
 from ..metrics import Estimate, log_prob_gap
+from ..samplers import get_solver
+from ..sampling import sample
+from ..scores import Score
 from ..sde import SDE
 
-__all__ = ["PosteriorError", "PosteriorJudge", "posterior_error"]
+__all__ = ["PosteriorError", "PosteriorJudge", "posterior_error", "Method", "METHODS", "posterior_study"]
 
 GAP_TOL = 0.02
 """Allowed mean log-density gap in nats on top of 3 standard errors (as `comparison.criteria_met`)."""
@@ -122,3 +133,116 @@ def posterior_error(
         seed: Seed of the reference draws.
     """
     return PosteriorJudge(posterior, sde, eps=eps, seed=seed)(x)
+
+
+@dataclass(frozen=True)
+class Method:
+    """An inverse-problem sampler as `sample` runs it: a score built from the prior's, a solver, options.
+
+    Attributes:
+        name: The method's name in tables.
+        solver: The registered solver it runs.
+        make_score: `make_score(prior_score, observation, posterior, sde)`: the score the solver is given.
+        options: The solver's options (`observation=` is added for solvers that take one).
+        description: One line for tables.
+    """
+
+    name: str
+    solver: str
+    make_score: Callable[[Score, Observation, GaussianMixture, SDE], Score] = field(repr=False)
+    options: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    def steps(self, nfe: int) -> int:
+        """Steps that spend `nfe` evaluations (at least one step)."""
+        return max(1, int(nfe) // get_solver(self.solver).step_cost(self.options))
+
+
+def _data_std(prior: GaussianMixture) -> float:
+    """The prior's overall standard deviation per coordinate, ΠGDM's c."""
+    second = (prior.weights @ (prior.covariances.diagonal(dim1=1, dim2=2) + prior.means**2)).mean()
+    return math.sqrt(float(second - prior.mean.square().mean()))
+
+
+def _methods() -> dict[str, Method]:
+    base = "ddim_eta"  # DDPM's ancestral sampler: the step the projection solvers take, so NFE compare
+    return {
+        m.name: m
+        for m in [
+            Method("exact", base, lambda s, o, post, sde: post.score_fn(sde), description="the exact posterior score"),
+            Method("exact, dpm++2m sde", "dpm_solver++2m_sde", lambda s, o, post, sde: post.score_fn(sde),
+                   description="the exact posterior score on the best stochastic sampler"),
+            Method("dps", base, lambda s, o, post, sde: dps(s, o, sde=sde), description="DPS, scale 1"),
+            Method("pigdm", base, lambda s, o, post, sde: pigdm(s, o, sde=sde, data_std=_prior_std(s)),
+                   description="ΠGDM, c = the prior's std"),
+            Method("replacement", "replacement", lambda s, o, post, sde: s, description="score_sde's replacement"),
+            Method("repaint", "repaint", lambda s, o, post, sde: s, {"resample": 5}, description="RePaint, r = 5"),
+        ]
+    }  # fmt: skip
+
+
+def _prior_std(score: Score) -> float:
+    mixture = getattr(score, "mixture", None)
+    return _data_std(mixture) if isinstance(mixture, GaussianMixture) else 1.0
+
+
+METHODS: dict[str, Method] = _methods()
+"""The methods of the bias study, by name; each runs on DDPM's ancestral step (`ddim_eta`, or the
+projection solvers built on it), so that equal NFE is equal work but for the guided scores' VJP, and
+the exact posterior score also runs on `dpm_solver++2m_sde`, what the yardstick reaches per NFE."""
+
+
+def posterior_study(
+    prior: GaussianMixture,
+    sde: SDE,
+    observation: Observation,
+    *,
+    methods: Sequence[Method] | None = None,
+    nfe: Sequence[int] = (10, 20, 50, 100, 200, 500, 1000),
+    n: int = 5000,
+    seed: int = 0,
+    eps: float = 1e-3,
+    judge: PosteriorJudge | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run each method at each NFE budget on the prior's exact score and judge it against the exact posterior.
+
+    Args:
+        prior: The prior mixture (its exact score is the "learned" model every method gets).
+        sde: The forward SDE.
+        observation: The observation.
+        methods: The methods (default: every one of `METHODS`).
+        nfe: The NFE budgets.
+        n: Samples per solve.
+        seed: The seed of every solve.
+        eps: The final time.
+        judge: A `PosteriorJudge` of this posterior already built (default: one is built).
+        progress: Called with a line after each solve (e.g. `print`), or None.
+
+    Returns:
+        One row per (method, budget): `method`, `solver`, `nfe` (as counted by the solve), `seconds`,
+        and `PosteriorError.as_row()`.
+    """
+    check_positive(n, "n", integer=True)
+    posterior = observation.posterior(prior)
+    judge = judge if judge is not None else PosteriorJudge(posterior, sde, eps=eps)
+    prior_score = prior.score_fn(sde)
+    rows = []
+    for method in methods if methods is not None else METHODS.values():
+        score = method.make_score(prior_score, observation, posterior, sde)
+        options = dict(method.options)
+        if "observation" in get_solver(method.solver).options:
+            options["observation"] = observation
+        for budget in nfe:
+            start = time.perf_counter()
+            out = sample(score, sde, n, event_shape=observation.event_shape, solver=method.solver,
+                         steps=method.steps(budget), seed=seed, eps=eps, **options)  # fmt: skip
+            seconds = time.perf_counter() - start
+            row = {"method": method.name, "solver": method.solver, "nfe": out.nfe, "seconds": seconds,
+                   **judge(out.samples).as_row()}  # fmt: skip
+            rows.append(row)
+            if progress is not None:
+                progress(
+                    f"{method.name} nfe={out.nfe}: gap {row['log_prob_gap']:+.3f}, mean error {row['mean_error']:.3f}"
+                )
+    return rows
