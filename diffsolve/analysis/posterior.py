@@ -145,6 +145,7 @@ class Method:
         make_score: `make_score(prior_score, observation, posterior, sde)`: the score the solver is given.
         options: The solver's options (`observation=` is added for solvers that take one).
         description: One line for tables.
+        needs_posterior: Whether `make_score` reads the exact posterior (analytic problems only).
     """
 
     name: str
@@ -152,6 +153,7 @@ class Method:
     make_score: Callable[[Score, Observation, GaussianMixture, SDE], Score] = field(repr=False)
     options: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    needs_posterior: bool = False
 
     def steps(self, nfe: int) -> int:
         """Steps that spend `nfe` evaluations (at least one step)."""
@@ -169,9 +171,10 @@ def _methods() -> dict[str, Method]:
     return {
         m.name: m
         for m in [
-            Method("exact", base, lambda s, o, post, sde: post.score_fn(sde), description="the exact posterior score"),
+            Method("exact", base, lambda s, o, post, sde: post.score_fn(sde), description="the exact posterior score",
+                   needs_posterior=True),
             Method("exact, dpm++2m sde", "dpm_solver++2m_sde", lambda s, o, post, sde: post.score_fn(sde),
-                   description="the exact posterior score on the best stochastic sampler"),
+                   description="the exact posterior score on the best stochastic sampler", needs_posterior=True),
             Method("dps", base, lambda s, o, post, sde: dps(s, o, sde=sde), description="DPS, scale 1"),
             Method("pigdm", base, lambda s, o, post, sde: pigdm(s, o, sde=sde, data_std=_prior_std(s)),
                    description="ΠGDM, c = the prior's std"),

@@ -5,6 +5,7 @@ diffsolve sample       draw samples with any solver; NFE, seconds, quality; writ
 diffsolve likelihood   log-likelihoods by the probability-flow ODE; nats and bits/dim
 diffsolve convergence  measured order of convergence of one solver; table and log-log plot
 diffsolve train        train a score network and save a checkpoint
+diffsolve inpaint      complete partly observed samples (DPS, PiGDM, replacement, RePaint); judged
 diffsolve demo         sample ring2d with two solvers; NFE, seconds and distances to exact samples
 diffsolve solvers      list every solver with its family, order, adaptivity and cost per step
 
@@ -18,12 +19,12 @@ import contextlib
 import sys
 from collections.abc import Iterator, Sequence
 
-from . import compare, convergence, demo, likelihood, sample, solvers, train
+from . import compare, convergence, demo, inpaint, likelihood, sample, solvers, train
 from ._common import UsageError
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
-COMMANDS = {m.NAME: m for m in (demo, train, compare, sample, likelihood, convergence, solvers)}
+COMMANDS = {m.NAME: m for m in (demo, train, compare, sample, inpaint, likelihood, convergence, solvers)}
 """Every subcommand's module by name, in `--help` order."""
 
 
