@@ -178,6 +178,11 @@ def _methods() -> dict[str, Method]:
             Method("dps", base, lambda s, o, post, sde: dps(s, o, sde=sde), description="DPS, scale 1"),
             Method("pigdm", base, lambda s, o, post, sde: pigdm(s, o, sde=sde, data_std=_prior_std(s)),
                    description="ΠGDM, c = the prior's std"),
+            Method("dps, dpm++2m sde", "dpm_solver++2m_sde", lambda s, o, post, sde: dps(s, o, sde=sde),
+                   description="DPS, scale 1, on the best stochastic sampler"),
+            Method("pigdm, dpm++2m sde", "dpm_solver++2m_sde",
+                   lambda s, o, post, sde: pigdm(s, o, sde=sde, data_std=_prior_std(s)),
+                   description="ΠGDM on the best stochastic sampler"),
             Method("replacement", "replacement", lambda s, o, post, sde: s, description="score_sde's replacement"),
             Method("repaint", "repaint", lambda s, o, post, sde: s, {"resample": 5}, description="RePaint, r = 5"),
         ]
@@ -191,8 +196,8 @@ def _prior_std(score: Score) -> float:
 
 METHODS: dict[str, Method] = _methods()
 """The methods of the bias study, by name; each runs on DDPM's ancestral step (`ddim_eta`, or the
-projection solvers built on it), so that equal NFE is equal work but for the guided scores' VJP, and
-the exact posterior score also runs on `dpm_solver++2m_sde`, what the yardstick reaches per NFE."""
+projection solvers built on it), so that equal NFE is equal work but for the guided scores' VJP; the
+exact posterior score, DPS and ΠGDM also run on `dpm_solver++2m_sde`, the best stochastic sampler."""
 
 
 def posterior_study(

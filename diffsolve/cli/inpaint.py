@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 
 from ._common import (
@@ -23,10 +24,12 @@ REGIONS = ("top", "bottom", "left", "right", "center")
 """Named observed regions of an image (the rest is filled in)."""
 
 
+CLI_METHODS = ("exact", "dps", "pigdm", "replacement", "repaint")
+"""The methods `--method` takes (`analysis.METHODS` by name); the score methods take `--solver`."""
+
+
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add `diffsolve inpaint` and its options."""
-    from ..analysis import METHODS
-
     p = sub.add_parser(
         NAME,
         help="fill in the unobserved part of samples (DPS, PiGDM, replacement, RePaint); judge and plot",
@@ -41,10 +44,16 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_problem_args(p)
     p.add_argument(
         "--method",
-        choices=list(METHODS),
+        choices=CLI_METHODS,
         default="repaint",
-        help="exact: the exact posterior score (analytic problems only, like 'exact, dpm++2m sde'); dps, "
-        "pigdm: guided scores on DDPM's ancestral step; replacement, repaint: projection solvers",
+        help="exact: the exact posterior score (analytic problems only); dps, pigdm: guided scores; "
+        "replacement, repaint: projection solvers",
+    )
+    p.add_argument(
+        "--solver",
+        default=None,
+        help="the solver of a score method (exact, dps, pigdm; default ddim_eta, DDPM's ancestral "
+        "sampler); e.g. dpm_solver++2m_sde",
     )
     p.add_argument("--nfe", type=positive_int, default=200, help="score evaluations per completion")
     p.add_argument(
@@ -212,6 +221,18 @@ def run(args: argparse.Namespace) -> int:
     prob = problem_from_args(args, NAME)
     out_path = output_file(args.out, NAME)
     method = METHODS[args.method]
+    if args.solver is not None:
+        from ..samplers import get_solver
+
+        if "observation" in get_solver(method.solver).options:
+            raise UsageError(
+                NAME, f"--solver is for the score methods (exact, dps, pigdm); {args.method} is a solver"
+            )
+        try:
+            get_solver(args.solver)
+        except (TypeError, ValueError) as err:
+            raise UsageError(NAME, f"--solver: {err}") from None
+        method = dataclasses.replace(method, solver=args.solver)
     if method.needs_posterior and not prob.analytic:
         raise UsageError(
             NAME, f"--method {args.method!r} needs an analytic problem (its posterior has a closed form)"
@@ -232,7 +253,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(NAME, str(err)) from None
     x = torch.stack([r[0].samples.detach().cpu() for r in runs])
     nfe, seconds = runs[0][0].nfe, sum(r[0].seconds for r in runs)
-    print(f"{prob.name}, {prob.sde!r}: {args.method} ({method.solver}), {mask.sum().item()} of {mask.numel()} "
+    print(f"{prob.name}, {prob.sde!r}: {args.method} on {method.solver}, {mask.sum().item()} of {mask.numel()} "
           f"values observed, s = {args.noise_std:g}; {args.images} x {args.n} completions, NFE {nfe} each, "
           f"{seconds:.2f} s")  # fmt: skip
     posterior_draws = None
