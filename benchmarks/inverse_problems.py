@@ -6,6 +6,7 @@ closed form (`GaussianMixture.posterior`), so every method's samples are judged 
 posterior draws, and the error of the sample mean). Every method gets the prior's exact score and
 runs through `sample` on DDPM's ancestral step (`analysis.METHODS`), one seed, n samples, eps = 1e-3:
 
+0. the judge's false-rejection rate on sets of exact posterior draws (100 per problem);
 1. method x NFE on the three problems of `problems.INVERSE_PROBLEMS` (s = 0.2);
 2. the noise level s (ring2d, NFE 200 and 1000);
 3. DPS's guidance scale (ring2d, s = 0.2);
@@ -45,6 +46,28 @@ def _cell(row: dict) -> str:
 
 def _log(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
+
+
+def calibration(sde, sets, n):
+    print(f"\n**The judge on exact posterior draws** ({sets} sets of n = {n} per problem, s = 0.2): sets judged "
+          "distinguishable from the exact posterior (the false-rejection rate)\n")  # fmt: skip
+    print("| problem | false rejections | by |")
+    print("| --- | ---: | --- |")
+    for name in INVERSE_PROBLEMS:
+        prior, obs = inverse_problem(name, 0.2)
+        post = obs.posterior(prior)
+        judge, at_eps = PosteriorJudge(post, sde, eps=EPS), post.marginal(EPS, sde)
+        failed = []
+        for i in range(sets):
+            row = judge(at_eps.sample(n, seed=10_000 + i, dtype=torch.float32)).as_row()
+            if not row["indistinguishable"]:
+                failed.append(
+                    ", ".join(
+                        k.removesuffix("_p") for k in ("ks_logp_p", "tail_mass_p", "c2st_p") if row[k] < 1e-3
+                    )
+                    or "gap/TV/mean"
+                )
+        print(f"| {name} | {len(failed)} of {sets} | {'; '.join(failed) or '-'} |")
 
 
 def bias_tables(sde, nfe, n, figure):
@@ -138,6 +161,7 @@ def main() -> None:
     n = 1000 if args.small else 5000
     nfe = (10, 100) if args.small else (10, 20, 50, 100, 200, 500, 1000)
     print(f"VP SDE, eps = {EPS:g}, seed 0, n = {n}; every method gets the prior's exact score")
+    calibration(sde, 10 if args.small else 100, n)
     bias_tables(sde, nfe, n, args.figure)
     sweep = (100,) if args.small else (200, 1000)
     noise_sweep(sde, sweep, n)

@@ -3,10 +3,10 @@ r"""How far posterior samples are from the exact posterior: the judge of inverse
 For a `GaussianMixture` prior and a linear-Gaussian `Observation`, the posterior is a mixture in
 closed form (`GaussianMixture.posterior`), and so is its marginal at the samplers' final time
 $\epsilon$. `posterior_error` reads a sample set against it with the same battery `compare` uses
-(docs/architecture.md, "How sample quality is judged"): the mean $\log p_\epsilon(x \mid y)$ gap, a KS
-test of $\log p_\epsilon(X \mid y)$, the tail-mass test and a kNN classifier two-sample test against
-exact posterior draws; plus the error of the sample mean, the posterior-mean estimate a user reads
-off, against the exact $\mathbb{E}[x_\epsilon \mid y]$.
+(docs/architecture.md, "How sample quality is judged"): the mean $\log p_\epsilon(x \mid y)$ gap, the
+component-weight TV, a KS test of $\log p_\epsilon(X \mid y)$, the tail-mass test and a kNN classifier
+two-sample test against exact posterior draws; plus the error of the sample mean, the
+posterior-mean estimate a user reads off, against the exact $\mathbb{E}[x_\epsilon \mid y]$.
 
 `posterior_study` runs the methods people use (`METHODS`: the exact posterior score, DPS, $\Pi$GDM,
 replacement, RePaint), each through `sample` at the same NFE budgets, and judges every sample set
@@ -29,7 +29,7 @@ from ..analytic import GaussianMixture
 from ..comparison import ALPHA
 from ..inverse import Observation, dps, pigdm
 from ..judge import ExactLogDensity, TestResult, c2st, log_prob_ks, tail_mass
-from ..metrics import Estimate, log_prob_gap
+from ..metrics import Estimate, log_prob_gap, weight_tv
 from ..samplers import get_solver
 from ..sampling import sample
 from ..scores import Score
@@ -40,6 +40,12 @@ __all__ = ["PosteriorError", "PosteriorJudge", "posterior_error", "Method", "MET
 GAP_TOL = 0.02
 """Allowed mean log-density gap in nats on top of 3 standard errors (as `comparison.criteria_met`)."""
 
+TV_TOL = 0.01
+"""Allowed component-weight TV on top of its sampling-noise scale (as `comparison.criteria_met`)."""
+
+MEAN_Z = 4.0
+"""Allowed error of the sample mean, in units of its sampling-noise scale."""
+
 
 @dataclass(frozen=True)
 class PosteriorError:
@@ -49,6 +55,7 @@ class PosteriorError:
         mean_error: $\|\bar x - \mathbb{E}[x_\epsilon \mid y]\|$ over the whole event, with its standard
             error (the sample mean's own noise, $\sqrt{\operatorname{tr}\mathrm{Cov}/n}$).
         log_prob_gap: Mean $\log p_\epsilon(X \mid y)$ minus its exact expectation, in nats.
+        weight_tv: TV between the sample's posterior-component weights and the exact ones.
         ks: KS test of $\log p_\epsilon(X \mid y)$ against exact draws.
         tail: Mass below the exact 0.2% quantile of $\log p_\epsilon(\cdot \mid y)$, binomial test.
         c2st: kNN classifier two-sample test against exact posterior draws.
@@ -56,22 +63,31 @@ class PosteriorError:
 
     mean_error: Estimate
     log_prob_gap: Estimate
+    weight_tv: Estimate
     ks: TestResult
     tail: TestResult
     c2st: TestResult
 
     @property
     def indistinguishable(self) -> bool:
-        """Every test at level `comparison.ALPHA` and the log-density gap within 0.02 nats + 3 SE."""
-        gap = self.log_prob_gap
+        """`compare`'s criterion against the exact posterior: every test at level `comparison.ALPHA`, the
+        log-density gap within 0.02 nats + 3 SE, the weight TV within its noise scale + 0.01, and the
+        error of the sample mean within 4 times its noise scale."""
+        gap, tv, mean = self.log_prob_gap, self.weight_tv, self.mean_error
         tests = (self.ks, self.tail, self.c2st)
-        return abs(gap.value) <= GAP_TOL + 3 * gap.se and all(r.p_value >= ALPHA for r in tests)
+        return (
+            abs(gap.value) <= GAP_TOL + 3 * gap.se
+            and tv.value <= tv.se + TV_TOL
+            and mean.value <= MEAN_Z * mean.se
+            and all(r.p_value >= ALPHA for r in tests)
+        )
 
     def as_row(self) -> dict[str, float | bool]:
         """A flat dict for tables."""
         return {
             "mean_error": self.mean_error.value, "mean_error_se": self.mean_error.se,
             "log_prob_gap": self.log_prob_gap.value, "log_prob_gap_se": self.log_prob_gap.se,
+            "weight_tv": self.weight_tv.value, "weight_tv_se": self.weight_tv.se,
             "ks_logp_p": self.ks.p_value, "tail_mass_p": self.tail.p_value, "c2st_p": self.c2st.p_value,
             "indistinguishable": self.indistinguishable,
         }  # fmt: skip
@@ -111,6 +127,7 @@ class PosteriorJudge:
         return PosteriorError(
             mean_error=mean_error,
             log_prob_gap=log_prob_gap(flat, self.posterior, self.eps, self.sde, reference=self.reference),
+            weight_tv=weight_tv(flat, self.posterior, self.eps, self.sde),
             ks=log_prob_ks(flat, self.reference),
             tail=tail_mass(flat, self.reference),
             c2st=c2st(flat.to(torch.float32), self.draws),
