@@ -91,7 +91,8 @@ def bias_tables(sde, nfe, n, figure):
                 label=method,
             )
             axes[1, col].loglog([r["nfe"] for r in mine], [r["mean_error"] for r in mine], "o-", label=method)
-        axes[0, col].set(title=name, ylabel="|mean log p(x | y) gap| (nats)")
+        axes[0, col].set(title=name, ylabel="|mean log p(x | y) gap| (nats)", ylim=(1e-3, 1e3))
+        axes[1, col].set_ylim(top=1e2)  # diverged solves (DPS at low NFE) leave the plot
         axes[1, col].axhline(2 * rows[0]["mean_error_se"], color="0.6", ls="--", label="2 x noise scale")
         axes[1, col].set(xlabel="NFE", ylabel="error of the posterior mean")
     axes[0, 0].legend()

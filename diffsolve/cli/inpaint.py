@@ -169,15 +169,19 @@ def _report_digits(x, labels, truths) -> None:
         read = digits_classifier()(flat.clamp(-1, 1)).argmax(1).view(x.shape[0], x.shape[1])
     keep = (read == labels[:, None]).float().mean().item()
     print(f"digits classifier: {100 * keep:.0f}% of the completions read as the observed digit's class")
+    # One completion per observed image: over the observations, posterior samples are distributed
+    # as the data, so they are compared with the test images (and real training images give the floor).
     test = datasets.digits("test", scale="[-1, 1]")
-    if flat.shape[0] >= 100:
-        train = datasets.digits("train", scale="[-1, 1]")[: flat.shape[0]]
-        fd, null = metrics.digits_frechet_distance(flat, test), metrics.digits_frechet_distance(train, test)
-        print(
-            f"digits Frechet distance to the test images {fd:.2f} (training images at the same n: {null:.2f})"
+    if x.shape[0] >= 100:
+        train = datasets.digits("train", scale="[-1, 1]")[: x.shape[0]]
+        fd, null = (
+            metrics.digits_frechet_distance(x[:, 0], test),
+            metrics.digits_frechet_distance(train, test),
         )
+        print(f"digits Frechet distance to the test images, one completion per image: {fd:.2f} (as many "
+              f"training images: {null:.2f})")  # fmt: skip
     else:
-        print("digits Frechet distance: needs at least 100 completions (--images x --n)")
+        print("digits Frechet distance: needs at least 100 observed images (--images)")
 
 
 def _plot(x, truths, masks, prob, posterior_draws, path, title) -> None:
@@ -189,8 +193,9 @@ def _plot(x, truths, masks, prob, posterior_draws, path, title) -> None:
 
     from ..plotting import OKABE_ITO, image_grid, save_figure
 
-    if x.dim() == 5:  # images: per observed sample, truth | observed | completions
+    if x.dim() == 5:  # images: per observed sample (the first 10), truth | observed | completions
         cols = min(x.shape[1], 6)
+        x, truths, masks = x[:10], truths[:10], masks[:10]
         observed = torch.where(masks, truths, torch.zeros_like(truths))
         tiles = torch.cat([truths[:, None], observed[:, None], x[:, :cols]], 1)
         fig = image_grid(tiles.reshape(-1, *x.shape[2:]), nrow=cols + 2, title=title)
@@ -253,7 +258,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(NAME, str(err)) from None
     x = torch.stack([r[0].samples.detach().cpu() for r in runs])
     nfe, seconds = runs[0][0].nfe, sum(r[0].seconds for r in runs)
-    print(f"{prob.name}, {prob.sde!r}: {args.method} on {method.solver}, {mask.sum().item()} of {mask.numel()} "
+    solver = "" if method.solver == args.method else f" on {method.solver}"
+    print(f"{prob.name}, {prob.sde!r}: {args.method}{solver}, {mask.sum().item()} of {mask.numel()} "
           f"values observed, s = {args.noise_std:g}; {args.images} x {args.n} completions, NFE {nfe} each, "
           f"{seconds:.2f} s")  # fmt: skip
     posterior_draws = None
