@@ -16,7 +16,13 @@ and each is one more `Score` for every sampler of `sample`:
 
 with Tweedie's denoiser $\hat x_0(x) = (x + \sigma_t^2 s(x, t))/\alpha_t$ and
 $r_t^2 = c^2\sigma_t^2/(\alpha_t^2 c^2 + \sigma_t^2)$ ($c$ = `data_std`), the variance of $x_0 \mid x_t$
-were the data $N(0, c^2 I)$: on such data $\Pi$GDM is exact. Projection methods (score_sde's
+were the data $N(0, c^2 I)$: on such data $\Pi$GDM is exact. Both are the papers' likelihood
+approximations (DPS eq. 16 at $\zeta = 1$, $\Pi$GDM eq. 7) written as scores, so that every solver runs
+them; the papers' own loops also reweight the term per step (DPS by $\zeta'/\|y - A\hat x_0\|$,
+$\Pi$GDM's algorithm by $\sqrt{\bar\alpha_{t-1}\bar\alpha_t}$), which no score can express. Near
+$T$ the term pulls through $\partial\hat x_0/\partial x$, which a learned network gets wrong by a
+factor $1/\alpha_t$: on the digits U-Net of docs/benchmarks.md both diverge in the first steps, while
+on exact scores they run (docs/benchmarks.md, "Inverse problems"). Projection methods (score_sde's
 replacement, RePaint's resampling) change the state rather than the score: they are the solvers
 `replacement` and `repaint`, which take `observation=` (samplers/inverse.py).
 
