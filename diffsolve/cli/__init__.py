@@ -101,6 +101,9 @@ def _distributed(args: argparse.Namespace) -> Iterator[None]:
     try:
         with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
             yield
+        # Tear down together: a gloo rank that destroys the group while its peer is still finishing a
+        # collective was seen to abort ("terminate called without an active exception", once in CI).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
