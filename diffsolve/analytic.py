@@ -226,7 +226,7 @@ class GaussianMixture:
         return self._bases_on[device]
 
     def _in_axes(self, x: Tensor, mean: Tensor) -> Tensor:
-        """$U_k^\top (x - m_k)$ for every component, `(B, K, D)`: x in each component's own axes."""
+        r"""$U_k^\top (x - m_k)$ for every component, `(B, K, D)`: x in each component's own axes."""
         u = self._axes(x.device)
         return torch.einsum("bd,kde->bke", x, u) - torch.einsum("...kd,kde->...ke", mean, u)
 
@@ -343,14 +343,13 @@ class GaussianMixture:
         return self._score(*self._posterior(x, t, sde, components)).reshape(x.shape).to(x.dtype)
 
     def score_and_divergence_t(self, x: Tensor, t: float | Tensor, sde: SDE) -> tuple[Tensor, Tensor]:
-        r"""The exact score (shaped like `x`) and its divergence $\operatorname{tr}
-        abla_x^2 \log p_t(x)$
-                (shape `(B,)`), from one pass over the components.
+        r"""The exact score (shaped like `x`) and its divergence $\operatorname{tr}\nabla_x^2 \log p_t(x)$
+        (shape `(B,)`), from one pass over the components.
 
-                With responsibilities $r_k$, component scores $s_k = P_k(m_k - x)$ and $s = \sum_k r_k s_k$,
-                the score's Jacobian is $\sum_k r_k(-P_k + s_k s_k^	op) - s s^	op$, so its trace is
-                $\sum_k r_k(\|s_k\|^2 - \operatorname{tr} P_k) - \|s\|^2$: about the cost of the score itself,
-                instead of D vector-Jacobian products.
+        With responsibilities $r_k$, component scores $s_k = P_k(m_k - x)$ and $s = \sum_k r_k s_k$,
+        the score's Jacobian is $\sum_k r_k(-P_k + s_k s_k^\top) - s s^\top$, so its trace is
+        $\sum_k r_k(\|s_k\|^2 - \operatorname{tr} P_k) - \|s\|^2$: about the cost of the score itself,
+        instead of D vector-Jacobian products.
         """
         x64, mean, prec, resp = self._posterior(x, t, sde, None)
         score = self._score(x64, mean, prec, resp)

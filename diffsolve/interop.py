@@ -246,7 +246,7 @@ def from_diffusers(model_or_dir: nn.Module | str | os.PathLike[str], scheduler: 
 
 
 def scheduler_times(scheduler: Any, num_inference_steps: int) -> Tensor:
-    """The time grid of a diffusers scheduler's own steps, for diffsolve's fixed-grid samplers.
+    r"""The time grid of a diffusers scheduler's own steps, for diffsolve's fixed-grid samplers.
 
     The times of `scheduler.timesteps` after `set_timesteps(num_inference_steps)` (timestep $n$ at
     $t = (n + 1)/N$), then where the last step lands. DDIM, DDPM and PNDM step from each timestep to the

@@ -67,3 +67,17 @@ def test_page_examples_run(page, tmp_path):
         [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
     )
     assert proc.returncode == 0, f"{page.name} examples failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+
+
+def test_the_site_renders_its_maths_offline():
+    """KaTeX is vendored: no script or stylesheet from a network, and every woff2 font the CSS names is shipped."""
+    root = Path(__file__).resolve().parents[1]
+    config = (root / "mkdocs.yml").read_text()
+    assets = re.findall(r"^\s+- (\S+\.(?:js|css))\s*$", config, re.M)
+    assert "javascripts/katex/katex.js" in assets and "javascripts/katex/katex.min.css" in assets
+    assert not [a for a in assets if "://" in a], assets
+    for asset in assets:
+        assert (root / "docs" / asset).is_file(), asset
+    katex = root / "docs" / "javascripts" / "katex"
+    fonts = set(re.findall(r"url\((fonts/[^)]+\.woff2)\)", (katex / "katex.min.css").read_text()))
+    assert len(fonts) >= 20 and all((katex / f).is_file() for f in fonts)

@@ -148,3 +148,18 @@ def test_no_runner_reads_a_seed():
     readers = [m for m, p in _modules().items() if m.startswith("samplers.") and m != "samplers.base"
                and re.search(r"\breq(uest)?\.(seed|row_start)\b", p.read_text())]  # fmt: skip
     assert not readers
+
+
+def test_no_string_holds_a_control_character():
+    """A LaTeX command in a non-raw string loses its backslash to an escape (`\\bar` -> backspace + "ar",
+    `\\top` -> tab + "op", `\\nabla` -> newline + "abla" in a docstring's formula): no string constant of
+    the package may hold a bell, backspace, tab, vertical tab or form feed, and no docstring a line
+    that starts with the tail of a LaTeX command."""
+    found = []
+    for module, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                bad = set(node.value) & set("\a\b\t\v\f")
+                if bad or re.search(r"\n\s*(abla|ewline|u\b|eq\b)", node.value):
+                    found.append(f"{module}:{node.lineno} {sorted(map(repr, bad))}")
+    assert not found, found
