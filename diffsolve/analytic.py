@@ -187,7 +187,15 @@ class GaussianMixture:
         )
         weights = torch.softmax(torch.log(self.weights) + log_evidence, 0)
         keep = weights > 0
-        return GaussianMixture.from_covariances(weights[keep], means[keep], post_cov[keep], dtype=self.dtype)
+        try:
+            return GaussianMixture.from_covariances(
+                weights[keep], means[keep], post_cov[keep], dtype=self.dtype
+            )
+        except ValueError:
+            raise ValueError(
+                f"noise_std = {noise_std:g} is too small for {self.dtype}: the posterior covariance is singular "
+                "to round-off along the observed directions; take a larger noise_std"
+            ) from None
 
     # --- basic properties ---
 

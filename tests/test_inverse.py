@@ -130,6 +130,8 @@ def test_from_covariances_and_bases_are_checked():
         ds.GaussianMixture.ring2d().posterior([[1.0, 0.0]], [1.0, 2.0], 0.1)
     with pytest.raises(ValueError, match="noise_std must be > 0"):
         ds.GaussianMixture.ring2d().posterior([[1.0, 0.0]], [1.0], 0.0)
+    with pytest.raises(ValueError, match="noise_std = 1e-09 is too small"):
+        ds.GaussianMixture.ring2d().posterior([[1.0, 1.0]], [1.0], 1e-9)
 
 
 def test_observation_constructors_and_their_errors():
