@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+
+from diffsolve.io import atomic_write
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,12 +30,8 @@ def run(path: Path) -> None:
     finally:
         if env_small is not None:
             os.environ["DIFFSOLVE_SMALL"] = env_small
-    # Atomic write: a failed or interrupted run never leaves a half-written notebook.
-    with tempfile.NamedTemporaryFile(
-        "w", dir=path.parent, suffix=".ipynb", delete=False, encoding="utf-8"
-    ) as tmp:
-        nbformat.write(nb, tmp)
-    os.replace(tmp.name, path)
+    # Atomic write (with the umask's mode): a failed or interrupted run never leaves a half-written notebook.
+    atomic_write(path, lambda tmp: nbformat.write(nb, str(tmp)))
     print(f"executed {path.relative_to(ROOT)}")
 
 
