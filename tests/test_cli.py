@@ -244,3 +244,14 @@ def test_likelihood_takes_steps_for_a_fixed_step_solver(capsys):
     assert "ode:rk4" in out and "NFE 80" in out  # 20 steps x 4 stages
     assert main(["likelihood", "--solver", "dopri5", "--steps", "20", "--n", "20"]) == 2
     assert "use --rtol/--atol" in capsys.readouterr().err
+
+
+def test_the_cli_page_counts_and_names_every_command():
+    from pathlib import Path
+
+    from diffsolve.cli import COMMANDS
+
+    words = {6: "six", 7: "seven", 8: "eight", 9: "nine", 10: "ten"}
+    page = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
+    assert f"with {words[len(COMMANDS)]} commands" in page
+    assert all(f"`{name}`" in page for name in COMMANDS)
