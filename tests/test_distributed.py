@@ -110,3 +110,28 @@ def test_train_under_torchrun_uses_ddp_and_resumes_with_another_number_of_proces
     assert more.returncode == 0, more.stderr
     assert "reached step 30 of 30 (10 in this run" in more.stdout
     assert not list((tmp_path / "two").glob(".*.tmp"))
+
+
+@pytest.mark.slow
+def test_ranks_launched_with_different_arguments_are_refused_by_name(tmp_path):
+    # Two ranks started by hand with --seed 3 and --seed 4 both exited 0 and wrote a mix of two runs.
+    import os
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = []
+    for rank, seed in ((0, "3"), (1, "4")):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+               "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "DIFFSOLVE_DIST_TIMEOUT": "60"}  # fmt: skip
+        cmd = [sys.executable, "-m", "diffsolve", "sample", "--n", "20", "--steps", "5", "--seed", seed,
+               "--no-progress", "--out", str(tmp_path / "x.npy")]  # fmt: skip
+        procs.append(
+            subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        )
+    outs = [p.communicate(timeout=120) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 2, err
+        assert "the ranks were launched with different arguments (--seed: rank 0 3, rank 1 4)" in err
+    assert not (tmp_path / "x.npy").exists()

@@ -108,6 +108,39 @@ def _distributed(args: argparse.Namespace) -> Iterator[None]:
         dist.destroy_process_group()
 
 
+RANK_LOCAL_ARGS = ("device",)
+"""Arguments that may differ between ranks (each rank takes its own `cuda:LOCAL_RANK`)."""
+
+
+def _check_ranks_agree(args: argparse.Namespace) -> None:
+    """Under a process group, every rank must run the same command: ranks launched with another
+    `--seed`, `--solver` or `--steps` would write a mix of two runs. A usage error on every rank names
+    the arguments that differ."""
+    import json
+
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    mine = {k: v for k, v in vars(args).items() if k not in RANK_LOCAL_ARGS}
+    text = json.dumps(mine, default=str, sort_keys=True)
+    everyone: list[str | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, text)
+    differ = sorted(
+        {k for other in everyone for k, v in json.loads(other).items() if json.loads(text).get(k) != v}
+    )
+    if differ:
+        values = "; ".join(
+            f"--{k.replace('_', '-')}: "
+            + ", ".join(f"rank {r} {json.loads(o).get(k)!r}" for r, o in enumerate(everyone))
+            for k in differ
+        )
+        raise UsageError(
+            args.command,
+            f"the ranks were launched with different arguments ({values}); every rank must run the same command",
+        )
+
+
 def _run(args: argparse.Namespace) -> tuple[int, str | None]:
     """Run the command; map each kind of failure to its exit status and one-line message."""
     from ..checkpoint import CheckpointError
@@ -116,6 +149,7 @@ def _run(args: argparse.Namespace) -> tuple[int, str | None]:
 
     prefix = f"diffsolve {args.command}: error:"
     try:
+        _check_ranks_agree(args)
         return COMMANDS[args.command].run(args), None
     except UsageError as err:
         return 2, str(err)
