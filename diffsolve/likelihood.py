@@ -266,6 +266,10 @@ class _Chunk:
     count: Tensor | None = None
 
 
+MAX_PROBES = 65_536
+"""The most probes `target_se` may spend on a point (`max_probes` above it is refused: it would not end)."""
+
+
 def _check_target_se(target_se, max_probes, probes, estimator, divergence, differentiable) -> None:
     """`target_se` needs an estimator with a spread, enough `max_probes`, and no gradients."""
     check_positive(target_se, "target_se")
@@ -278,6 +282,11 @@ def _check_target_se(target_se, max_probes, probes, estimator, divergence, diffe
         raise ValueError(
             f"max_probes must be at least {least} with target_se (a pilot of {SE_PILOT} probes and "
             f"{SE_MIN_PROBES} fresh ones, in rounds of probes={probes}), got {max_probes}"
+        )
+    if max_probes > MAX_PROBES:
+        raise ValueError(
+            f"max_probes must be at most {MAX_PROBES:,} (each round of probes is one more solve of the "
+            f"likelihood ODE per point: {max_probes:,} would not end), got {max_probes:,}"
         )
     if differentiable:
         raise ValueError(

@@ -209,6 +209,8 @@ def test_target_se_refuses_what_it_cannot_do():
         ds.log_likelihood(score, sde, x, divergence="exact", target_se=0.1)
     with pytest.raises(ValueError, match="max_probes must be at least 48 with target_se"):
         ds.log_likelihood(score, sde, x, divergence="hutchinson", probes=8, target_se=0.1, max_probes=40)
+    with pytest.raises(ValueError, match="max_probes must be at most 65,536"):  # 10**9 was accepted: no end
+        ds.log_likelihood(score, sde, x, divergence="hutchinson", target_se=1e-12, max_probes=10**9)
     with pytest.raises(ValueError, match="target_se"):
         ds.log_likelihood(score, sde, x, divergence="hutchinson", target_se=-1.0)
     with pytest.raises(ValueError, match="no gradients"):
