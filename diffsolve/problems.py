@@ -19,20 +19,21 @@ from ._validation import check_positive
 from .analytic import GaussianMixture
 from .inverse import Observation
 from .scores import Score
-from .sde import SDE, VESDE, VPSDE, SubVPSDE
+from .sde import SDE, VESDE, VPSDE, RectifiedFlow, SubVPSDE
 
 __all__ = ["Problem", "SDES", "make_sde", "dataset_names", "training_data", "held_out", "INVERSE_PROBLEMS",
            "inverse_problem"]  # fmt: skip
 
-SDES: dict[str, type[SDE]] = {"vp": VPSDE, "subvp": SubVPSDE, "ve": VESDE}
-"""The forward SDEs by their short names (with their default parameters)."""
+SDES: dict[str, type[SDE]] = {"vp": VPSDE, "subvp": SubVPSDE, "ve": VESDE, "rectified": RectifiedFlow}
+"""The forward SDEs by their short names (with their default parameters); `"rectified"` is flow
+matching's path $x_t = (1 - t)x_0 + t\epsilon$."""
 
 HELD_OUT_SEED = 987_654
 """Seed of the held-out draws a checkpoint is judged on (never a training seed)."""
 
 
 def make_sde(name: str) -> SDE:
-    """The SDE called `name` (`"vp"`, `"subvp"` or `"ve"`) with its default parameters.
+    """The SDE called `name` (`"vp"`, `"subvp"`, `"ve"` or `"rectified"`) with its default parameters.
 
     Args:
         name: A key of `SDES`.
@@ -199,7 +200,7 @@ class Problem:
 
         Args:
             name: A key of `datasets.MIXTURES` (`"ring2d"`, `"mixture16"`, ...).
-            sde: `"vp"`, `"subvp"` or `"ve"`.
+            sde: A key of `SDES` (`"vp"`, `"subvp"`, `"ve"`, `"rectified"`).
             device: Where the solves run.
 
         Raises:

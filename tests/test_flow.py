@@ -127,3 +127,19 @@ def test_every_solver_runs_on_the_straight_path_in_float32(name):
     out = ds.sample(gm.score_fn(rf), rf, 200, solver=name, seed=0, dtype=torch.float32)
     assert out.samples.dtype == torch.float32 and bool(torch.isfinite(out.samples).all())
     assert 3.5 < float(out.samples.norm(dim=1).mean()) < 4.5
+
+
+def test_the_cli_trains_and_samples_a_velocity_network_on_the_rectified_path(tmp_path, capsys):
+    from diffsolve import checkpoint
+    from diffsolve.cli import main
+
+    out = tmp_path / "rf"
+    assert main(["train", "--dataset", "ring2d", "--sde", "rectified", "--steps", "5", "--width", "16",
+                 "--out", str(out), "--no-progress"]) == 0  # fmt: skip
+    model = checkpoint.load(out)
+    assert isinstance(model.sde, ds.RectifiedFlow) and model.parameterization == "velocity"
+    assert main(["sample", "--model", str(out), "--solver", "ode:rk4", "--steps", "4", "--n", "50",
+                 "--out", str(tmp_path / "x.npy"), "--no-progress"]) == 0  # fmt: skip
+    assert main(["sample", "--sde", "rectified", "--solver", "ode:rk4", "--steps", "10", "--n", "50",
+                 "--out", str(tmp_path / "y.npy"), "--no-progress"]) == 0  # fmt: skip
+    assert "RectifiedFlow(T=0.999)" in capsys.readouterr().out

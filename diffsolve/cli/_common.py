@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..checkpoint import CheckpointError
 from ..datasets import MIXTURES
-from ..problems import Problem
+from ..problems import SDES, Problem
 
 __all__ = [
     "HelpFormatter", "UsageError", "positive_int", "positive_float", "parse_list", "parse_budgets",
@@ -157,7 +157,7 @@ def add_problem_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--sde",
-        choices=["vp", "subvp", "ve"],
+        choices=list(SDES),
         default=None,
         help="forward SDE of an analytic problem (default vp)",
     )

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..problems import dataset_names
+from ..problems import SDES, dataset_names
 from ._common import (
     HelpFormatter,
     UsageError,
@@ -34,7 +34,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
     )
     tr.add_argument("--dataset", required=True, help="one of: " + ", ".join(dataset_names()))
-    tr.add_argument("--sde", choices=["vp", "subvp", "ve"], default="vp", help="forward SDE")
+    tr.add_argument(
+        "--sde",
+        choices=list(SDES),
+        default="vp",
+        help="forward SDE; rectified: flow matching's path (1 - t) x0 + t eps, its network predicting the velocity",
+    )
     tr.add_argument(
         "--steps",
         type=positive_int,
@@ -135,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     """Run `diffsolve train`; returns the exit status."""
     import torch
 
-    from .. import ScoreModel
+    from .. import RectifiedFlow, ScoreModel
     from ..datasets import TOY_DATASETS
     from ..nn import ScoreMLP, ScoreUNet
     from ..problems import dataset_names, make_sde, training_data
@@ -199,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
         net = ScoreUNet(channels=data.shape[1], base=args.width, num_classes=classes)
     else:
         net = ScoreMLP(data[0].numel(), width=args.width, depth=args.depth, num_classes=classes)
-    model = ScoreModel(net, sde, "eps").to(device)
+    model = ScoreModel(net, sde, "velocity" if isinstance(sde, RectifiedFlow) else "eps").to(device)
     res = train(
         model,
         data.to(device),
