@@ -41,7 +41,7 @@ from .multistep import LOWER_ORDER_FINAL
 from .noise import NOISE_REMOVAL
 from .registry import SOLVERS, Option, Solver
 
-__all__ = ["euler_ancestral", "ddim_eta", "dpm_solver_pp_2m_sde", "edm_stochastic"]
+__all__ = ["euler_ancestral", "ddim_eta", "ddim_eta_step", "dpm_solver_pp_2m_sde", "edm_stochastic"]
 
 
 class _Noise:
@@ -114,15 +114,28 @@ def ddim_eta(req: SolveRequest) -> SolveOutput:
     eta = req.options["eta"]
 
     def step(x: Tensor, i: int) -> Tensor:
-        eps_hat = ledger(x, times[i]).mul(-sigma[i])
-        x0_hat = torch.add(x, eps_hat, alpha=-sigma[i]).div_(alpha[i])
-        z = noise(i)
-        var_cond = max(sigma[i] ** 2 - (alpha[i] / alpha[i + 1]) ** 2 * sigma[i + 1] ** 2, 0.0)
-        c = 0.0 if z is None else eta * math.sqrt(var_cond) * sigma[i + 1] / sigma[i]
-        out = x0_hat.mul_(alpha[i + 1]).add_(eps_hat, alpha=math.sqrt(max(sigma[i + 1] ** 2 - c**2, 0.0)))
-        return out if z is None else out.add_(z, alpha=c)
+        return ddim_eta_step(x, ledger(x, times[i]), i, alpha, sigma, noise(i), eta)
 
     return run_on_grid(step, req.x_T, req.grid, ledger, req.return_trajectory)
+
+
+def ddim_eta_step(
+    x: Tensor,
+    score: Tensor,
+    i: int,
+    alpha: list[float],
+    sigma: list[float],
+    z: Tensor | None,
+    eta: float = 1.0,
+) -> Tensor:
+    """One step of `ddim_eta` from grid time i to i + 1, given the score at x and the step's unit noise
+    (None: noise-free); `eta` = 1 is DDPM's ancestral step, the one the projection solvers take."""
+    eps_hat = score.mul(-sigma[i])
+    x0_hat = torch.add(x, eps_hat, alpha=-sigma[i]).div_(alpha[i])
+    var_cond = max(sigma[i] ** 2 - (alpha[i] / alpha[i + 1]) ** 2 * sigma[i + 1] ** 2, 0.0)
+    c = 0.0 if z is None else eta * math.sqrt(var_cond) * sigma[i + 1] / sigma[i]
+    out = x0_hat.mul_(alpha[i + 1]).add_(eps_hat, alpha=math.sqrt(max(sigma[i + 1] ** 2 - c**2, 0.0)))
+    return out if z is None else out.add_(z, alpha=c)
 
 
 def dpm_solver_pp_2m_sde(req: SolveRequest) -> SolveOutput:

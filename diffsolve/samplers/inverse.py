@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import Tensor
 
 from .._validation import check_positive, describe
 from ..inverse import Observation
-from .ancestral import _Noise
+from .ancestral import _Noise, ddim_eta_step
 from .base import SolveOutput, SolveRequest, run_on_grid
 from .diffusion import _schedule
 from .noise import NOISE_REMOVAL
@@ -69,18 +68,6 @@ def _projector(req: SolveRequest, alpha: list[float], sigma: list[float]):
     return project
 
 
-def _ancestral(
-    x: Tensor, s: Tensor, i: int, alpha: list[float], sigma: list[float], z: Tensor | None
-) -> Tensor:
-    """DDPM's ancestral step from grid time i to i + 1 given the score `s` at x (no noise if z is None)."""
-    eps_hat = s.mul(-sigma[i])
-    x0_hat = torch.add(x, eps_hat, alpha=-sigma[i]).div_(alpha[i])
-    var_cond = max(sigma[i] ** 2 - (alpha[i] / alpha[i + 1]) ** 2 * sigma[i + 1] ** 2, 0.0)
-    c = 0.0 if z is None else math.sqrt(var_cond) * sigma[i + 1] / sigma[i]
-    out = x0_hat.mul_(alpha[i + 1]).add_(eps_hat, alpha=math.sqrt(max(sigma[i + 1] ** 2 - c**2, 0.0)))
-    return out if z is None else out.add_(z, alpha=c)
-
-
 def replacement(req: SolveRequest) -> SolveOutput:
     """DDPM ancestral steps, each followed by the projection onto the noised observation (1 NFE per step).
 
@@ -92,7 +79,7 @@ def replacement(req: SolveRequest) -> SolveOutput:
     noise, project = _Noise(req), _projector(req, alpha, sigma)
 
     def step(x: Tensor, i: int) -> Tensor:
-        return project(_ancestral(x, ledger(x, times[i]), i, alpha, sigma, noise(i)), i + 1, 0)
+        return project(ddim_eta_step(x, ledger(x, times[i]), i, alpha, sigma, noise(i)), i + 1, 0)
 
     return run_on_grid(step, project(req.x_T, 0, 0), req.grid, ledger, req.return_trajectory)
 
@@ -112,7 +99,7 @@ def repaint(req: SolveRequest) -> SolveOutput:
     def step(x: Tensor, i: int) -> Tensor:
         for u in range(repeats):
             z = noise(i) if u == repeats - 1 else req.noise.normals("resample", i, u, 0, like=x)
-            x = project(_ancestral(x, ledger(x, times[i]), i, alpha, sigma, z), i + 1, u)
+            x = project(ddim_eta_step(x, ledger(x, times[i]), i, alpha, sigma, z), i + 1, u)
             if (
                 u < repeats - 1
             ):  # back to t_i: x_i = (a_i / a_{i+1}) x_{i+1} + sqrt(s_i^2 - (a_i/a_{i+1})^2 s_{i+1}^2) z
