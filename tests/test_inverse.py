@@ -267,3 +267,7 @@ def test_inpaint_cli_completes_digits_and_reads_them_with_the_classifier(tmp_pat
     assert "needs an analytic problem" in capsys.readouterr().err
     assert main(["inpaint", "--observe", "7", "--out", str(out)]) == 2
     assert "--observe indices must lie in 0..1" in capsys.readouterr().err
+    assert main(["inpaint", "--method", "repaint", "--scale", "0.5", "--out", str(out)]) == 2
+    assert "--method repaint has none" in capsys.readouterr().err
+    assert main(["inpaint", "--method", "repaint", "--solver", "ddim", "--out", str(out)]) == 2
+    assert "--solver is for the score methods" in capsys.readouterr().err

@@ -140,15 +140,15 @@ def _truths(prob, count: int, seed: int):
 def _complete(prob, args, method, truth, mask, k: int):
     """`args.n` completions of one observed sample: `(samples, nfe, seconds, observation, posterior)`."""
     from .. import sample
-    from ..inverse import Observation
+    from ..inverse import Observation, ObservationGuided
     from ..samplers import get_solver
 
     base = Observation.inpainting(mask, truth)
     obs = Observation.of(base.A, truth, args.noise_std, seed=args.seed + 1 + k)
     posterior = obs.posterior(prob.reference) if prob.analytic else None
     score = method.make_score(prob.score, obs, posterior, prob.sde)
-    if hasattr(score, "scale"):
-        score.scale = float(args.scale)
+    if isinstance(score, ObservationGuided):
+        score.scale = float(args.scale)  # checked by run(): finite, >= 0
     options = dict(method.options)
     if "observation" in get_solver(method.solver).options:
         options["observation"] = obs
@@ -246,6 +246,10 @@ def run(args: argparse.Namespace) -> int:
         args.n = 2000 if prob.analytic else 8
     if not (0 <= args.scale < float("inf")):
         raise UsageError(NAME, f"--scale must be a finite number >= 0, got {args.scale}")
+    if args.scale != 1.0 and args.method not in ("dps", "pigdm"):
+        raise UsageError(
+            NAME, f"--scale is the guidance scale of dps and pigdm; --method {args.method} has none"
+        )
     mask = _mask(args.observe, tuple(prob.event_shape))
     if isinstance(prob.score, torch.nn.Module):
         prob.score.requires_grad_(False)  # DPS/PiGDM differentiate in x only
