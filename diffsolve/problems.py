@@ -25,7 +25,7 @@ __all__ = ["Problem", "SDES", "make_sde", "dataset_names", "training_data", "hel
            "inverse_problem"]  # fmt: skip
 
 SDES: dict[str, type[SDE]] = {"vp": VPSDE, "subvp": SubVPSDE, "ve": VESDE, "rectified": RectifiedFlow}
-"""The forward SDEs by their short names (with their default parameters); `"rectified"` is flow
+r"""The forward SDEs by their short names (with their default parameters); `"rectified"` is flow
 matching's path $x_t = (1 - t)x_0 + t\epsilon$."""
 
 HELD_OUT_SEED = 987_654

@@ -155,8 +155,16 @@ def test_no_string_holds_a_control_character():
     `\\top` -> tab + "op", `\\nabla` -> newline + "abla" in a docstring's formula): no string constant of
     the package may hold a bell, backspace, tab, vertical tab or form feed, and no docstring a line
     that starts with the tail of a LaTeX command."""
+    import warnings
+
     found = []
     for module, path in _modules().items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # an invalid escape (`\epsilon` in a non-raw string) warns
+            try:
+                compile(path.read_text(), str(path), "exec")
+            except (SyntaxError, DeprecationWarning, SyntaxWarning) as err:
+                found.append(f"{module}: {err}")
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
                 bad = set(node.value) & set("\a\b\t\v\f")
