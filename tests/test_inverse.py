@@ -169,13 +169,25 @@ def test_pigdm_is_exact_on_gaussian_data_and_dps_is_not(sde):
     assert (ds.dps(prior.score_fn(sde), obs)(x, t) - exact).abs().max() > 1.0  # DPS ignores x_0's spread
 
 
-def test_projection_solvers_without_an_observation_are_ddpm_ancestral(problem):
+@pytest.mark.parametrize(
+    "info", [s for s in ds.solvers() if "observation" in s.options], ids=lambda s: s.name
+)
+def test_observing_solvers_without_an_observation_are_ddpm_ancestral(problem, info):
     _, sde, score = problem
     ddpm = ds.sample(score, sde, 64, solver="ddim_eta", steps=12, seed=3).samples
-    assert torch.equal(ds.sample(score, sde, 64, solver="replacement", steps=12, seed=3).samples, ddpm)
-    assert torch.equal(
-        ds.sample(score, sde, 64, solver="repaint", steps=12, seed=3, resample=1).samples, ddpm
-    )
+    options = {"resample": 1} if "resample" in info.options else {}
+    assert torch.equal(ds.sample(score, sde, 64, solver=info.name, steps=12, seed=3, **options).samples, ddpm)
+
+
+def test_the_papers_loops_pull_the_samples_to_the_observation(problem):
+    _, sde, score = problem
+    obs = Observation(torch.tensor([[1.0, 0.0]]), torch.tensor([2.0]), 0.2)
+    for solver in ("dps_ddpm", "pigdm_ddim"):
+        out = ds.sample(score, sde, 500, solver=solver, steps=50, seed=0, observation=obs)
+        assert out.nfe == 50 and bool(torch.isfinite(out.samples).all())
+        assert abs(float(out.samples[:, 0].mean()) - 2.4) < 0.4  # the posterior's mean of x_0 is 2.41
+        free = ds.sample(score, sde, 500, solver=solver, steps=50, seed=0)
+        assert abs(float(free.samples[:, 0].mean())) < 0.5  # without an observation: the prior, mean 0
 
 
 def test_projection_solvers_end_on_the_observation_and_count_every_evaluation(problem):

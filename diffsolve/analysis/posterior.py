@@ -200,6 +200,8 @@ def _methods() -> dict[str, Method]:
             Method("pigdm, dpm++2m sde", "dpm_solver++2m_sde",
                    lambda s, o, post, sde: pigdm(s, o, sde=sde, data_std=_prior_std(s)),
                    description="ΠGDM on the best stochastic sampler"),
+            Method("dps_ddpm", "dps_ddpm", lambda s, o, post, sde: s, description="Chung et al.'s DPS loop, zeta' = 1"),
+            Method("pigdm_ddim", "pigdm_ddim", lambda s, o, post, sde: s, description="Song et al.'s PiGDM loop"),
             Method("replacement", "replacement", lambda s, o, post, sde: s, description="score_sde's replacement"),
             Method("repaint", "repaint", lambda s, o, post, sde: s, {"resample": 5}, description="RePaint, r = 5"),
         ]
@@ -213,8 +215,9 @@ def _prior_std(score: Score) -> float:
 
 METHODS: dict[str, Method] = _methods()
 """The methods of the bias study, by name; each runs on DDPM's ancestral step (`ddim_eta`, or the
-projection solvers built on it), so that equal NFE is equal work but for the guided scores' VJP; the
-exact posterior score, DPS and ΠGDM also run on `dpm_solver++2m_sde`, the best stochastic sampler."""
+projection solvers and the papers' DPS and ΠGDM loops built on it), so that equal NFE is equal work
+but for the VJP of the guided methods; the exact posterior score and the DPS and ΠGDM scores also
+run on `dpm_solver++2m_sde`, the best stochastic sampler."""
 
 
 def posterior_study(

@@ -24,7 +24,7 @@ REGIONS = ("top", "bottom", "left", "right", "center")
 """Named observed regions of an image (the rest is filled in)."""
 
 
-CLI_METHODS = ("exact", "dps", "pigdm", "replacement", "repaint")
+CLI_METHODS = ("exact", "dps", "pigdm", "dps_ddpm", "pigdm_ddim", "replacement", "repaint")
 """The methods `--method` takes (`analysis.METHODS` by name); the score methods take `--solver`."""
 
 
@@ -46,8 +46,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--method",
         choices=CLI_METHODS,
         default="repaint",
-        help="exact: the exact posterior score (analytic problems only); dps, pigdm: guided scores; "
-        "replacement, repaint: projection solvers",
+        help="exact: the exact posterior score (analytic problems only); dps, pigdm: the papers' likelihood "
+        "terms as scores (any --solver); dps_ddpm, pigdm_ddim: the papers' own loops; replacement, repaint: "
+        "projection solvers",
     )
     p.add_argument(
         "--solver",
@@ -64,7 +65,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument("--noise-std", type=positive_float, default=0.05, help="the observation noise s (> 0)")
     p.add_argument(
-        "--scale", type=float, default=1.0, help="guidance scale of dps and pigdm (1: the method's own)"
+        "--scale",
+        type=float,
+        default=1.0,
+        help="guidance scale of dps, pigdm, dps_ddpm (zeta') and pigdm_ddim (1: the method's own)",
     )
     p.add_argument(
         "--images",
@@ -152,6 +156,8 @@ def _complete(prob, args, method, truth, mask, k: int):
     options = dict(method.options)
     if "observation" in get_solver(method.solver).options:
         options["observation"] = obs
+    if "scale" in get_solver(method.solver).options:
+        options["scale"] = float(args.scale)
     out = sample(score, prob.sde, args.n, event_shape=prob.event_shape, solver=method.solver,
                  steps=method.steps(args.nfe), seed=args.seed + k, device=prob.device,
                  progress=not args.no_progress, **options)  # fmt: skip
@@ -246,9 +252,10 @@ def run(args: argparse.Namespace) -> int:
         args.n = 2000 if prob.analytic else 8
     if not (0 <= args.scale < float("inf")):
         raise UsageError(NAME, f"--scale must be a finite number >= 0, got {args.scale}")
-    if args.scale != 1.0 and args.method not in ("dps", "pigdm"):
+    if args.scale != 1.0 and args.method not in ("dps", "pigdm", "dps_ddpm", "pigdm_ddim"):
         raise UsageError(
-            NAME, f"--scale is the guidance scale of dps and pigdm; --method {args.method} has none"
+            NAME,
+            f"--scale is the guidance scale of the DPS and PiGDM methods; --method {args.method} has none",
         )
     mask = _mask(args.observe, tuple(prob.event_shape))
     if isinstance(prob.score, torch.nn.Module):
