@@ -22,7 +22,8 @@ them; the papers' own loops also reweight the term per step (DPS by $\zeta'/\|y 
 $\Pi$GDM's algorithm by $\sqrt{\bar\alpha_{t-1}\bar\alpha_t}$), which no score can express. Near
 $T$ the term pulls through $\partial\hat x_0/\partial x$, which a learned network gets wrong by a
 factor $1/\alpha_t$: on the digits U-Net of docs/benchmarks.md both diverge in the first steps, while
-on exact scores they run (docs/benchmarks.md, "Inverse problems"). Projection methods (score_sde's
+on exact scores they run, and the papers' loops (the solvers `dps_ddpm`, `pigdm_ddim`) run on both
+(docs/benchmarks.md, "Inverse problems"). Projection methods (score_sde's
 replacement, RePaint's resampling) change the state rather than the score: they are the solvers
 `replacement` and `repaint`, which take `observation=` (samplers/inverse.py).
 
