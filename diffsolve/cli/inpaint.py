@@ -228,13 +228,12 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..analysis import METHODS, PosteriorJudge
+    from ..samplers import get_solver
 
     prob = problem_from_args(args, NAME)
     out_path = output_file(args.out, NAME)
     method = METHODS[args.method]
     if args.solver is not None:
-        from ..samplers import get_solver
-
         if "observation" in get_solver(method.solver).options:
             raise UsageError(
                 NAME, f"--solver is for the score methods (exact, dps, pigdm); {args.method} is a solver"
@@ -252,7 +251,8 @@ def run(args: argparse.Namespace) -> int:
         args.n = 2000 if prob.analytic else 8
     if not (0 <= args.scale < float("inf")):
         raise UsageError(NAME, f"--scale must be a finite number >= 0, got {args.scale}")
-    if args.scale != 1.0 and args.method not in ("dps", "pigdm", "dps_ddpm", "pigdm_ddim"):
+    guided = args.method in ("dps", "pigdm") or "scale" in get_solver(method.solver).options
+    if args.scale != 1.0 and not guided:
         raise UsageError(
             NAME,
             f"--scale is the guidance scale of the DPS and PiGDM methods; --method {args.method} has none",

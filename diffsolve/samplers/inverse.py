@@ -139,13 +139,13 @@ def _guided_loop(req: SolveRequest, pull):
 
 
 def dps_ddpm(req: SolveRequest) -> SolveOutput:
-    r"""Chung et al.'s DPS loop (Algorithm 1): a DDPM ancestral step, then
-        $x \leftarrow x - \zeta'
-    abla_{x_i}\|y - A\hat x_0(x_i)\|$ per sample ($\zeta_i = \zeta'/\|y - A\hat x_0\|$
-        on the squared norm), $\zeta'$ = `scale` (1 NFE and one VJP per step).
+    r"""Chung et al.'s DPS loop (Algorithm 1, in the form of the authors' code): a DDPM ancestral step,
+    then $x \leftarrow x - \zeta' \nabla_{x_i}\|y - A\hat x_0(x_i)\|$ per sample (the paper's step
+    $\zeta_i = \zeta'/\|y - A\hat x_0\|$ on the squared norm, up to a factor 2), $\zeta'$ = `scale`
+    (1 NFE and one VJP per step).
 
-        Args:
-            req: The checked request (options: `observation`, `scale`, `noise_removal`; `seed` names the noise).
+    Args:
+        req: The checked request (options: `observation`, `scale`, `noise_removal`; `seed` names the noise).
     """
     scale = req.options["scale"]
 
@@ -159,8 +159,8 @@ def dps_ddpm(req: SolveRequest) -> SolveOutput:
 
 def pigdm_ddim(req: SolveRequest) -> SolveOutput:
     r"""Song et al.'s $\Pi$GDM loop (Algorithm 1) on DDPM's ancestral step: the step, then
-    $+\ \zeta\,lpha_ilpha_{i+1}\,(\partial\hat x_0/\partial x)^	op r_i^2 A^	op (r_i^2 AA^	op + s^2 I)^{-1}(y - A\hat x_0)$
-    with $r_i^2 = \sigma_i^2/(lpha_i^2 + \sigma_i^2)$ (noise-free: $A^+(y - A\hat x_0)$), $\zeta$ = `scale`
+    $+\ \zeta\,\alpha_i\alpha_{i+1}\,(\partial\hat x_0/\partial x)^\top r_i^2 A^\top (r_i^2 AA^\top + s^2 I)^{-1}(y - A\hat x_0)$
+    with $r_i^2 = \sigma_i^2/(\alpha_i^2 + \sigma_i^2)$ (noise-free: $A^+(y - A\hat x_0)$), $\zeta$ = `scale`
     (1 NFE and one VJP per step).
 
     Args:
