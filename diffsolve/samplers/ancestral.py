@@ -128,8 +128,18 @@ def ddim_eta_step(
     z: Tensor | None,
     eta: float = 1.0,
 ) -> Tensor:
-    """One step of `ddim_eta` from grid time i to i + 1, given the score at x and the step's unit noise
-    (None: noise-free); `eta` = 1 is DDPM's ancestral step, the one the projection solvers take."""
+    """One step of `ddim_eta` from grid time i to i + 1 (DDPM's ancestral step at `eta` = 1, the step the
+    projection solvers and the papers' inverse-problem loops take).
+
+    Args:
+        x: The state at grid time i, `(B, *event)`.
+        score: The score at `x` and grid time i, shaped like `x`.
+        i: The step's index on the grid.
+        alpha: $\\alpha_t$ at every grid time.
+        sigma: $\\sigma_t$ at every grid time.
+        z: The step's unit normal noise, shaped like `x`, or None for a noise-free step.
+        eta: DDIM's $\\eta$ (0: deterministic DDIM, 1: DDPM's ancestral step).
+    """
     eps_hat = score.mul(-sigma[i])
     x0_hat = torch.add(x, eps_hat, alpha=-sigma[i]).div_(alpha[i])
     var_cond = max(sigma[i] ** 2 - (alpha[i] / alpha[i + 1]) ** 2 * sigma[i + 1] ** 2, 0.0)
