@@ -113,6 +113,12 @@ class PosteriorJudge:
         self.reference = ExactLogDensity(posterior, self.eps, sde, n=n, seed=check_seed(seed))
         self.at_eps = posterior.marginal(self.eps, sde)
         self.draws = self.at_eps.sample(10_000, seed=seed + 1, dtype=torch.float32)
+        # tr Cov(x_eps | y): the total variance, the noise scale of the sample mean's error
+        m = self.at_eps
+        self.total_variance = float(
+            (m.weights @ m.covariances.diagonal(dim1=1, dim2=2).sum(1))
+            + m.weights @ (m.means - m.mean).square().sum(1)
+        )
 
     def __call__(self, x: Tensor) -> PosteriorError:
         """Judge the samples `x` `(n, *event)`."""
@@ -120,10 +126,8 @@ class PosteriorJudge:
         flat = x.detach().flatten(1).to(torch.float64).cpu()
         if flat.shape[1] != self.posterior.dim:
             raise ValueError(f"x has {flat.shape[1]} values per sample, the posterior {self.posterior.dim}")
-        mean = self.at_eps.mean
-        spread = (self.at_eps.covariances * self.at_eps.weights[:, None, None]).sum(0).trace()
-        spread = spread + (self.at_eps.weights @ (self.at_eps.means - mean).square().sum(1))
-        mean_error = Estimate(float((flat.mean(0) - mean).norm()), math.sqrt(float(spread) / flat.shape[0]))
+        noise = math.sqrt(self.total_variance / flat.shape[0])
+        mean_error = Estimate(float((flat.mean(0) - self.at_eps.mean).norm()), noise)
         return PosteriorError(
             mean_error=mean_error,
             log_prob_gap=log_prob_gap(flat, self.posterior, self.eps, self.sde, reference=self.reference),

@@ -37,7 +37,7 @@ from .._validation import check_positive, describe
 from ..inverse import Observation
 from .ancestral import _Noise, ddim_eta_step
 from .base import SolveOutput, SolveRequest, run_on_grid
-from .diffusion import _schedule
+from .diffusion import _schedule, prediction
 from .noise import NOISE_REMOVAL
 from .registry import SOLVERS, Option, Solver
 
@@ -131,7 +131,7 @@ def _guided_loop(req: SolveRequest, pull):
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
             s = ledger(xg, times[i])
-            x0 = (xg + sigma[i] ** 2 * s) / alpha[i]
+            x0 = prediction(xg, s, alpha=alpha[i], sigma=sigma[i], data=True)
             correction = pull(xg, x0, obs, i, alpha, sigma)
         return ddim_eta_step(x, s.detach(), i, alpha, sigma, noise(i)).add_(correction)
 
