@@ -21,7 +21,7 @@ from torch import Tensor
 
 __all__ = [
     "BLOCK_ROWS", "absorb", "mix", "rows", "normal_rows", "uniform_rows", "hash64", "hashed_normals",
-    "sub_seed", "fresh_seed", "PRIOR_SEED", "CORRECTOR_SEED", "PURPOSES", "stream",
+    "sub_seed", "fresh_seed", "PRIOR_SEED", "CORRECTOR_SEED", "PURPOSES", "stream", "sequential",
 ]  # fmt: skip
 
 BLOCK_ROWS = 1 << 12
@@ -31,7 +31,7 @@ MASK64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
 
 # Purposes: each names an independent family of streams under one seed.
-PRIOR, CORRECTOR, PROBES, DEQUANTIZE, ROW_PATH, SRK_CHUNK, OBSERVATION, RESAMPLE = (
+PRIOR, CORRECTOR, PROBES, DEQUANTIZE, ROW_PATH, SRK_CHUNK, OBSERVATION, RESAMPLE, TRAINING = (
     11,
     12,
     13,
@@ -40,6 +40,7 @@ PRIOR, CORRECTOR, PROBES, DEQUANTIZE, ROW_PATH, SRK_CHUNK, OBSERVATION, RESAMPLE
     16,
     17,
     18,
+    19,
 )
 
 
@@ -53,6 +54,7 @@ PURPOSES: dict[str, tuple[int | None, int]] = {
     "dequantize": (None, DEQUANTIZE),
     "observation": (None, OBSERVATION),
     "resample": (None, RESAMPLE),
+    "training": (None, TRAINING),
 }
 """Each named purpose: (the `sub_seed` index its word comes from, or None for the seed itself; its tag)."""
 
@@ -72,9 +74,10 @@ def stream(seed: int, purpose: str) -> tuple[int, int]:
     """The key `(word, tag)` of a named purpose's stream under a user's seed: the one table of them.
 
     `"prior"` (x_T) and `"corrector"` (Langevin noise) read sub-seeds of the seed, `"probes"`
-    (Hutchinson), `"dequantize"`, `"observation"` (the noised observation of the projection solvers)
-    and `"resample"` (RePaint's extra steps) read the seed itself; each has its own tag, so no two purposes
-    share numbers. (The Brownian path is keyed by the seed in `adapters.brownian`.)
+    (Hutchinson), `"dequantize"`, `"observation"` (the noised observation of the projection solvers),
+    `"resample"` (RePaint's extra steps) and `"training"` (`sequential`: batches, times and noise of a
+    training run) read the seed itself; each has its own tag, so no two row-keyed purposes share
+    numbers. (The Brownian path is keyed by the seed in `adapters.brownian`.)
 
     Args:
         seed: The user's seed.
@@ -84,6 +87,19 @@ def stream(seed: int, purpose: str) -> tuple[int, int]:
         raise ValueError(f"purpose must be one of {', '.join(PURPOSES)}, got {purpose!r}")
     index, tag = PURPOSES[purpose]
     return (seed if index is None else sub_seed(seed, index)), tag
+
+
+def sequential(seed: int, purpose: str) -> torch.Generator:
+    """A CPU `torch.Generator` for a purpose whose draws are sequential, not keyed by row: training,
+    whose batches follow one another and whose generator state a checkpoint saves so that a resumed
+    run continues the same stream. Seeded by the purpose's word (`stream`); the tag, which only
+    separates row-keyed streams, is not used.
+
+    Args:
+        seed: The user's seed.
+        purpose: One of `PURPOSES`.
+    """
+    return torch.Generator().manual_seed(stream(seed, purpose)[0])
 
 
 def fresh_seed() -> int:

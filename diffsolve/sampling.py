@@ -51,8 +51,9 @@ class SampleResult:
         steps_taken: Steps the solver took (accepted steps of an adaptive one).
         steps_rejected: Steps an adaptive solver's error control rejected (0 for fixed-step ones).
         nfe_per_sample: Each sample's own NFE, for solvers whose samples take their own steps
-            (`dopri5_per_sample`); `settings["sample_evaluations"]` is then their sum over the
-            batched calls' rows, the compute actually spent.
+            (`dopri5_per_sample`). `settings["sample_evaluations"]` counts the rows of every score
+            call (the compute actually spent): `nfe` times the batch for a batched solver, their sum
+            for a per-sample one.
     """
 
     samples: Tensor
@@ -334,6 +335,7 @@ def _assemble(
     own = None
     if parts[0].nfe_per_sample is not None:
         own = torch.cat([p.nfe_per_sample for p in parts])
+    if all(p.sample_evaluations is not None for p in parts):
         settings["sample_evaluations"] = sum(p.sample_evaluations for p in parts)
     return SampleResult(
         samples=samples.detach(), nfe=max(nfes), seconds=seconds, settings=settings, x_T=x_T,

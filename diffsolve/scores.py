@@ -18,6 +18,7 @@ $\alpha_t^2 + \sigma_t^2 = 1$ and the score is $-(\sigma_t x + \alpha_t \hat v)/
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal, Protocol, runtime_checkable
 
 from torch import Tensor, nn
@@ -25,7 +26,7 @@ from torch import Tensor, nn
 from ._validation import append_dims, check_positive, describe
 from .sde import SDE
 
-__all__ = ["Score", "ScoreModel", "evaluate_score", "check_problem"]
+__all__ = ["Score", "ScoreModel", "ScoreCalls", "evaluate_score", "check_problem"]
 
 Parameterization = Literal["eps", "score", "x0", "v", "velocity"]
 PARAMETERIZATIONS = ("eps", "score", "x0", "v", "velocity")
@@ -111,6 +112,51 @@ def evaluate_score(score: Score, x: Tensor, t: Tensor) -> Tensor:
     their state once per step (`errors.FiniteGuard`), which a non-finite score reaches at once.
     """
     return check_output(score(x, t), x, "the score")
+
+
+class ScoreCalls:
+    """The one NFE ledger: every score evaluation a solve makes goes through one, whatever the engine.
+
+    `sample`'s hand-written samplers (through `samplers.base.ScoreLedger`), torchsde's drift
+    (`adapters.ReverseSDE`), torchdiffeq's drift (`adapters.ProbabilityFlowODE`, and so
+    `LikelihoodODE`) and the per-sample solvers all count here, so `nfe` and `rows` mean the same
+    everywhere.
+
+    Args:
+        score: A `Score`.
+        callback: Called with the forward time of each evaluation (a 0-d tensor), or None.
+
+    Attributes:
+        nfe: Calls of the score (one call on a batch is one, whatever its size).
+        rows: Rows evaluated over all calls (`nfe` times the batch for a batched solver; fewer for
+            a per-sample solver, which evaluates only the rows still stepping).
+    """
+
+    def __init__(self, score: Score, callback: Callable[[Tensor], None] | None = None) -> None:
+        self.score, self.callback = score, callback
+        self.nfe = 0
+        self.rows = 0
+
+    def evaluate(self, x: Tensor, t: Tensor, at: Tensor, score: Score | None = None) -> Tensor:
+        """One counted call: `score(x, t)` checked by `evaluate_score`, then reported at time `at`.
+
+        Args:
+            x: The states `(B, *event)`.
+            t: The times `(B,)`, of `x`'s dtype and device.
+            at: The 0-d time reported to the callback.
+            score: Another callable standing in for this ledger's score on this call (e.g. one that
+                also returns its divergence), or None.
+        """
+        out = evaluate_score(self.score if score is None else score, x, t)
+        self.nfe += 1
+        self.rows += x.shape[0]
+        if self.callback is not None:
+            self.callback(at)
+        return out
+
+    def reset(self) -> None:
+        """Zero both counts."""
+        self.nfe = self.rows = 0
 
 
 def check_output(out: object, x: Tensor, what: str) -> Tensor:

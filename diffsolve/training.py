@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from . import checkpoint, distributed, memory
-from ._keyed import generator_on
+from ._keyed import generator_on, sequential
 from ._validation import append_dims, check_batched, check_bool, check_positive, check_seed, describe
 from .datasets import dequantize as dequantize_data
 from .io import atomic_write_bytes, directory_lock, remove_stale_temporaries
@@ -413,7 +413,7 @@ def _train(
     ema = copy.deepcopy(model)
     for p in ema.parameters():
         p.requires_grad_(False)
-    gen = torch.Generator().manual_seed(plan.seed)
+    gen = sequential(plan.seed, "training")
     losses: list[float] = []
     step = 0
     settings = plan.settings(model)

@@ -20,17 +20,18 @@ class Counter:
     """An independent call counter around a score: it knows nothing of the solvers' ledgers."""
 
     def __init__(self, score):
-        self.score, self.calls = score, 0
+        self.score, self.calls, self.rows = score, 0, 0
         self.event_shape = score.event_shape
 
     def __call__(self, x, t):
         self.calls += 1
+        self.rows += x.shape[0]
         return self.score(x, t)
 
 
 @pytest.mark.filterwarnings("ignore:ode.explicit_adams is unstable")
 @pytest.mark.parametrize("name", [s.name for s in ds.solvers()])
-def test_stated_nfe_per_step_matches_an_independent_counter(problem, name):
+def test_stated_nfe_per_step_and_rows_match_an_independent_counter(problem, name):
     _, sde, score = problem
     solver = ds.get_solver(name)
     counted = Counter(score)
@@ -39,6 +40,9 @@ def test_stated_nfe_per_step_matches_an_independent_counter(problem, name):
         budget = {"rtol": 1e-4, "atol": 1e-4}
     res = ds.sample(counted, sde, 64, solver=name, seed=0, eps=EPS, **budget)
     assert res.nfe == counted.calls
+    # one ledger for every engine: it counts the rows of every call too (fewer than nfe x 64 only
+    # for the per-sample solvers)
+    assert res.settings["sample_evaluations"] == counted.rows
     stated = solver.nfe(accepted=res.steps_taken, rejected=res.steps_rejected, options=res.settings)
     assert stated == counted.calls, (solver.nfe_text(), res.steps_taken, res.steps_rejected)
     if not solver.adaptive:

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from ..divergence import ESTIMATORS, exact_divergence
 from ..errors import FiniteGuard, NonFiniteError, StepSizeError
-from ..scores import Score, check_problem, evaluate_score
+from ..scores import Score, ScoreCalls, check_problem
 from ..sde import SDE
 from .grid import fixed_step_grid
 
@@ -60,17 +60,30 @@ class ProbabilityFlowODE(nn.Module):
         self.score = score
         self.sde = sde
         self.eps = float(eps)
-        self.nfe = 0
-        self.callback: Callable[[Tensor], None] | None = None
+        self.calls = ScoreCalls(score)
         self.last_t: Tensor | None = None
         self.guard = FiniteGuard()
         self.last_out: Tensor | None = None
         self.accepted = 0
         self.rejected = 0
 
+    @property
+    def nfe(self) -> int:
+        """Score evaluations so far (`scores.ScoreCalls`, the one NFE ledger)."""
+        return self.calls.nfe
+
+    @property
+    def callback(self) -> Callable[[Tensor], None] | None:
+        """Called with the forward time (0-d tensor) after each score evaluation, or None."""
+        return self.calls.callback
+
+    @callback.setter
+    def callback(self, fn: Callable[[Tensor], None] | None) -> None:
+        self.calls.callback = fn
+
     def reset(self) -> None:
         """Zero the NFE and step counters."""
-        self.nfe = 0
+        self.calls.reset()
         self.accepted = self.rejected = 0
 
     def callback_step(self, t0: Tensor, y0: Tensor, dt: Tensor) -> None:
@@ -99,6 +112,7 @@ class ProbabilityFlowODE(nn.Module):
         self.last_t = t
         tb = t.expand(x.shape[0])
         divs: list[Tensor] = []
+        score_only = None
         if with_divergence:
 
             def score_only(x_: Tensor, t_: Tensor) -> Tensor:  # evaluate_score's checks on the score part
@@ -106,12 +120,7 @@ class ProbabilityFlowODE(nn.Module):
                 divs.append(div_)
                 return value
 
-            score = evaluate_score(score_only, x, tb)
-        else:
-            score = evaluate_score(self.score, x, tb)
-        self.nfe += 1
-        if self.callback is not None:
-            self.callback(t)
+        score = self.calls.evaluate(x, tb, t, score_only)
         out = self.sde.pf_drift(x, t, score)  # a 0-d t: the coefficients are scalars, not (B,) vectors
         self.last_out = out  # kept (not checked) so that a collapsed step can be traced to a NaN
         return out, divs[0] if divs else None

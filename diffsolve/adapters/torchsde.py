@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from .._keyed import SRK_CHUNK, mix, normal_rows, stream
 from .._validation import check_positive, check_seed
 from ..errors import FiniteGuard, NonFiniteError
-from ..scores import Score, check_problem, evaluate_score
+from ..scores import Score, ScoreCalls, check_problem
 from ..sde import SDE
 from .brownian import BrownianPath, RowBrownian
 from .grid import uniform_grid
@@ -100,8 +100,7 @@ class ReverseSDE(nn.Module):
         self.event_shape = None if event_shape is None else tuple(event_shape)
         self.noise_type = noise_type
         self.sde_type = sde_type
-        self.nfe = 0
-        self.callback: Callable[[Tensor], None] | None = None
+        self.calls = ScoreCalls(score)
         self.guard = FiniteGuard()
         self._cache: tuple[Tensor, int, Tensor, Tensor] | None = None
 
@@ -110,9 +109,23 @@ class ReverseSDE(nn.Module):
         """The final solver time $T - \\epsilon$."""
         return self.sde.T - self.eps
 
+    @property
+    def nfe(self) -> int:
+        """Score evaluations so far (`scores.ScoreCalls`, the one NFE ledger)."""
+        return self.calls.nfe
+
+    @property
+    def callback(self) -> Callable[[Tensor], None] | None:
+        """Called with the forward time (0-d tensor) after each score evaluation, or None."""
+        return self.calls.callback
+
+    @callback.setter
+    def callback(self, fn: Callable[[Tensor], None] | None) -> None:
+        self.calls.callback = fn
+
     def reset(self) -> None:
         """Zero the NFE counter and drop the one-entry drift cache."""
-        self.nfe = 0
+        self.calls.reset()
         self._cache = None
 
     def forward_time(self, s: Tensor | float, like: Tensor) -> Tensor:
@@ -135,10 +148,7 @@ class ReverseSDE(nn.Module):
         self.guard.check(y, t)
         x = self.to_event(y)
         tb = t.expand(y.shape[0])
-        score = evaluate_score(self.score, x, tb)
-        self.nfe += 1
-        if self.callback is not None:
-            self.callback(t)
+        score = self.calls.evaluate(x, tb, t)
         out = (-self.sde.reverse_drift(x, tb, score)).reshape(y.shape)
         self._cache = (y, y._version, s.detach().clone() if isinstance(s, Tensor) else torch.tensor(s), out)
         return out

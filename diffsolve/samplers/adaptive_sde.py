@@ -134,6 +134,7 @@ def adaptive_sde(
     return SolveOutput(
         samples=x,
         nfe=ledger.nfe,
+        sample_evaluations=ledger.rows,
         trajectory=torch.stack(traj) if traj is not None else None,
         times=torch.tensor(times, dtype=torch.float64) if times is not None else None,
         accepted=accepted,

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ..adapters import KeyedNoise
 from ..errors import FiniteGuard
-from ..scores import Score, evaluate_score
+from ..scores import Score, ScoreCalls
 from ..sde import SDE
 
 __all__ = ["SolveRequest", "SolveOutput", "ScoreLedger", "run_on_grid"]
@@ -89,8 +89,8 @@ class SolveOutput:
         accepted: Steps taken (accepted steps of an adaptive solver).
         rejected: Steps rejected by an adaptive solver's error control (0 for fixed-step ones).
         nfe_per_sample: Each sample's own NFE, for solvers whose samples step independently.
-        sample_evaluations: Score evaluations of single samples in all (rows over every call),
-            for solvers that evaluate only some rows per call.
+        sample_evaluations: Score evaluations of single samples in all (`ScoreCalls.rows`: rows over
+            every call), which per-sample solvers keep below `nfe` times the batch.
     """
 
     samples: Tensor
@@ -103,8 +103,8 @@ class SolveOutput:
     sample_evaluations: int | None = None
 
 
-class ScoreLedger:
-    r"""Score calls on a batch at one time, with the NFE count and the progress callback.
+class ScoreLedger(ScoreCalls):
+    r"""Score calls on a batch at one time: `scores.ScoreCalls` (the one NFE ledger) for hand-written samplers.
 
     Calling the ledger as `ledger(x, t)`, with `t` a float or a 0-d tensor, is one NFE. It checks
     the score's output shape, dtype and device, but not its finiteness (that would be a host sync
@@ -117,19 +117,15 @@ class ScoreLedger:
     """
 
     def __init__(self, score: Score, sde: SDE, callback: Callable[[Tensor], None] | None) -> None:
-        self.score, self.sde, self.callback = score, sde, callback
-        self.nfe = 0
+        super().__init__(score, callback)
+        self.sde = sde
 
     def __call__(self, x: Tensor, t: float | Tensor) -> Tensor:
         if isinstance(t, Tensor):
             tb = t.to(dtype=x.dtype, device=x.device).expand(x.shape[0])
         else:
             tb = torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)
-        out = evaluate_score(self.score, x, tb)
-        self.nfe += 1
-        if self.callback is not None:
-            self.callback(tb[0])
-        return out
+        return self.evaluate(x, tb, tb[0])
 
     def pf_drift(self, x: Tensor, t: float | Tensor) -> Tensor:
         r"""The probability-flow ODE's drift $f(t)x - \tfrac12 g(t)^2 s(x, t)$ in forward time (one NFE)."""
@@ -173,6 +169,7 @@ def run_on_grid(
     return SolveOutput(
         samples=x,
         nfe=ledger.nfe,
+        sample_evaluations=ledger.rows,
         trajectory=torch.stack(traj) if traj is not None else None,
         times=grid if return_trajectory else None,
         accepted=len(times) - 1,

@@ -35,6 +35,7 @@ def run_reverse_sde(req: SolveRequest) -> SolveOutput:
     return SolveOutput(
         samples=states[-1],
         nfe=rsde.nfe,
+        sample_evaluations=rsde.calls.rows,
         trajectory=states if req.return_trajectory else None,
         times=times if req.return_trajectory else None,
         accepted=req.steps,
@@ -62,6 +63,7 @@ def run_pf_ode(req: SolveRequest) -> SolveOutput:
     return SolveOutput(
         samples=out.ys[-1],
         nfe=ode.nfe,
+        sample_evaluations=ode.calls.rows,
         trajectory=out.ys if req.return_trajectory else None,
         times=t if req.return_trajectory else None,
         accepted=out.accepted,

@@ -42,7 +42,7 @@ import torch
 from torch import Tensor
 
 from ..errors import NonFiniteError, StepSizeError
-from ..scores import evaluate_score
+from ..scores import ScoreCalls
 from .adaptive_sde import DEFAULT_ATOL, DEFAULT_RTOL
 from .base import SolveOutput, SolveRequest
 from .noise import NOISE_REMOVAL
@@ -66,39 +66,26 @@ _E = tuple(b5 - b4 for b5, b4 in zip(_B5, _B4, strict=True))
 SAFETY, IFACTOR, DFACTOR = 0.9, 10.0, 0.2
 
 
-class _Score:
-    """The score on a subset of rows, each at its own time; counts batched calls and rows."""
+class _Score(ScoreCalls):
+    """The score on a subset of rows, each at its own time (the ledger counts batched calls and rows)."""
 
     def __init__(self, req: SolveRequest) -> None:
-        self.score, self.callback = req.score, req.callback
-        self.nfe = 0
-        self.rows = 0
+        super().__init__(req.score, req.callback)
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
-        out = evaluate_score(self.score, x, t.to(x.dtype))
-        self.nfe += 1
-        self.rows += x.shape[0]
-        if self.callback is not None:
-            self.callback(t.max())
-        return out
+        return self.evaluate(x, t.to(x.dtype), t.max())
 
 
-class _Drift:
-    """The PF-ODE drift on a subset of rows, each at its own time; counts batched calls and rows."""
+class _Drift(ScoreCalls):
+    """The PF-ODE drift on a subset of rows, each at its own time (the ledger counts batched calls and rows)."""
 
     def __init__(self, req: SolveRequest) -> None:
-        self.score, self.sde, self.callback = req.score, req.sde, req.callback
-        self.nfe = 0
-        self.rows = 0
+        super().__init__(req.score, req.callback)
+        self.sde = req.sde
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
         tx = t.to(x.dtype)
-        s = evaluate_score(self.score, x, tx)
-        self.nfe += 1
-        self.rows += x.shape[0]
-        if self.callback is not None:
-            self.callback(t.max())
-        return self.sde.pf_drift(x, tx, s)
+        return self.sde.pf_drift(x, tx, self.evaluate(x, tx, t.max()))
 
 
 def _rms(v: Tensor) -> Tensor:
@@ -160,7 +147,7 @@ def dopri5_per_sample(req: SolveRequest) -> tuple[SolveOutput, Tensor, int]:
         if bool((h[idx].abs() < 1e-14 * ta.abs().clamp_min(1.0)).any()):
             raise StepSizeError(float(ta.min()), req.solver)
     out = SolveOutput(
-        samples=x, nfe=f.nfe, accepted=rounds
+        samples=x, nfe=f.nfe, accepted=rounds, sample_evaluations=f.rows
     )  # a round: one step attempt of every running sample
     return out, own, f.rows
 
@@ -182,9 +169,8 @@ def _initial_step(
 
 
 def _run(req: SolveRequest) -> SolveOutput:
-    out, own, rows = dopri5_per_sample(req)
+    out, own, _ = dopri5_per_sample(req)
     out.nfe_per_sample = own
-    out.sample_evaluations = rows
     return out
 
 
@@ -265,14 +251,15 @@ def adaptive_sde_per_sample(
             two_calls += 1
         else:
             one_call += 1
-    out = SolveOutput(samples=x, nfe=score.nfe, accepted=two_calls, rejected=one_call)
+    out = SolveOutput(
+        samples=x, nfe=score.nfe, accepted=two_calls, rejected=one_call, sample_evaluations=score.rows
+    )
     return out, own, score.rows
 
 
 def _run_sde(req: SolveRequest) -> SolveOutput:
-    out, own, rows = adaptive_sde_per_sample(req)
+    out, own, _ = adaptive_sde_per_sample(req)
     out.nfe_per_sample = own
-    out.sample_evaluations = rows
     return out
 
 

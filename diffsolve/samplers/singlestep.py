@@ -260,7 +260,7 @@ def dpm_solver_adaptive(req: SolveRequest) -> SolveOutput:
             rejected += 1
         h = min(theta * h * max(err, 1e-10) ** (-1.0 / order), lam_eps - lam_s)
     return SolveOutput(
-        samples=x, nfe=ledger.nfe,
+        samples=x, nfe=ledger.nfe, sample_evaluations=ledger.rows,
         trajectory=torch.stack(traj) if traj is not None else None,
         times=torch.tensor(times, dtype=torch.float64) if times is not None else None,
         accepted=accepted, rejected=rejected,
