@@ -437,10 +437,11 @@ def _solve_once(plan: _Plan, x: Tensor, v: Tensor | None, time_bar: bool) -> _Ch
     start = time.perf_counter()
     graph = _differentiable(plan.score, x)
     params = tuple(p for p in _parameters(plan.score) if p.requires_grad) if graph else ()
+    budget = _graph_budget(plan, x, width) if graph and not plan.adjoint else contextlib.nullcontext()
     bar = _Progress(eps, sde.T, "log-likelihood") if time_bar else None
     func.pf.callback = bar
     try:
-        with contextlib.nullcontext() if graph else torch.no_grad():
+        with contextlib.nullcontext() if graph else torch.no_grad(), budget:
             out = odeint(
                 func, (x, delta0), ts, method=plan.method, adjoint=plan.adjoint, adjoint_params=params,
                 **plan.budget,
@@ -462,6 +463,26 @@ def _solve_once(plan: _Plan, x: Tensor, v: Tensor | None, time_bar: bool) -> _Ch
     if x.device.type == "cuda":
         torch.cuda.synchronize(x.device)
     return _Chunk(prior, delta, latent, func.nfe, func.vjps, time.perf_counter() - start)
+
+
+def _graph_budget(plan: _Plan, x: Tensor, width: int | None) -> memory.GraphBudget:
+    """The memory limit on a solve differentiated through: a fixed-step solve whose graph cannot fit
+    (at least the augmented state and its drift per evaluation) is refused before it starts, and any
+    solve is stopped when its graph passes the limit (`memory.GraphBudget`)."""
+    what = f"log_likelihood(x of {x.shape[0]} points with gradients, solver={plan.name!r}, {plan.budget})"
+    hint = "pass adjoint=True (memory independent of the steps), fewer points per call (batch_size=)"
+    if "steps" in plan.budget:
+        hint += " or fewer steps"
+        calls = get_solver(plan.name).nfe(accepted=plan.budget["steps"])
+        state = x[0].numel() + (1 if width is None else width)
+        least = calls * x.shape[0] * 2 * state * x.element_size()
+        memory.check_memory(
+            what, least, device=x.device, hint=hint,
+            detail=f"{calls:,} evaluations x {x.shape[0]:,} points x the state and its drift ({state:,} values each), at least",
+        )  # fmt: skip
+    else:
+        hint += " or a looser tolerance"
+    return memory.GraphBudget(what, x.device, hint)
 
 
 def _check_inputs(

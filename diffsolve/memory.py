@@ -29,6 +29,7 @@ __all__ = [
     "check_memory",
     "check_chunked",
     "format_bytes",
+    "GraphBudget",
 ]
 
 DEFAULT_FRACTION = 0.5
@@ -218,3 +219,82 @@ def check_chunked(
     fit = int((limit - n * kept) // working) if math.isfinite(limit) and working > 0 else 0
     hint = f"pass batch_size={fit:,} or less" if fit > 0 else f"the results alone do not fit: {too_many}"
     check_memory(what, work * working + n * kept, device=device, detail=detail, hint=hint)
+
+
+class GraphBudget:
+    """Enforce the memory limit on the autograd graph a block builds, while it builds it.
+
+    A solve differentiated through (`log_likelihood` on inputs that require grad, without the
+    adjoint) keeps every stage of every step for the backward pass: its memory grows with the steps
+    an adaptive solver chooses, which no estimate made before the solve can know. Inside the block,
+    a saved-tensors hook sees every tensor autograd keeps for backward (no copy is made) and stops
+    the block with `MemoryBudgetError` as soon as the graph passes the limit. The graph's size is
+    the larger of two measures: the bytes of the saved tensors' storages, each counted once, and the
+    device's own growth since the block began (`torch.cuda.memory_allocated`, or the process's
+    resident size on Linux), read every `PROBE_EVERY` new storages, which adds what the first cannot
+    see (autograd's nodes, the allocator's rounding: twice the saved bytes for a mixture's score of
+    many small tensors, a few percent for a network's).
+
+    Args:
+        what: The call, for the message.
+        device: Where the graph lives.
+        hint: What to do instead, for the message.
+    """
+
+    PROBE_EVERY = 64
+
+    def __init__(self, what: str, device: torch.device | str, hint: str) -> None:
+        self.what, self.hint = what, hint
+        self.device = torch.device(device)
+        self.limit, self.source = memory_limit(self.device)
+        self.nbytes = 0
+        self._seen: set[int] = set()
+        self._start = 0.0
+        self._hooks: torch.autograd.graph.saved_tensors_hooks | None = None
+
+    def __enter__(self) -> GraphBudget:
+        if math.isfinite(self.limit):
+            self._start = _in_use(self.device) or 0.0
+            self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, _unpack)
+            self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._hooks is not None:
+            self._hooks.__exit__(*exc)
+            self._hooks = None
+
+    def _pack(self, t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        key = storage.data_ptr()
+        if key in self._seen:
+            return t
+        self._seen.add(key)
+        self.nbytes += storage.nbytes()
+        size = self.nbytes
+        if len(self._seen) % self.PROBE_EVERY == 0:
+            now = _in_use(self.device)
+            size = max(size, 0.0 if now is None else now - self._start)
+        if size > self.limit:
+            raise MemoryBudgetError(
+                f"{self.what}: the autograd graph kept for the backward pass reached {format_bytes(size)}, "
+                f"above the memory limit of {format_bytes(self.limit)} ({self.source}); {self.hint}, "
+                f"or raise the limit with diffsolve.set_memory_limit or {ENV}"
+            )
+        return t
+
+
+def _unpack(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
+def _in_use(device: torch.device) -> float | None:
+    """Bytes in use on `device` now: the CUDA allocator's count, or this process's resident size
+    (Linux's /proc/self/statm); None where neither can be read."""
+    if device.type == "cuda":
+        return float(torch.cuda.memory_allocated(device))
+    try:
+        with open("/proc/self/statm") as f:
+            return float(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None

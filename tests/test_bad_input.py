@@ -77,8 +77,16 @@ def _float32_only(x, t):
 
 X2 = torch.zeros(2, 2, dtype=torch.float64)
 
+
 # Unbounded work: each row would allocate far beyond the limit (4 GiB here, see the fixture).
+def _with_grad(n: int) -> torch.Tensor:
+    return RING.sample(n, seed=0, dtype=torch.float32).requires_grad_()
+
+
 MEMORY_CASES = [
+    ("log_likelihood with gradients, 10^5 rk4 steps",  # the graph keeps every stage of every step
+     lambda: ds.log_likelihood(RING.score_fn(VP), VP, _with_grad(4096), solver="rk4", steps=100_000),
+     "the state and its drift"),
     ("sample, n = 10^9", lambda: ds.sample(RING.score_fn(VP), VP, 10**9, solver="ddim", steps=10),
      "sample(n=1000000000, solver='ddim') needs about 74.5 GiB"),  # 1e9 x 2 x 4 bytes x (8 working + 2 kept)
     ("sample, a trajectory of 10^5 steps",
@@ -147,6 +155,35 @@ def test_unbounded_work_is_refused_before_allocating(what, call, words, four_gib
     assert "above the memory limit of 4.0 GiB (set by diffsolve.set_memory_limit)" in str(info.value)
     # refused before allocating: the peak resident size grew by less than 200 MiB (ru_maxrss is in KiB)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024
+
+
+@pytest.mark.parametrize(
+    "budget", [{"solver": "rk4", "steps": 1000}, {"solver": "dopri5", "rtol": 1e-6, "atol": 1e-6}]
+)
+def test_a_likelihoods_autograd_graph_is_stopped_at_the_limit_while_it_grows(budget):
+    import resource
+
+    # 1000 rk4 steps on 1024 points pass the check made before the solve (at least 2 states per
+    # evaluation: 98 MB), but the graph they build does not fit in 100 MiB; an adaptive solve's
+    # steps are not known before it runs at all. Both are stopped while the graph grows.
+    ds.set_memory_limit("100MiB")
+    try:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        with pytest.raises(
+            MemoryBudgetError,
+            match=r"the autograd graph kept for the backward pass reached 10\d\.\d MiB, above the memory limit of 100\.0 MiB",
+        ):
+            ds.log_likelihood(
+                RING.score_fn(VP), VP, _with_grad(1024 if "steps" in budget else 4096), **budget
+            )
+        assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024  # KiB
+        if "steps" in budget:  # the same call without gradients, or with the adjoint, keeps no graph
+            ds.log_likelihood(RING.score_fn(VP), VP, _with_grad(256).detach(), **budget)
+            x = _with_grad(256)
+            ds.log_likelihood(RING.score_fn(VP), VP, x, adjoint=True, **budget).log_prob.sum().backward()
+            assert x.grad is not None and bool(torch.isfinite(x.grad).all())
+    finally:
+        ds.set_memory_limit(None)
 
 
 def test_the_memory_limit_comes_from_the_call_then_the_environment_then_the_machine(monkeypatch):
