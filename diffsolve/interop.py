@@ -123,7 +123,8 @@ class DiffusersUNet(nn.Module):
 
     Time $t$ becomes the discrete timestep $n = Nt - 1$ of the schedule (snapped to the nearest
     integer when within 1e-3 of it, the resolution of a float32 time, so a scheduler's integer
-    timesteps reach the network exactly). A network with twice the input channels (a learned
+    timesteps reach the network exactly). A time below $1/N$ (timestep 0) is refused, naming `eps`:
+    the network never saw a negative timestep. A network with twice the input channels (a learned
     variance, as in improved DDPM) gives its first half, the mean prediction.
 
     Args:
@@ -138,6 +139,14 @@ class DiffusersUNet(nn.Module):
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         n = self.sde.timestep(t.double())
+        if bool((n < -1e-3).any()):  # one sync per call, small beside a U-Net
+            N = self.sde.N
+            raise ValueError(
+                f"the diffusers UNet was trained on timesteps 0..{N - 1} (t >= 1/N = {1 / N:g}); the solve asked it "
+                f"for timestep {float(n.min()):.3g} (t = {float(t.min()):.3g}): pass eps >= {1 / N:g} "
+                f"(log_likelihood's default eps is 1e-5), or a grid from scheduler_times, which ends where the "
+                f"scheduler does"
+            )
         near = n.round()
         n = torch.where((n - near).abs() < 1e-3, near, n).to(x.dtype)
         kwargs = {} if y is None else {"class_labels": y}

@@ -16,6 +16,7 @@ there is no default limit.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import re
 
@@ -99,7 +100,7 @@ def set_memory_limit(nbytes: float | str | None) -> None:
         return
     value = _parse(nbytes) if isinstance(nbytes, str) else nbytes
     if value is not None and (
-        isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0
+        isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0
     ):
         raise ValueError(
             f"nbytes must be a positive number of bytes, a string like '8GiB', or None; got {nbytes!r}"

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import json
 import math
 import numbers
@@ -265,14 +266,17 @@ def train(
         model, data, steps, batch_size, checkpoint_every, lr, eps, lr_schedule, warmup_steps, weighting,
         importance_sampling, optimizer, ema_decay, grad_clip, resume, checkpoint_dir, max_seconds, dequantize,
     )  # fmt: skip
+    check_positive(weight_decay, "weight_decay", allow_zero=True)
     allow_changes = _check_allowed(allow_changes, lr_schedule)
     conditioning = _check_labels(model, data, labels, label_dropout)
-    plan = _TrainPlan(
-        steps=steps, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, warmup_steps=warmup_steps,
-        weighting=weighting, importance_sampling=importance_sampling, eps=eps, optimizer=optimizer,
-        weight_decay=weight_decay, grad_clip=grad_clip, ema_decay=ema_decay, ema_warmup=ema_warmup, seed=seed,
-        checkpoint_every=checkpoint_every, progress=progress, metadata=metadata, max_seconds=max_seconds,
+    plan = _TrainPlan(  # numpy numbers are accepted, and stored as Python ones (the settings are JSON)
+        steps=int(steps), batch_size=int(batch_size), lr=float(lr), lr_schedule=lr_schedule,
+        warmup_steps=int(warmup_steps), weighting=weighting, importance_sampling=importance_sampling, eps=float(eps),
+        optimizer=optimizer, weight_decay=float(weight_decay), grad_clip=None if grad_clip is None else float(grad_clip),
+        ema_decay=float(ema_decay), ema_warmup=ema_warmup, seed=seed, checkpoint_every=int(checkpoint_every),
+        progress=progress, metadata=metadata, max_seconds=None if max_seconds is None else float(max_seconds),
         dequantize=dequantize, allow_changes=allow_changes, conditioning=conditioning,
+        data_digest=_digest(data, None if conditioning is None else conditioning[0]),
     )  # fmt: skip
     if checkpoint_dir is None:
         return _train(model, data, plan, None, resume=False)
@@ -382,6 +386,7 @@ class _TrainPlan:
     dequantize: tuple[int, float, float] | None
     allow_changes: tuple[str, ...]
     conditioning: tuple[Tensor, float, int] | None
+    data_digest: dict[str, Any]
 
     def settings(self, model: ScoreModel) -> dict[str, Any]:
         """The settings a checkpoint records (and a resume checks)."""
@@ -401,7 +406,18 @@ class _TrainPlan:
         if self.conditioning is not None:  # recorded (and checked on resume) only for conditional runs
             out["label_dropout"] = self.conditioning[1]
             out["classes"] = self.conditioning[2]
+        out["data"] = self.data_digest  # a resume on other data (or labels) is refused
         return out
+
+
+def _digest(data: Tensor, labels: Tensor | None) -> dict[str, Any]:
+    """The training data's fingerprint: shape, dtype and a SHA-256 of the bytes (and of the labels)."""
+    out: dict[str, Any] = {"shape": list(data.shape), "dtype": str(data.dtype).removeprefix("torch.")}
+    for name, t in (("sha256", data), ("labels_sha256", labels)):
+        if t is not None:
+            raw = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+            out[name] = hashlib.sha256(raw.tobytes()).hexdigest()
+    return out
 
 
 def _train(
@@ -566,7 +582,11 @@ def _check_arguments(
         check_positive(grad_clip, "grad_clip")  # 0 would freeze the weights; give None for no clipping
     if lr_schedule not in ("constant", "cosine"):
         raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
-    if not isinstance(warmup_steps, int) or not 0 <= warmup_steps < steps:
+    if (
+        isinstance(warmup_steps, bool)
+        or not isinstance(warmup_steps, numbers.Integral)
+        or not 0 <= warmup_steps < steps
+    ):
         raise ValueError(f"warmup_steps must be an integer in [0, steps), got {warmup_steps!r}")
     if weighting not in ("eps", "likelihood"):
         raise ValueError(f"weighting must be 'eps' or 'likelihood', got {weighting!r}")
@@ -683,7 +703,9 @@ def _restore(
             f"the training state in {str(directory)!r} was written by an older diffsolve (no EMA weights "
             "in it); start a new run"
         )
-    changes = _changes(header["settings"], settings)
+    saved = header["settings"]
+    # a state written before the data's fingerprint was recorded cannot be checked for it
+    changes = _changes(saved, {k: v for k, v in settings.items() if k != "data" or "data" in saved})
     changes.update(
         {f"metadata.{k}": v for k, v in _changes(header.get("metadata", {}), metadata or {}).items()}
     )

@@ -484,3 +484,61 @@ COERCION_CASES = [
 def test_values_are_refused_not_coerced(what, call, exc, words):
     with pytest.raises(exc, match=re.escape(words)):
         call()
+
+
+def _nan_score(x, t):
+    return torch.full_like(x, math.nan)
+
+
+_nan_score.event_shape = (2,)
+
+JUDGEMENT_CASES = [
+    # Issue: the judgement calls, settled. Each is refused with the reason, where it would give a wrong answer.
+    ("ddim_eta, eta = 10 (a step would be clamped)",
+     lambda: ds.sample(RING.score_fn(VP), VP, 10, solver="ddim_eta", steps=20, eta=10, seed=0), ValueError,
+     "eta must be at most 1.168 for ddim_eta on this grid"),
+    ("euler_ancestral, eta = 2", lambda: ds.sample(RING.score_fn(VP), VP, 10, solver="euler_ancestral", steps=20,
+     eta=2, seed=0), ValueError, "eta must be at most 1.108 for euler_ancestral"),
+    ("CosineVPSDE(s=1e16)", lambda: ds.CosineVPSDE(s=1e16), ValueError,
+     "CosineVPSDE(s=1e+16, T=0.9946) gives non-finite marginals (alpha_t, sigma_t) on [0, T] in torch.float32"),
+    ("a NaN score in a likelihood", lambda: ds.log_likelihood(_nan_score, VP, RING.sample(10, seed=0, dtype=torch.float32)),
+     ds.NonFiniteError, "the score s(x, t) became non-finite (NaN or Inf) at t = 1e-05 (solver 'ode:dopri5')"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("what, call, exc, words", JUDGEMENT_CASES, ids=[c[0] for c in JUDGEMENT_CASES])
+def test_judgement_calls_are_settled(what, call, exc, words):
+    with pytest.raises(exc, match=re.escape(words)):
+        call()
+
+
+def test_eta_a_little_above_one_is_still_a_sampler_of_the_same_marginals():
+    # 1.05 is below both bounds: no step is clamped, and the samples pass the same check as eta = 1
+    for solver in ("ddim_eta", "euler_ancestral"):
+        x = ds.sample(
+            RING.score_fn(VP), VP, 4000, solver=solver, steps=200, eta=1.05, seed=0
+        ).samples.double()
+        assert abs(x.square().sum(1).sqrt().mean() - 4.0) < 0.05  # ring2d: radius 4
+
+
+@pytest.mark.parametrize(
+    "make, alpha_T",
+    [(lambda: ds.CosineVPSDE(T=1e-6), "1"), (lambda: ds.DiscreteVPSDE(torch.full((1000,), 1e-4)), "0.951"),
+     (lambda: ds.VPSDE(0.1, 1.0), "0.76")],
+)  # fmt: skip
+def test_a_prior_far_from_the_marginal_at_T_is_warned_of(make, alpha_T):
+    with pytest.warns(UserWarning, match=rf"keeps alpha_T = {alpha_T} of the data .* prior N\(0, I\) is far"):
+        make()
+
+
+def test_numpy_numbers_are_numbers():
+    ds.set_memory_limit(np.int64(2**33))
+    try:
+        assert ds.memory.memory_limit()[0] == 2**33
+    finally:
+        ds.set_memory_limit(None)
+    res = _tiny_train(warmup_steps=0, lr=np.float32(1e-3))
+    res2 = train(ds.ScoreModel(ScoreMLP(2, width=8, depth=1), VP, "eps"), torch.rand(16, 2), steps=np.int64(3),
+                 batch_size=np.int64(4), warmup_steps=np.int64(1), progress=False)  # fmt: skip
+    assert res2.settings["steps"] == 3 and type(res2.settings["warmup_steps"]) is int
+    assert res is not None

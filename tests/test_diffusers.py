@@ -62,8 +62,9 @@ def test_ddim_on_the_schedulers_steps_equals_the_ddim_scheduler_loop(unet, tmp_p
     scale = theirs.abs().max()
     assert (ours.samples - theirs).abs().max() <= 2e-5 * scale
     # and the check discriminates: the same solve a tenth of a step off the scheduler's times is far away
+    # (all but the last evaluation, at timestep 0: below it the network is not asked)
     with torch.no_grad():
-        shifted = ddim(score, score.sde, x, torch.cat([grid[:-1] - 1e-4, grid[-1:]]))
+        shifted = ddim(score, score.sde, x, torch.cat([grid[:-2] - 1e-4, grid[-2:]]))
     assert (shifted.samples - theirs).abs().max() > 1e-3 * scale
 
 
@@ -316,3 +317,17 @@ def test_img2img_starts_below_T_from_the_noised_input():
     clean = ring.sample(4000, seed=2)
     wrong = ds.sample(ring.score_fn(sde), sde, x_T=clean, solver="dpm_solver++2m", time_grid=grid, eps=eps)
     assert log_prob_ks(wrong.samples, ExactLogDensity(ring, eps, sde, n=50_000)).p_value < 1e-6
+
+
+def test_a_time_below_the_first_timestep_is_refused_naming_eps(unet, tmp_path):
+    # log_likelihood's default eps (1e-5) would ask the network for timestep -0.99, which it never saw
+    unet.save_pretrained(tmp_path)
+    diffusers.DDPMScheduler().save_pretrained(tmp_path)
+    score = from_diffusers(tmp_path)
+    x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"asked it for timestep -0\.99 \(t = 1e-05\): pass eps >= 0\.001"):
+        ds.log_likelihood(score, score.sde, x, solver="rk4", steps=2)
+    with torch.no_grad():  # from eps = 1/N (timestep 0) up, it runs
+        assert torch.isfinite(
+            ds.log_likelihood(score, score.sde, x, solver="rk4", steps=2, eps=1e-3).log_prob
+        ).all()

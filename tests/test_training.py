@@ -367,3 +367,32 @@ def test_a_run_stopped_early_says_what_it_saved(tmp_path):
     assert "EMA: decay" in proc.stdout and "initial weights' share 0.0%" in proc.stdout
     assert "of 6000" in proc.stdout
     assert "unlikely to be usable yet" in proc.stderr and "--resume" in proc.stderr
+
+
+def test_resume_on_other_data_or_labels_is_refused(tmp_path):
+    # Issue: the Python API resumed on other data without noticing (the CLI checked its own arguments).
+    from diffsolve.training import ResumeError
+
+    ring = ds.GaussianMixture.ring2d()
+    _tiny_run(tmp_path)
+    torch.manual_seed(0)
+    model = ds.ScoreModel(ScoreMLP(2, width=16, depth=1), ds.VPSDE(), "eps")
+    other = ring.sample(500, seed=1, dtype=torch.float32)  # same shape and dtype, other points
+    with pytest.raises(ResumeError, match=r"data: saved \{'shape': \[500, 2\], 'dtype': 'float32', 'sha256'"):
+        train(model, other, steps=6, batch_size=8, seed=3, checkpoint_every=2, checkpoint_dir=tmp_path,
+              progress=False, resume=True)  # fmt: skip
+    assert _tiny_run(tmp_path, resume=True).steps == 6  # the same data resumes
+
+    x = ring.sample(200, seed=0, dtype=torch.float32)
+    y = torch.randint(0, 8, (200,), generator=torch.Generator().manual_seed(0))
+    net = lambda: ScoreMLP(2, width=16, depth=1, num_classes=8)  # noqa: E731
+    run = dict(
+        steps=4, batch_size=8, seed=3, checkpoint_every=2, checkpoint_dir=tmp_path / "c", progress=False
+    )
+    torch.manual_seed(0)
+    train(ds.ScoreModel(net(), ds.VPSDE(), "eps"), x, labels=y, **run)
+    torch.manual_seed(0)
+    with pytest.raises(ResumeError, match=r"data: .*'labels_sha256'"):
+        train(
+            ds.ScoreModel(net(), ds.VPSDE(), "eps"), x, labels=(y + 1) % 8, resume=True, **{**run, "steps": 6}
+        )

@@ -22,6 +22,7 @@ per score call, so a solve on a GPU makes no host sync per NFE (see `errors.Fini
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -66,6 +67,8 @@ class ProbabilityFlowODE(nn.Module):
         self.last_out: Tensor | None = None
         self.accepted = 0
         self.rejected = 0
+        self.step_start: tuple[Tensor, Tensor] | None = None  # (t, x) at the start of the last step
+        self.step_state_of: Callable[[Tensor], Tensor] | None = None  # x from torchdiffeq's state
 
     @property
     def nfe(self) -> int:
@@ -89,6 +92,22 @@ class ProbabilityFlowODE(nn.Module):
     def callback_step(self, t0: Tensor, y0: Tensor, dt: Tensor) -> None:
         """torchdiffeq calls this before every step: the once-per-step finiteness check."""
         self.guard.check(y0, t0)
+        self.step_start = (t0, y0 if self.step_state_of is None else self.step_state_of(y0))
+
+    def failure(self) -> tuple[str, float]:
+        """What failed, and when, after a step size collapsed on a non-finite stage: the score itself
+        if it is non-finite at the last step's start (re-evaluated once, here, not on every call),
+        else the drift; the time is the last finite one (a collapsing step's own time may be NaN)."""
+        t = self.last_t
+        if self.step_start is not None:
+            t0, x0 = self.step_start
+            t = t0 if t is None or not bool(torch.isfinite(t)) else t
+            ts = torch.as_tensor(t0, dtype=x0.dtype, device=x0.device).clamp(self.eps, self.sde.T)
+            with torch.no_grad():
+                score = self.score(x0.reshape(-1, *x0.shape[1:]), ts.expand(x0.shape[0]))
+            if isinstance(score, Tensor) and not bool(torch.isfinite(score).all()):
+                return "the score s(x, t)", float(ts)
+        return "the drift", float(t) if t is not None else math.nan
 
     def callback_accept_step(self, t0: Tensor, y0: Tensor, dt: Tensor) -> None:
         """torchdiffeq calls this after an adaptive step is accepted."""
@@ -205,6 +224,8 @@ class LikelihoodODE(nn.Module):
     def callback_step(self, t0: Tensor, y0: Tensor, dt: Tensor) -> None:
         """torchdiffeq calls this before every step (flat or as the tuple): the finiteness check."""
         if isinstance(y0, tuple):
+            x = y0[0]
+            self.pf.step_state_of = lambda _: x  # x, for the diagnosis of a failed step
             y0 = torch.cat([y.reshape(-1) for y in y0])
         self.pf.callback_step(t0, y0, dt)
 
@@ -337,7 +358,7 @@ def odeint(
             raise bad.with_solver(name) from None
         if pf.last_out is not None and not bool(torch.isfinite(pf.last_out).all()):
             # A non-finite stage fails every attempt until the step size collapses: name the cause.
-            raise NonFiniteError("the drift", float(pf.last_t), name) from None
+            raise NonFiniteError(*pf.failure(), name) from None
         raise StepSizeError(float(pf.last_t), name) from err
     accepted = pf.accepted if steps is None else steps
     return OdeintOutput(ys, accepted, pf.rejected)

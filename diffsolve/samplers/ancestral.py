@@ -67,6 +67,25 @@ def _setup(req: SolveRequest):
     return ledger, times, alpha, sigma, lam, _Noise(req)
 
 
+def _check_eta(eta: float, rho: list[float], noise: _Noise, name: str) -> None:
+    r"""Refuse an `eta` that asks a step for more fresh noise than it has variance.
+
+    A step from $\rho_i$ to $\rho_{i+1}$ ($\rho = \sigma/\alpha$) can add at most $\rho_{i+1}$ of fresh
+    noise: $\eta \le \rho_i/\sqrt{\rho_i^2 - \rho_{i+1}^2}$ (1 is DDPM's posterior; a little above
+    it is still a valid, noisier sampler of the same marginals). Above it the step would have to be
+    clamped (as k-diffusion does), which samples the wrong distribution: refused instead.
+    """
+    bound = math.inf
+    for i in range(len(rho) - 1):
+        if i != noise.last and rho[i + 1] > 0:
+            bound = min(bound, rho[i] / math.sqrt(rho[i] ** 2 - rho[i + 1] ** 2))
+    if eta > bound * (1 + 1e-12):
+        raise ValueError(
+            f"eta must be at most {bound:.4g} for {name} on this grid (a larger eta asks a step for more fresh "
+            f"noise than the state's variance at its end; 1 is DDPM's ancestral step), got {eta!r}"
+        )
+
+
 def euler_ancestral(req: SolveRequest) -> SolveOutput:
     r"""k-diffusion's Euler ancestral step in $(\tilde x, \rho)$, with $\eta$ = `eta` (1 NFE per step).
 
@@ -80,6 +99,7 @@ def euler_ancestral(req: SolveRequest) -> SolveOutput:
     ledger, times, alpha, sigma, _, noise = _setup(req)
     eta = req.options["eta"]
     rho = [s / a for a, s in zip(alpha, sigma, strict=True)]
+    _check_eta(eta, rho, noise, req.solver)
 
     def step(x: Tensor, i: int) -> Tensor:
         eps_hat = ledger(x, times[i]).mul(-sigma[i])
@@ -112,6 +132,7 @@ def ddim_eta(req: SolveRequest) -> SolveOutput:
     """
     ledger, times, alpha, sigma, _, noise = _setup(req)
     eta = req.options["eta"]
+    _check_eta(eta, [s / a for a, s in zip(alpha, sigma, strict=True)], noise, req.solver)
 
     def step(x: Tensor, i: int) -> Tensor:
         return ddim_eta_step(x, ledger(x, times[i]), i, alpha, sigma, noise(i), eta)
