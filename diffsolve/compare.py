@@ -270,7 +270,17 @@ def _counted_solve(counted: _CountingScore, sde: SDE, x_T: Tensor, info, budget:
     if grid is not None:
         kwargs["time_grid"] = grid
     counted.nfe = 0
-    res = sample(counted, sde, x_T=x_T, solver=info.name, eps=eps, seed=seed, batch_size=batch_size, **kwargs)
+    res = sample(
+        counted,
+        sde,
+        x_T=x_T,
+        solver=info.name,
+        eps=eps,
+        seed=seed,
+        batch_size=batch_size,
+        progress=False,
+        **kwargs,
+    )
     calls = res.settings.get("score_calls", res.nfe)
     if counted.nfe != calls:
         raise RuntimeError(f"{info.name}: sample() reported {calls} score calls, the score saw {counted.nfe}")
@@ -527,7 +537,7 @@ def _reference_solve(
         x = x_T.to(torch.float64)
         out = sample(
             _reference_score(score)[0], sde, x_T=x, solver="ode:dopri5", rtol=1e-8, atol=1e-8, eps=eps,
-            batch_size=batch_size,
+            batch_size=batch_size, progress=False,
         )  # fmt: skip
         return out.samples.to(x_T.dtype)
     info = get_solver(key)
@@ -537,7 +547,7 @@ def _reference_solve(
         else {"steps": steps}
     )
     return sample(
-        score, sde, x_T=x_T, solver=key, eps=eps, seed=seed, batch_size=batch_size, **budget
+        score, sde, x_T=x_T, solver=key, eps=eps, seed=seed, batch_size=batch_size, progress=False, **budget
     ).samples
 
 

@@ -102,7 +102,7 @@ def log_likelihood(
     seed: int | None = None,
     generator: torch.Generator | None = None,
     batch_size: int | None = None,
-    progress: bool = False,
+    progress: bool = True,
     gather: str = "all",
     target_se: float | None = None,
     max_probes: int = 1024,
@@ -145,7 +145,7 @@ def log_likelihood(
             their steps per chunk (`nfe` is then the largest chunk's, `settings["nfe_per_chunk"]`
             has each).
         progress: A progress bar: over the points, chunk by chunk (with several chunks), else over
-            the solve's time from `eps` to T.
+            the solve's time from `eps` to T. On by default; hidden where stderr is not a terminal.
         gather: Under `torch.distributed` (see `diffsolve.distributed`): each rank evaluates its
             shard of the points and the result is gathered on every rank (`"all"`) or on rank 0
             only (`"rank0"`; the others get their shard).
@@ -438,7 +438,7 @@ def _solve_once(plan: _Plan, x: Tensor, v: Tensor | None, time_bar: bool) -> _Ch
     graph = _differentiable(plan.score, x)
     params = tuple(p for p in _parameters(plan.score) if p.requires_grad) if graph else ()
     budget = _graph_budget(plan, x, width) if graph and not plan.adjoint else contextlib.nullcontext()
-    bar = _Progress(eps, sde.T, "log-likelihood") if time_bar else None
+    bar = _Progress.shown(eps, sde.T, "log-likelihood") if time_bar else None
     func.pf.callback = bar
     try:
         with contextlib.nullcontext() if graph else torch.no_grad(), budget:

@@ -122,7 +122,7 @@ def sample(
     denoise: bool = False,
     return_trajectory: bool = False,
     time_grid: str | Tensor | None = None,
-    progress: bool = False,
+    progress: bool = True,
     batch_size: int | None = None,
     gather: str = "all",
     **options: Any,
@@ -163,7 +163,8 @@ def sample(
             as a diffusers "leading" loop starts from noise) and end at 0 (`eps=0`) for solvers that
             can step to sigma = 0 (`Solver.clean_end`); a repeated time (a zero-length step) is dropped.
         progress: Show a progress bar over forward time (T down to eps) with the running NFE, or
-            with `batch_size`, over the samples, chunk by chunk.
+            with `batch_size`, over the samples, chunk by chunk. On by default, as on every entry
+            point; hidden where stderr is not a terminal (logs, CI), and then it costs nothing.
         batch_size: Solve in chunks of at most this many samples, in bounded memory. Every random
             draw is keyed by the sample's global index, so fixed-step solvers give the same samples
             (bit for bit on the CPU) as one batch; adaptive solvers choose their steps per chunk.
@@ -238,7 +239,7 @@ def sample(
             if given
             else _initial_state(score, sde, r1 - r0, None, event_shape, seed, dtype, device, r0)
         )
-        bar = _Progress(sde.T, eps, method.name) if progress and chunk_bar is None else None
+        bar = _Progress.shown(sde.T, eps, method.name) if progress and chunk_bar is None else None
         request = SolveRequest(
             score, sde, x0, eps, method.name, steps, rtol, atol, seed if method.stochastic else None, grid,
             options, return_trajectory, bar, grid_kind, row_start=r0,
@@ -556,6 +557,16 @@ class _Progress:
             disable=None,  # no bar when stderr is not a terminal (CI logs)
             bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}",
         )
+
+    @classmethod
+    def shown(cls, start: float, end: float, name: str) -> _Progress | None:
+        """A bar, or None where tqdm would hide it (stderr not a terminal): then no callback is
+        attached, so a hidden bar costs nothing (not a host sync per score call)."""
+        bar = cls(start, end, name)
+        if bar.bar.disable:
+            bar.close()
+            return None
+        return bar
 
     def __call__(self, t: Tensor) -> None:
         self.nfe += 1

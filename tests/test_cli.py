@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+import diffsolve as ds
 from diffsolve.cli import main
 
 
@@ -39,10 +40,16 @@ def test_help_shows_real_defaults_only(command, capsys):
         assert "(default: [])" not in out
 
 
-def test_solvers_lists_the_registry(capsys):
+def test_solvers_lists_the_registry(capsys, monkeypatch):
     assert main(["solvers"]) == 0
     out = capsys.readouterr().out
     assert "sde:euler" in out and "ode:dopri5" in out and "pc" in out
+    assert all(f"\n{s.name} " in out for s in ds.solvers())
+    # it fits the terminal (it was 372 columns wide): at most 100 columns, or the terminal's width
+    assert max(map(len, out.splitlines())) <= 100
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["solvers"]) == 0
+    assert max(map(len, capsys.readouterr().out.splitlines())) <= 80
 
 
 def test_demo_small_budget(capsys):

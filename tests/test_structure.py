@@ -171,3 +171,31 @@ def test_no_string_holds_a_control_character():
                 if bad or re.search(r"\n\s*(abla|ewline|u\b|eq\b)", node.value):
                     found.append(f"{module}:{node.lineno} {sorted(map(repr, bad))}")
     assert not found, found
+
+
+def test_every_entry_point_shows_progress_by_default_and_a_hidden_bar_costs_nothing():
+    # Issue: compare showed a bar by default, sample and log_likelihood did not. One rule: every public
+    # function with a `progress` flag shows a bar by default, which tqdm hides where stderr is not a
+    # terminal; a hidden bar attaches no callback (no host sync per score call on a GPU).
+    import inspect
+
+    import diffsolve as ds
+    import diffsolve.analysis as analysis
+    import diffsolve.compare as compare
+    import diffsolve.training as training
+    from diffsolve.sampling import _Progress
+
+    flags = {}
+    for module in (ds, analysis, compare, training):
+        for name in getattr(module, "__all__", dir(module)):
+            fn = getattr(module, name, None)
+            if inspect.isfunction(fn) and "progress" in inspect.signature(fn).parameters:
+                param = inspect.signature(fn).parameters["progress"]
+                if isinstance(param.default, bool):
+                    flags[f"{module.__name__}.{name}"] = param.default
+    assert {
+        "diffsolve.sample", "diffsolve.log_likelihood", "diffsolve.compare.compare", "diffsolve.training.train",
+        "diffsolve.analysis.convergence_order",
+    } <= set(flags)  # fmt: skip
+    assert all(flags.values()), {k: v for k, v in flags.items() if not v}
+    assert _Progress.shown(1.0, 1e-3, "x") is None  # pytest captures stderr: not a terminal

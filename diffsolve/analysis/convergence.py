@@ -152,7 +152,7 @@ def convergence_order(
     event_shape: tuple[int, ...] | None = None,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
-    progress: bool = False,
+    progress: bool = True,
 ) -> ConvergenceResult:
     r"""Measure `solver`'s error at each of `steps` and fit its order of convergence.
 
@@ -178,7 +178,8 @@ def convergence_order(
         dtype: dtype of the paths. Default: a network score's parameter dtype (a float32
             `ScoreModel` runs in float32, so its ode errors floor near 1e-5), else float64.
         device: Where the paths are solved. Default: a network score's device, else the CPU.
-        progress: A progress bar over the solves (the reference and each step count).
+        progress: A progress bar over the solves (the reference and each step count); on by
+            default, hidden where stderr is not a terminal.
 
     Raises:
         ValueError: On fewer than three step counts, counts not strictly increasing, a kind the
@@ -336,7 +337,7 @@ def _errors_per_path(
     phi: Callable[[Tensor], Tensor],
     exact_value: float | None,
     reference_steps: int,
-    progress: bool = False,
+    progress: bool = True,
 ) -> tuple[list[Tensor], list[int], str]:
     """Per path and step count: phi(X_h) (weak) or |X_h - X_ref| (strong, ode); the NFE; the reference."""
     bar = None
@@ -351,7 +352,7 @@ def _errors_per_path(
             kw["noise_removal"] = False  # the plain scheme: every step a step of the SDE
         if bar is not None:
             bar.set_postfix_str(f"{kw['solver']} {kw.get('steps', 'adaptive')} steps", refresh=True)
-        out = sample(score, sde, x_T=x_T, eps=eps, seed=seed, **kw)
+        out = sample(score, sde, x_T=x_T, eps=eps, seed=seed, progress=False, **kw)
         if bar is not None:
             bar.update(1)
         return out

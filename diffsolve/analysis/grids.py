@@ -137,7 +137,9 @@ def optimize_grid(
         nonlocal count
         count += 1
         try:
-            out = sample(score, sde, x_T=x_T, solver=info.name, time_grid=grid, eps=eps, **options).samples
+            out = sample(
+                score, sde, x_T=x_T, solver=info.name, time_grid=grid, eps=eps, progress=False, **options
+            ).samples
         except (ArithmeticError, RuntimeError, ValueError):
             if strict:  # the starting grid must solve: its failure is the caller's to see
                 raise

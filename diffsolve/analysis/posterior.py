@@ -268,7 +268,7 @@ def posterior_study(
         for budget in nfe:
             start = time.perf_counter()
             out = sample(score, sde, n, event_shape=observation.event_shape, solver=method.solver,
-                         steps=method.steps(budget), seed=seed, eps=eps, **options)  # fmt: skip
+                         steps=method.steps(budget), seed=seed, eps=eps, progress=False, **options)  # fmt: skip
             seconds = time.perf_counter() - start
             row = {"method": method.name, "solver": method.solver, "nfe": out.nfe, "seconds": seconds,
                    **judge(out.samples).as_row()}  # fmt: skip

@@ -45,7 +45,7 @@ def nll_vs_eps(
     rows = []
     for e in eps_values:
         with torch.no_grad():  # a measurement: no graph through the network's parameters
-            res = log_likelihood(score, sde, x, eps=e, **likelihood_kwargs)
+            res = log_likelihood(score, sde, x, eps=e, **{"progress": False, **likelihood_kwargs})
         row = {"eps": e, "nll": float(-res.log_prob.double().mean()), "nfe": res.nfe, "seconds": res.seconds}
         if mixture is not None:
             truth = mixture.log_prob_t(x.double(), e, sde)
@@ -143,7 +143,14 @@ def sample_error_vs_eps(
     rows = []
     for e in eps_values:
         out = sample(
-            score, sde, n, event_shape=(mixture.dim,), solver=solver, eps=e, seed=seed, **sample_kwargs
+            score,
+            sde,
+            n,
+            event_shape=(mixture.dim,),
+            solver=solver,
+            eps=e,
+            seed=seed,
+            **{"progress": False, **sample_kwargs},
         )
         to_eps = metrics.log_prob_gap(out.samples, mixture, e, sde)
         to_data = metrics.log_prob_gap(out.samples, mixture, 0.0, sde)  # p_0 is the data itself

@@ -4,6 +4,7 @@ problem options, and file writes."""
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from ..checkpoint import CheckpointError
@@ -61,14 +62,15 @@ def seed_int(text: str) -> int:
     return value
 
 
-def time_in_0_T(text: str) -> float:
-    """An argparse type: a time strictly inside (0, T) = (0, 1), the horizon of every diffsolve SDE."""
+def positive_time(text: str) -> float:
+    """An argparse type: a time > 0. Its upper bound is the SDE's own horizon T (1 for VP, 0.999 for
+    the rectified path, 80 for EDM's), checked by the library once the SDE is known, naming `eps`."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a time in (0, T) = (0, 1), got {text!r}") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"expected a time in (0, T) = (0, 1), got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a time > 0, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a time > 0, got {text!r}")
     return value
 
 

@@ -16,8 +16,8 @@ from ._common import (
     parse_budgets,
     parse_list,
     positive_int,
+    positive_time,
     problem_from_args,
-    time_in_0_T,
     write_file,
 )
 
@@ -64,7 +64,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="samples per solve (--n-samples is the same, for torchrun, which takes --n for its own options)",
     )
     add_batch_size(cmp)
-    cmp.add_argument("--eps", type=time_in_0_T, default=1e-3, help="final time of every solve")
+    cmp.add_argument("--eps", type=positive_time, default=1e-3, help="final time of every solve, in (0, T)")
     cmp.add_argument("--out", default="diffsolve-out", help="output directory")
     cmp.add_argument(
         "--reference",
@@ -177,7 +177,7 @@ def _likelihood_rows(prob: Problem, args: argparse.Namespace, log_likelihood: An
         )
     for name, kwargs in runs:
         with torch.no_grad():  # an evaluation: no graph through a checkpoint's parameters
-            res = log_likelihood(prob.score, prob.sde, x, eps=eps, seed=0, **kwargs)
+            res = log_likelihood(prob.score, prob.sde, x, eps=eps, seed=0, progress=False, **kwargs)
         lp = res.log_prob.double()
         se = float(lp.std() / lp.numel() ** 0.5)
         err = "-" if truth is None else f"{float((lp.cpu() - truth.cpu()).abs().mean()):.2e}"

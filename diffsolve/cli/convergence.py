@@ -11,9 +11,9 @@ from ._common import (
     output_dir,
     parse_list,
     positive_int,
+    positive_time,
     problem_from_args,
     seed_int,
-    time_in_0_T,
     write_file,
 )
 
@@ -46,7 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=1000,
         help="sample paths (weak: use 10^5 or more) (--n-samples is the same, for torchrun, which takes --n for its own options)",
     )
-    conv.add_argument("--eps", type=time_in_0_T, default=1e-3, help="final time of every solve")
+    conv.add_argument("--eps", type=positive_time, default=1e-3, help="final time of every solve, in (0, T)")
     conv.add_argument(
         "--seed", type=seed_int, default=0, help="seed of the prior draws and the Brownian path"
     )

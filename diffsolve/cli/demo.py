@@ -10,8 +10,8 @@ from ._common import (
     HelpFormatter,
     positive_float,
     positive_int,
+    positive_time,
     seed_int,
-    time_in_0_T,
 )
 
 NAME = "demo"
@@ -39,7 +39,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     demo.add_argument("--steps", type=positive_int, default=1000, help="Euler–Maruyama steps")
     demo.add_argument("--tol", type=positive_float, default=1e-5, help="dopri5 rtol and atol")
-    demo.add_argument("--eps", type=time_in_0_T, default=1e-3, help="final time of the reverse solve")
+    demo.add_argument(
+        "--eps", type=positive_time, default=1e-3, help="final time of the reverse solve, in (0, T)"
+    )
     demo.add_argument(
         "--seed", type=seed_int, default=0, help="seed of the prior draws and the Brownian path"
     )

@@ -12,9 +12,9 @@ from ._common import (
     add_problem_args,
     positive_float,
     positive_int,
+    positive_time,
     problem_from_args,
     seed_int,
-    time_in_0_T,
 )
 
 NAME = "likelihood"
@@ -44,8 +44,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     lik.add_argument(
         "--divergence",
         choices=["auto", "exact", "hutchinson", "hutch++", "deflated"],
-        default="auto",
-        help="divergence: exact trace, or an estimator (auto: exact up to 64 dimensions, hutchinson above)",
+        default="exact",
+        help="divergence: the exact trace (the default, as in the library's log_likelihood), an estimator, or "
+        "auto (exact up to 64 dimensions, hutchinson above: the exact trace costs one product per dimension)",
     )
     lik.add_argument(
         "--probes",
@@ -82,7 +83,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     lik.add_argument("--rtol", type=positive_float, default=1e-5, help="relative tolerance")
     lik.add_argument("--atol", type=positive_float, default=1e-5, help="absolute tolerance")
-    lik.add_argument("--eps", type=time_in_0_T, default=1e-5, help="time of the evaluated density p_eps")
+    lik.add_argument(
+        "--eps", type=positive_time, default=1e-5, help="time of the evaluated density p_eps, in (0, T)"
+    )
     lik.add_argument("--seed", type=seed_int, default=0, help="seed of the points and the probes")
     return lik
 

@@ -15,9 +15,9 @@ from ._common import (
     parse_options,
     positive_float,
     positive_int,
+    positive_time,
     problem_from_args,
     seed_int,
-    time_in_0_T,
     write_file,
 )
 
@@ -78,7 +78,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="number of samples (--n-samples is the same, for torchrun, which takes --n for its own options)",
     )
     add_batch_size(smp)
-    smp.add_argument("--eps", type=time_in_0_T, default=1e-3, help="final time of the solve")
+    smp.add_argument("--eps", type=positive_time, default=1e-3, help="final time of the solve, in (0, T)")
     smp.add_argument("--seed", type=seed_int, default=0, help="seed of the prior draws and the Brownian path")
     smp.add_argument("--out", default="samples.npy", help="where to save the samples (.npy)")
     smp.add_argument(

@@ -21,22 +21,33 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run `diffsolve solvers`; returns the exit status."""
+    import shutil
+    import textwrap
+
     from ..samplers import solvers
 
-    print(f"{'name':<20} {'family':<10} {'order':<28} {'adaptive':>8}  {'NFE per step':<40} description")
+    width = max(60, min(shutil.get_terminal_size((100, 24)).columns, 100))
+    indent = " " * 4
+
+    def wrapped(text: str) -> str:
+        return textwrap.fill(text, width, initial_indent=indent, subsequent_indent=indent + "  ")
+
+    print(f"{'name':<24} {'family':<7} {'order':<22} adaptive")
     for s in solvers():
-        print(
-            f"{s.name:<20} {s.family:<10} {s.orders_text():<28} {'yes' if s.adaptive else 'no':>8}  "
-            f"{s.nfe_text():<40} {s.description}"
-        )
-        extras = []
+        print(f"{s.name:<24} {s.family:<7} {s.orders_text():<22} {'yes' if s.adaptive else 'no'}")
+        print(wrapped(s.description))
+        details = [f"NFE per step: {s.nfe_text()}"]
         if s.time_grid is not None:
-            extras.append(f"time grid: {s.time_grid} (any kind or an explicit grid)")
+            details.append(f"time grid: {s.time_grid} (any kind or an explicit grid)")
         if s.options:
-            extras.append("options: " + ", ".join(f"{k}={o.default!r}" for k, o in s.options.items()))
-        if extras:
-            print(f"{'':<20} {'; '.join(extras)}")
+            details.append("options: " + ", ".join(f"{k}={o.default!r}" for k, o in s.options.items()))
+        print(wrapped("; ".join(details)))
     print(
-        "\norders marked (unverified) are stated, not yet measured by the test suite (docs/choosing-a-sampler.md)"
+        "\n"
+        + textwrap.fill(
+            "orders marked (unverified) are stated, not yet measured by the test suite "
+            "(docs/choosing-a-sampler.md)",
+            width,
+        )
     )
     return 0
