@@ -41,7 +41,14 @@ from ._validation import append_dims, check_positive, describe
 from .scores import ScoreModel, check_output
 from .sde import EDMSDE, DiscreteVPSDE
 
-__all__ = ["from_denoiser", "DenoiserScore", "from_diffusers", "DiffusersUNet", "scheduler_times"]
+__all__ = [
+    "from_denoiser",
+    "DenoiserScore",
+    "from_diffusers",
+    "DiffusersUNet",
+    "scheduler_times",
+    "match_scheduler",
+]
 
 _PREDICTIONS = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}
 
@@ -322,3 +329,102 @@ def _end_time(scheduler: Any, last: float, N: int) -> float:
     if type(scheduler).__name__ == "DDPMScheduler":
         return 0.0  # its last step returns the clean-data prediction
     return 1 / N  # DEIS and the other multistep schedulers end at timestep 0's sigma_min
+
+
+def match_scheduler(scheduler: Any, num_inference_steps: int) -> dict[str, Any]:
+    r"""The keyword arguments of `ds.sample` that reproduce a diffusers scheduler's own loop.
+
+    `ds.sample(score, score.sde, x_T=noise, **match_scheduler(scheduler, k))` takes the scheduler's
+    steps (`scheduler_times`) with the diffsolve solver that makes the same update, from the same
+    unit noise. Measured against each scheduler's own loop on an exact eps-model (float32, 10 and 25
+    steps, `tests/test_diffusers.py`): the deterministic ones agree to float32 round-off (<= 1e-4
+    relative); the stochastic ones (`DDPMScheduler`, `EulerAncestralDiscreteScheduler`,
+    `DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++")`) draw other noise, so they agree in
+    distribution.
+
+    | scheduler | solver |
+    | --- | --- |
+    | `DDIMScheduler`, `EulerDiscreteScheduler` (Euler in $(x/\alpha, \sigma/\alpha)$ is DDIM) | `ddim` |
+    | `DDPMScheduler` (`variance_type="fixed_small"`) | `ddim_eta`, `eta=1` |
+    | `EulerAncestralDiscreteScheduler` | `euler_ancestral`, `eta=1` |
+    | `DPMSolverMultistepScheduler`: `dpmsolver++` order 2 / 3 | `dpm_solver++2m` / `dpm_solver++3m` |
+    | `DPMSolverMultistepScheduler`: `sde-dpmsolver++` order 2 | `dpm_solver++2m_sde`, `eta=1` |
+    | `UniPCMultistepScheduler` (`bh1` / `bh2`, orders 1-3) | `unipc` with `order`, `variant`, `lower_order_final="always"` |
+
+    Refused, with the reason: clipping or thresholding of the data prediction (not a step of an
+    ODE or SDE solver), Karras / exponential / beta sigmas and Lu lambdas (diffusers gives the model
+    a rounded timestep while the update uses the unrounded sigma, see `scheduler_times`), and the
+    schedulers diffsolve has no identical update for (`DEISMultistepScheduler`: its coefficients
+    differ from `deis`'s by 1.4%; `LMSDiscreteScheduler`, `KDPM2DiscreteScheduler`,
+    `HeunDiscreteScheduler`, `DPMSolverSinglestepScheduler`, noise-prediction DPM-Solver).
+
+    Args:
+        scheduler: A diffusers scheduler (its configuration is read, and `set_timesteps` called).
+        num_inference_steps: The number of steps.
+
+    Returns:
+        `{"solver", "time_grid", "eps", **options}` for `ds.sample`.
+
+    Raises:
+        ValueError: For a scheduler or configuration without an identical diffsolve update.
+    """
+    name, config = type(scheduler).__name__, scheduler.config
+    for key in ("clip_sample", "thresholding"):
+        if config.get(key):
+            raise ValueError(
+                f"{name}({key}=True) clamps its data prediction, which no ODE or SDE solver does: pass {key}=False"
+            )
+    match = _MATCHES.get(name)
+    if match is None:
+        known = ", ".join(sorted(_MATCHES))
+        raise ValueError(f"no diffsolve solver makes {name}'s update; the schedulers matched: {known}")
+    solver, options = match(config, name)
+    grid = scheduler_times(scheduler, num_inference_steps)
+    return {"solver": solver, "time_grid": grid, "eps": grid[-1], **options}
+
+
+def _refuse_unless(config: Any, name: str, **expected: Any) -> None:
+    for key, value in expected.items():
+        if key in config and config[key] != value:
+            raise ValueError(
+                f"{name}({key}={config[key]!r}) has no identical diffsolve update (only {key}={value!r})"
+            )
+
+
+def _dpm_multistep(config: Any, name: str) -> tuple[str, dict[str, Any]]:
+    _refuse_unless(config, name, euler_at_final=False, solver_type="midpoint", variance_type=None)
+    algorithm, order = config.get("algorithm_type", "dpmsolver++"), int(config.get("solver_order", 2))
+    lof = {"lower_order_final": bool(config.get("lower_order_final", True))}
+    if algorithm == "dpmsolver++" and order in (2, 3):
+        return ("dpm_solver++2m" if order == 2 else "dpm_solver++3m"), lof
+    if algorithm == "sde-dpmsolver++" and order == 2:
+        return "dpm_solver++2m_sde", {"eta": 1.0, "lower_order_final": lof["lower_order_final"]}
+    raise ValueError(
+        f"{name}(algorithm_type={algorithm!r}, solver_order={order}) has no identical diffsolve update "
+        "(matched: 'dpmsolver++' of order 2 or 3, 'sde-dpmsolver++' of order 2)"
+    )
+
+
+def _unipc(config: Any, name: str) -> tuple[str, dict[str, Any]]:
+    _refuse_unless(config, name, predict_x0=True, disable_corrector=[])
+    order = int(config.get("solver_order", 2))
+    return "unipc", {
+        "order": order, "variant": config.get("solver_type", "bh2"),
+        "lower_order_final": "always" if config.get("lower_order_final", True) else False,
+    }  # fmt: skip
+
+
+def _ddpm(config: Any, name: str) -> tuple[str, dict[str, Any]]:
+    _refuse_unless(config, name, variance_type="fixed_small")
+    return "ddim_eta", {"eta": 1.0}
+
+
+_MATCHES: dict[str, Any] = {
+    "DDIMScheduler": lambda config, name: ("ddim", {}),
+    "EulerDiscreteScheduler": lambda config, name: ("ddim", {}),
+    "EulerAncestralDiscreteScheduler": lambda config, name: ("euler_ancestral", {"eta": 1.0}),
+    "DDPMScheduler": _ddpm,
+    "DPMSolverMultistepScheduler": _dpm_multistep,
+    "UniPCMultistepScheduler": _unipc,
+}
+"""Each matched scheduler: a function of (config, name) -> (solver, options), refusing what it cannot match."""

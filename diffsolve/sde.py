@@ -196,7 +196,7 @@ def _check_finite(**params: float) -> None:
 
 
 PRIOR_SIGNAL_MAX = 0.1
-"""The largest $\alpha_T$ a VP-type SDE may keep at T without a warning: its prior N(0, I) drops a
+r"""The largest $\alpha_T$ a VP-type SDE may keep at T without a warning: its prior N(0, I) drops a
 share $\alpha_T$ of the data that the marginal at T still carries (0.0066 for the default VP SDE,
 0.068 for Stable Diffusion's scaled-linear betas)."""
 

@@ -192,7 +192,7 @@ def dpm_solver_pp_2m_sde(req: SolveRequest) -> SolveOutput:
         eta_h = 0.0 if z is None else eta * h
         w = -math.expm1(-h - eta_h)
         out = torch.mul(x, sigma[i + 1] / sigma[i] * math.exp(-eta_h)).add_(m, alpha=alpha[i + 1] * w)
-        if prev and i != last:
+        if prev and i != last and sigma[i + 1] > 0:  # the last step to sigma = 0 (h = inf) is first order
             r = (lam[i] - lam[i - 1]) / h
             out.add_(m - prev[0], alpha=alpha[i + 1] * w * 0.5 / r)
         prev[:] = [m]
@@ -272,12 +272,12 @@ def _stochastic(name: str, run, nfe: int, text: str, grid: str, **kw) -> Solver:
 
 for _solver in [
     _stochastic("euler_ancestral", euler_ancestral, 1, "k-diffusion's Euler ancestral (eta = 1: the reverse SDE)",
-                "karras", options={"eta": _eta(1.0)}, strong_order=1.0, verified=True),
+                "karras", options={"eta": _eta(1.0)}, strong_order=1.0, verified=True, clean_end=True),
     _stochastic("ddim_eta", ddim_eta, 1, "DDIM with eta (eta = 1: DDPM's ancestral sampler)", "uniform",
-                options={"eta": _eta(1.0)}, strong_order=1.0, verified=True),
+                options={"eta": _eta(1.0)}, strong_order=1.0, verified=True, clean_end=True),
     _stochastic("dpm_solver++2m_sde", dpm_solver_pp_2m_sde, 1, "SDE-DPM-Solver++(2M), midpoint (k-diffusion's)",
                 "logsnr", options={"eta": _eta(1.0), "lower_order_final": LOWER_ORDER_FINAL}, strong_order=1.0,
-                verified=True, budgets=(10, 15, 20, 25, 30, 50)),
+                verified=True, budgets=(10, 15, 20, 25, 30, 50), clean_end=True),
     _stochastic("edm_stochastic", edm_stochastic, 2, "Karras et al.'s stochastic sampler (EDM Algorithm 2, S_churn)",
                 "karras", options={
                     "s_churn": _nonneg(40.0, "S_churn: total noise added (gamma = S_churn / N per step)"),

@@ -37,7 +37,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._validation import check_bool
 from ..sde import SDE
 from .base import SolveOutput, SolveRequest, run_on_grid
 from .diffusion import _schedule, prediction
@@ -50,7 +49,9 @@ LOWER_ORDER_FINAL_BELOW = 15
 """`lower_order_final` lowers the last steps' orders on grids of fewer steps than this (as diffusers does)."""
 
 
-def step_orders(order: int, steps: int, lower_order_final: bool, *, to_clean_data: bool = False) -> list[int]:
+def step_orders(
+    order: int, steps: int, lower_order_final: bool | str, *, to_clean_data: bool = False
+) -> list[int]:
     r"""The order of each of `steps` multistep steps: warm-up from 1, and down to 1 at the end if asked.
 
     The final steps are lowered only on grids of fewer than `LOWER_ORDER_FINAL_BELOW` steps, where
@@ -61,10 +62,12 @@ def step_orders(order: int, steps: int, lower_order_final: bool, *, to_clean_dat
     Args:
         order: The method's order p.
         steps: Number of steps N.
-        lower_order_final: Lower the last steps' orders (on grids of fewer than 15 steps).
+        lower_order_final: Lower the last steps' orders on grids of fewer than 15 steps (True, as
+            DPM-Solver's code and diffusers' DPMSolverMultistep), on every grid (`"always"`, as
+            diffusers' UniPC), or never (False).
         to_clean_data: The grid ends at $\sigma = 0$.
     """
-    final = lower_order_final and steps < LOWER_ORDER_FINAL_BELOW
+    final = lower_order_final == "always" or (lower_order_final is True and steps < LOWER_ORDER_FINAL_BELOW)
     orders = [min(order, i + 1, steps - i if final else order) for i in range(steps)]
     if to_clean_data:
         orders[-1] = 1
@@ -85,7 +88,7 @@ class _Model:
         return prediction(x, score, alpha=self.alpha[i], sigma=self.sigma[i], data=self.data)
 
 
-def _check_lof(req: SolveRequest) -> bool:
+def _check_lof(req: SolveRequest) -> bool | str:
     return req.options["lower_order_final"]
 
 
@@ -323,8 +326,16 @@ def _check_order(value: object, name: str) -> None:
         raise ValueError(f"{name} must be 1, 2 or 3, got {value!r}")
 
 
+def _check_lower_order_final(value: object, name: str) -> None:
+    if not (isinstance(value, bool) or value == "always"):
+        raise ValueError(f"{name} must be True, False or 'always', got {value!r}")
+
+
 LOWER_ORDER_FINAL = Option(
-    True, check_bool, "lower orders on the last steps (as Lu et al.'s and Zhao et al.'s code)"
+    True,
+    _check_lower_order_final,
+    "lower orders on the last steps of grids under 15 steps (as Lu et al.'s code); 'always': on every grid "
+    "(as diffusers' UniPC)",
 )
 """The `lower_order_final` option every multistep sampler offers."""
 
