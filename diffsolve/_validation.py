@@ -147,6 +147,14 @@ def as_time(t: float | Tensor, *, like: Tensor | None, T: float, name: str = "t"
         # coefficients there, which the solvers' once-per-step finiteness check reports.
         return t
     # T rounded to float32 may lie an ulp above T (0.999 is 0.99900001, also once cast back to float64)
+    if t.numel() == 1:  # one time (or one expanded over the batch): a float comparison, no reductions
+        value = float(t.reshape(-1)[0])
+        if not 0 <= value <= T * (1 + 1e-6):
+            raise ValueError(f"{name} must lie in [0, T] = [0, {T}], got {value!r}")
+        return t
+    if t.dim() == 1 and t.stride(0) == 0:  # one time expanded over the batch
+        as_time(t[:1], like=like, T=T, name=name)
+        return t
     outside = (t < 0) | (t > T * (1 + 1e-6)) | torch.isnan(t)
     if bool(outside.any()):
         bad = t[outside].flatten()[0].item() if t.dim() else t.item()

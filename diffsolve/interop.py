@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from ._validation import append_dims, check_positive, describe
-from .scores import ScoreModel, check_output
+from .scores import ScoreModel, check_output, shared_time
 from .sde import EDMSDE, DiscreteVPSDE
 
 __all__ = [
@@ -145,7 +145,7 @@ class DiffusersUNet(nn.Module):
         self.unet, self.sde = unet, sde
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
-        n = self.sde.timestep(t.double())
+        n = self.sde.timestep(shared_time(t).double())  # one timestep where all rows share a time
         if bool((n < -1e-3).any()):  # one sync per call, small beside a U-Net
             N = self.sde.N
             raise ValueError(
@@ -155,7 +155,7 @@ class DiffusersUNet(nn.Module):
                 f"scheduler does"
             )
         near = n.round()
-        n = torch.where((n - near).abs() < 1e-3, near, n).to(x.dtype)
+        n = torch.where((n - near).abs() < 1e-3, near, n).to(x.dtype).expand(x.shape[0])
         kwargs = {} if y is None else {"class_labels": y}
         out = self.unet(x, n, **kwargs)
         out = getattr(out, "sample", out)

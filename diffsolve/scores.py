@@ -81,7 +81,7 @@ class ScoreModel(nn.Module):
         if self.parameterization == "velocity":  # u = f x - g^2 s / 2, the probability-flow drift
             g2 = append_dims(self.sde.g2(t).to(x.dtype), x.dim())
             return -2.0 * (out - self.sde.drift(x, t)) / g2
-        alpha, sigma = self.sde.marginal(t)
+        alpha, sigma = self.sde.marginal(shared_time(t))  # (1,) where every row has the same time
         alpha = append_dims(alpha.to(x.dtype), x.dim())
         sigma = append_dims(sigma.to(x.dtype), x.dim())
         if self.parameterization == "eps":
@@ -157,6 +157,12 @@ class ScoreCalls:
     def reset(self) -> None:
         """Zero both counts."""
         self.nfe = self.rows = 0
+
+
+def shared_time(t: Tensor) -> Tensor:
+    """`t[:1]` where a `(B,)` time is one time expanded over the batch (stride 0, as every solver on a
+    grid passes it), else `t`: per-row coefficients are then computed once and broadcast."""
+    return t[:1] if t.dim() == 1 and t.shape[0] > 1 and t.stride(0) == 0 else t
 
 
 def check_output(out: object, x: Tensor, what: str) -> Tensor:

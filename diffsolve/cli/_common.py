@@ -200,7 +200,18 @@ def check_device(text: str, command: str) -> str:
 
 
 def problem_from_args(args: argparse.Namespace, command: str) -> Problem:
-    """The `Problem` the options name; a contradiction, an unknown name or a missing device is a usage error."""
+    """The `Problem` the options name; a contradiction, an unknown name or a missing device is a usage
+    error, and so is an `--eps` outside (0, T) of the problem's SDE."""
+    prob = _problem(args, command)
+    eps = getattr(args, "eps", None)
+    if eps is not None and not eps < prob.sde.T:
+        raise UsageError(
+            command, f"--eps must lie in (0, T) = (0, {prob.sde.T:g}) for {prob.sde!r}, got {eps:g}"
+        )
+    return prob
+
+
+def _problem(args: argparse.Namespace, command: str) -> Problem:
     args.device = check_device(args.device, command)
     try:
         if args.model is not None:

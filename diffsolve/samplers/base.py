@@ -121,10 +121,8 @@ class ScoreLedger(ScoreCalls):
         self.sde = sde
 
     def __call__(self, x: Tensor, t: float | Tensor) -> Tensor:
-        if isinstance(t, Tensor):
-            tb = t.to(dtype=x.dtype, device=x.device).expand(x.shape[0])
-        else:
-            tb = torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)
+        # one time expanded over the batch (stride 0): scores may compute their coefficients once
+        tb = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[0])
         return self.evaluate(x, tb, tb[0])
 
     def pf_drift(self, x: Tensor, t: float | Tensor) -> Tensor:

@@ -1,0 +1,113 @@
+"""Wall time per NFE of diffsolve's loop against each diffusers scheduler's own loop, on the same model.
+
+    python benchmarks/diffusers_overhead.py [--small]
+
+For every deterministic scheduler `interop.match_scheduler` reproduces, both loops call the same
+network from the same noise: diffusers' `scheduler.step` loop, and `ds.sample(score, score.sde,
+x_T=x, **match_scheduler(scheduler, k))` with `score = interop.from_diffusers(net, scheduler)`. Two
+networks: ring2d's exact eps-model written as a diffusers-style module (`net(x, timestep).sample`),
+batch 5000, where the loop's own overhead shows; and a small random `UNet2DModel` on 1x8x8 images,
+batch 1, where per-call costs show. Printed: the median wall time of 5 runs of each, per NFE, and
+their ratio (ours / theirs), all measured in this run on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import statistics
+import time
+from types import SimpleNamespace
+
+import torch
+from torch import nn
+
+import diffsolve as ds
+from diffsolve.interop import from_diffusers, match_scheduler
+
+
+class ExactEps(nn.Module):
+    """ring2d's exact eps-model in diffusers' terms: timestep n at t = (n + 1)/N, eps = -sigma_t s(x, t)."""
+
+    def __init__(self, sde: ds.DiscreteVPSDE) -> None:
+        super().__init__()
+        self.sde, self.score = sde, ds.GaussianMixture.ring2d().score_fn(sde)
+
+    def forward(self, x: torch.Tensor, timestep: torch.Tensor) -> SimpleNamespace:
+        t = ((torch.as_tensor(timestep, dtype=torch.float64) + 1) / self.sde.N).reshape(-1).expand(x.shape[0])
+        _, sigma = self.sde.marginal(t)
+        return SimpleNamespace(sample=(-sigma[:, None] * self.score(x.double(), t)).to(x.dtype))
+
+
+def their_loop(net: nn.Module, scheduler, x: torch.Tensor, steps: int) -> torch.Tensor:
+    """The scheduler's own loop (what its pipeline does)."""
+    scheduler.set_timesteps(steps)
+    x = x * scheduler.init_noise_sigma
+    for t in scheduler.timesteps:
+        x = scheduler.step(net(scheduler.scale_model_input(x, t), t).sample, t, x).prev_sample
+    return x
+
+
+def timed(fn, runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--small", action="store_true", help="two schedulers, 10 steps, 2 runs each")
+    args = parser.parse_args()
+    import diffusers
+
+    schedulers = {
+        "DDIM": lambda: diffusers.DDIMScheduler(clip_sample=False),
+        "Euler": lambda: diffusers.EulerDiscreteScheduler(),
+        "DPMSolverMultistep 2M": lambda: diffusers.DPMSolverMultistepScheduler(),
+        "DPMSolverMultistep 3M": lambda: diffusers.DPMSolverMultistepScheduler(solver_order=3),
+        "UniPCMultistep": lambda: diffusers.UniPCMultistepScheduler(),
+    }
+    if args.small:
+        schedulers = dict(list(schedulers.items())[:2])
+    steps, runs = (10, 2) if args.small else (25, 5)
+    sde = ds.DiscreteVPSDE()
+    torch.manual_seed(0)
+    unet = diffusers.UNet2DModel(
+        sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=4,
+    ).eval()  # fmt: skip
+    cases = [
+        ("ring2d exact eps-model, batch 5000", ExactEps(sde), torch.randn(5000, 2, generator=torch.Generator().manual_seed(0))),
+        ("UNet2DModel 1x8x8, batch 1", unet, torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))),
+    ]  # fmt: skip
+    print(f"{steps} steps, median of {runs} runs, torch threads {torch.get_num_threads()}\n")
+    print(
+        "| network | scheduler | diffusers (ms / NFE) | diffsolve (ms / NFE) | ratio | max rel. difference |"
+    )
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    with torch.no_grad():
+        for label, net, x in cases:
+            for name, make in schedulers.items():
+                score = from_diffusers(net, make())
+                kw = match_scheduler(make(), steps)
+                scheduler = make()
+                theirs = their_loop(net, scheduler, x, steps)
+                ours = ds.sample(score, score.sde, x_T=x, progress=False, **kw)
+                diff = float((ours.samples - theirs).abs().max() / theirs.abs().max())
+                t_theirs = timed(functools.partial(their_loop, net, scheduler, x, steps), runs) / steps
+                solve = functools.partial(ds.sample, score, score.sde, x_T=x, progress=False, **kw)
+                t_ours = timed(solve, runs) / ours.nfe
+                print(
+                    f"| {label} | {name} | {1e3 * t_theirs:.3f} | {1e3 * t_ours:.3f} | {t_ours / t_theirs:.2f} | "
+                    f"{diff:.1e} |"
+                )
+
+
+if __name__ == "__main__":
+    main()
