@@ -7,6 +7,7 @@ the built-ins, in the order `solvers()` lists them.
 from . import generic  # noqa: I001, F401  (each module registers its solvers: this is the listing order)
 from . import diffusion, singlestep, multistep, ancestral, adaptive_sde, pc, onestep, per_sample, inverse  # noqa: I001, F401
 from .base import ScoreLedger, SolveOutput, SolveRequest
+from .scheduler import register_scheduler
 from .registry import (
     ENTRY_POINT_GROUP,
     SOLVERS,
@@ -29,6 +30,7 @@ __all__ = [
     "Solver",
     "SolverInfo",
     "get_solver",
+    "register_scheduler",
     "register_solver",
     "solvers",
     "unregister_solver",
