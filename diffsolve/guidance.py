@@ -118,11 +118,33 @@ class Guided:
             self.sde = sde
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
-        c = check_output(self.conditional(x, t), x, "the conditional score")
         if self.w == 0.0:
-            return c
-        u = check_output(self.unconditional(x, t), x, "the unconditional score")
+            return check_output(self.conditional(x, t), x, "the conditional score")
+        null = self._one_call()
+        if null is not None:  # one network call on [x; x] with [y; no label], as diffusers' pipelines do
+            both = self.conditional.score(
+                torch.cat([x, x]), torch.cat([t, t]), torch.cat([self._y(x), null(x)])
+            )
+            check_output(both, torch.cat([x, x]), "the conditional score score(x, t, y)")
+            c, u = both[: x.shape[0]], both[x.shape[0] :]
+        else:
+            c = check_output(self.conditional(x, t), x, "the conditional score")
+            u = check_output(self.unconditional(x, t), x, "the unconditional score")
         return (1.0 + self.w) * c - self.w * u
+
+    def _one_call(self) -> Callable[[Tensor], Tensor] | None:
+        """The null labels, where both halves are one model's `Conditional`s (labels, and None) and the
+        model says which label means "no label" (`null_label`): then one call evaluates both."""
+        c, u = self.conditional, self.unconditional
+        if not (isinstance(c, Conditional) and isinstance(u, Conditional) and c.score is u.score):
+            return None
+        label = getattr(c.score, "null_label", None)
+        if c.y is None or u.y is not None or label is None:
+            return None
+        return lambda x: torch.full((x.shape[0],), label, dtype=torch.int64, device=x.device)
+
+    def _y(self, x: Tensor) -> Tensor:
+        return _labels(self.conditional.y, x.shape[0], x.device)  # type: ignore[union-attr]
 
     def __repr__(self) -> str:
         return f"Guided(w={self.w:g})"

@@ -73,6 +73,14 @@ class ScoreModel(nn.Module):
         self.sde = sde
         self.parameterization = parameterization
 
+    @property
+    def null_label(self) -> int | None:
+        """The label that means "no label" for a class-conditional network of diffsolve's (`ScoreMLP`,
+        `ScoreUNet` with `num_classes`: the last embedding entry, what `y=None` selects), else None.
+        `guided` then evaluates the conditional and unconditional halves in one network call."""
+        classes = getattr(self.net, "num_classes", None)
+        return classes if isinstance(classes, int) and hasattr(self.net, "label_embed") else None
+
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         out = self.net(x, t) if y is None else self.net(x, t, y)  # y: labels of a class-conditional net
         check_output(out, x, f"the network net(x, t) of this ScoreModel ({self.parameterization!r})")

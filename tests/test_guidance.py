@@ -157,3 +157,25 @@ def test_a_wrapper_does_not_hide_a_score_of_another_sde_or_a_bad_output():
     bad = Conditional(lambda x, t, y: gm.score_fn(vp)(x, t).sum(), 0)
     with pytest.raises(ValueError, match=r"the conditional score score\(x, t, y\) returned shape \(\)"):
         ds.sample(bad, vp, 16, solver="ddim", seed=0, event_shape=(2,))
+
+
+def test_guidance_of_one_model_evaluates_both_halves_in_one_network_call():
+    # Issue: Guided called the network twice per evaluation where diffusers batches the conditional and
+    # unconditional halves into one call. One model's Conditional(y) and Conditional(None) now go in one.
+    from diffsolve.nn import ScoreMLP
+
+    torch.manual_seed(0)
+    net = ScoreMLP(2, width=32, depth=1, num_classes=4)
+    calls = []
+    net.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    model = ds.ScoreModel(net, ds.VPSDE(), "eps")
+    x, t = torch.randn(16, 2), torch.full((16,), 0.5)
+    g = ds.guided(ds.Conditional(model, 3), ds.Conditional(model, None), 2.0)
+    out = g(x, t)
+    assert calls == [32]  # one call on [x; x]
+    with torch.no_grad():
+        expected = 3.0 * model(x, t, torch.full((16,), 3)) - 2.0 * model(x, t, None)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+    calls.clear()
+    res = ds.sample(g, ds.VPSDE(), 8, event_shape=(2,), solver="ddim", steps=5, seed=0)
+    assert res.nfe == 5 and calls == [16] * 5
