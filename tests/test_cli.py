@@ -262,3 +262,26 @@ def test_the_cli_page_counts_and_names_every_command():
     page = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
     assert f"with {words[len(COMMANDS)]} commands" in page
     assert all(f"`{name}`" in page for name in COMMANDS)
+
+
+def test_compare_a_diffusers_model_with_its_own_scheduler(tmp_path, capsys):
+    # Issue: `diffsolve compare --diffusers DIR` runs the model's scheduler (its own loop) next to the
+    # solver match_scheduler pairs it with and diffsolve's samplers, against a converged solve of the model.
+    diffusers = pytest.importorskip("diffusers")
+    torch.manual_seed(0)
+    unet = diffusers.UNet2DModel(
+        sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=4,
+    )  # fmt: skip
+    unet.save_pretrained(tmp_path / "model")
+    diffusers.DPMSolverMultistepScheduler().save_pretrained(tmp_path / "model")
+    args = ["compare", "--diffusers", str(tmp_path / "model"), "--n", "16", "--budgets", "3,5", "--no-progress",
+            "--out", str(tmp_path / "out")]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    for name in ("diffusers:DPMSolverMultistepScheduler", "dpm_solver++2m", "ipndm", "deis", "unipc"):
+        assert f"| {name} | steps=3 |" in out
+    assert "judged against a converged float64 dopri5 reference of 32 points" in out
+    assert "diffusers:DPMSolverMultistepScheduler" not in [s.name for s in ds.solvers()]  # unregistered after
+    assert main(["compare", "--diffusers", str(tmp_path / "model"), "--sde", "vp", "--no-progress"]) == 2

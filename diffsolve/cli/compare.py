@@ -12,6 +12,7 @@ from ._common import (
     UsageError,
     add_batch_size,
     add_problem_args,
+    check_device,
     output_dir,
     parse_budgets,
     parse_list,
@@ -72,7 +73,16 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default="problem",
         help="what samples are judged against: the problem's own (the exact mixture, or a checkpoint's "
         "held-out data) or 'converged', 2n samples of a float64 dopri5 solve of the same score at 1e-8 "
-        "(for a trained model: the samplers' error alone, without the model's)",
+        "(1e-5 for a float32 network) (for a trained model: the samplers' error alone, without the model's)",
+    )
+    cmp.add_argument(
+        "--diffusers",
+        default=None,
+        metavar="DIR",
+        help="a local diffusers model directory (UNet2DModel and scheduler, from save_pretrained): its "
+        "scheduler's own loop runs beside diffsolve's samplers (default: the scheduler, the solver "
+        "match_scheduler pairs it with, ipndm, deis, unipc, dpm_solver++2m), all judged against a "
+        "converged solve of the same model",
     )
     cmp.add_argument("--no-likelihood", action="store_true", help="skip the likelihood rows")
     cmp.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -81,15 +91,31 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run `diffsolve compare`; returns the exit status."""
+    from ..compare import DEFAULT_SOLVERS
+    from ..samplers import unregister_solver
+
+    registered: list[str] = []
+    if args.diffusers is not None:
+        prob, default_solvers, registered = _diffusers_problem(args)
+        args.reference, args.no_likelihood = "converged", True
+    else:
+        prob, default_solvers = problem_from_args(args, "compare"), list(DEFAULT_SOLVERS)
+    try:
+        return _run(args, prob, default_solvers)
+    finally:
+        for name in registered:
+            unregister_solver(name)
+
+
+def _run(args: argparse.Namespace, prob: Problem, default_solvers: list[str]) -> int:
     import torch
 
     from .. import distributed, log_likelihood
-    from ..compare import DEFAULT_SOLVERS, compare
+    from ..compare import compare
     from ..plotting import sample_grid, save_figure, work_precision
     from ..samplers import get_solver
 
-    prob = problem_from_args(args, "compare")
-    solvers = parse_list(args.solvers, "--solvers", "compare") if args.solvers else list(DEFAULT_SOLVERS)
+    solvers = parse_list(args.solvers, "--solvers", "compare") if args.solvers else default_solvers
     for s in solvers:
         try:
             get_solver(s)
@@ -143,6 +169,49 @@ def run(args: argparse.Namespace) -> int:
     files = ("results.csv", "results.json", "results.md", "work_precision.png", "samples.png")
     print(f"wrote {', '.join(str(out / f) for f in files)}")
     return 0
+
+
+def _diffusers_problem(args: argparse.Namespace) -> tuple[Problem, list[str], list[str]]:
+    """The model of `--diffusers DIR` as a problem, the default solvers, and the solvers registered for it."""
+    import torch
+
+    from ..interop import from_diffusers, match_scheduler
+    from ..samplers import register_scheduler
+
+    if args.model is not None or args.problem is not None or args.sde is not None:
+        raise UsageError(NAME, "--diffusers carries its own model and SDE: drop --model, --problem and --sde")
+    try:
+        score = from_diffusers(args.diffusers)
+    except (OSError, ValueError, ImportError) as err:
+        raise UsageError(NAME, f"--diffusers {args.diffusers!r}: {err}") from None
+    scheduler, config = score.scheduler, score.net.unet.config  # type: ignore[union-attr]
+    size = config.sample_size if isinstance(config.sample_size, int) else tuple(config.sample_size)[0]
+    event = (int(config.in_channels), int(size), int(size))
+    solvers, registered = [], []
+    # The judge compares at eps = 1/N (timestep 0); a loop that ends at the clean data (t = 0) is made to
+    # end there too (DDIM's set_alpha_to_one=False, the multistep schedulers' final_sigmas_type="sigma_min").
+    end = {
+        k: v
+        for k, v in (("set_alpha_to_one", False), ("final_sigmas_type", "sigma_min"))
+        if k in scheduler.config
+    }
+    args.eps = 1 / int(scheduler.config.num_train_timesteps)
+    try:
+        solver = register_scheduler(lambda: type(scheduler).from_config(scheduler.config, **end))
+        solvers.append(solver.name)
+        registered.append(solver.name)
+    except ValueError as err:  # a stochastic scheduler: its noise is not keyed by sample
+        print(f"diffsolve compare: {err}; it is left out")
+    try:
+        solvers.append(match_scheduler(type(scheduler).from_config(scheduler.config), 10)["solver"])
+    except ValueError:
+        pass
+    solvers += [s for s in ("ipndm", "deis", "unipc", "dpm_solver++2m") if s not in solvers]
+    device = check_device(args.device, NAME) or torch.device("cpu")
+    score = score.to(device)
+    empty = torch.empty((0, *event), device=device)
+    prob = Problem(f"diffusers model {args.diffusers}", score, score.sde, empty, event, device)
+    return prob, solvers, registered
 
 
 EXACT_TRACE_MAX_DIM = 16
