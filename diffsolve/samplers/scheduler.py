@@ -19,11 +19,15 @@ from torch import Tensor
 
 from ..sde import DiscreteVPSDE
 from .base import SolveOutput, SolveRequest
-from .registry import SOLVERS, Solver
+from .registry import Solver, register_solver
 
 __all__ = ["register_scheduler"]
 
-STOCHASTIC = ("DDPMScheduler", "EulerAncestralDiscreteScheduler", "KDPM2AncestralDiscreteScheduler")
+STOCHASTIC = (
+    "DDPMScheduler", "EulerAncestralDiscreteScheduler", "KDPM2AncestralDiscreteScheduler", "DPMSolverSDEScheduler",
+    "ScoreSdeVeScheduler", "LCMScheduler", "TCDScheduler", "CMStochasticIterativeScheduler",
+)  # fmt: skip
+"""Schedulers that draw noise in `step` (refused: their randomness is not keyed by sample)."""
 
 
 def register_scheduler(
@@ -31,6 +35,7 @@ def register_scheduler(
     name: str | None = None,
     *,
     budgets: tuple[int, ...] = (10, 15, 20, 25, 30, 40, 50, 75, 100),
+    replace: bool = False,
 ) -> Solver:
     """Register a diffusers scheduler's own loop as the solver `name` (default `"diffusers:<class name>"`).
 
@@ -38,6 +43,7 @@ def register_scheduler(
         make: Makes a fresh scheduler (each solve gets its own: schedulers keep state).
         name: The solver's name.
         budgets: The step counts `compare` runs by default.
+        replace: Replace a solver registered under the same name (as `register_solver`).
 
     Returns:
         The registered `Solver` (remove it with `diffsolve.unregister_solver(name)`).
@@ -63,14 +69,14 @@ def register_scheduler(
         description=f"diffusers' {kind} loop ({dict(probe.config).get('timestep_spacing', '')} spacing), "
         "the model called through diffsolve's score",
     )  # fmt: skip
-    SOLVERS[name] = solver
-    return solver
+    return register_solver(solver, replace=replace)
 
 
 def _their_loop(scheduler: Any, req: SolveRequest) -> SolveOutput:
     sde = req.sde
     betas = torch.as_tensor(scheduler.betas, dtype=torch.float64)
-    if not isinstance(sde, DiscreteVPSDE) or not torch.allclose(sde.betas, betas, rtol=1e-6, atol=0):
+    same = isinstance(sde, DiscreteVPSDE) and sde.betas.shape == betas.shape
+    if not (same and torch.allclose(sde.betas, betas, rtol=1e-6, atol=0)):
         raise ValueError(f"{req.solver} runs on the DiscreteVPSDE of its scheduler's betas, got {sde!r}")
     scheduler.set_timesteps(req.steps)
     ledger = req.ledger()
