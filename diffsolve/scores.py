@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from ._validation import append_dims, check_positive, describe
 from .sde import SDE
 
-__all__ = ["Score", "ScoreModel", "ScoreCalls", "evaluate_score", "check_problem"]
+__all__ = ["Score", "ScoreModel", "ScoreCalls", "CountedCalls", "evaluate_score", "check_problem"]
 
 Parameterization = Literal["eps", "score", "x0", "v", "velocity"]
 PARAMETERIZATIONS = ("eps", "score", "x0", "v", "velocity")
@@ -165,6 +165,27 @@ class ScoreCalls:
     def reset(self) -> None:
         """Zero both counts."""
         self.nfe = self.rows = 0
+
+
+class CountedCalls:
+    """`nfe` and `callback` of an object whose score evaluations go through `self.calls` (a
+    `ScoreCalls`): the torchsde and torchdiffeq drifts, read by the runners and the progress bars."""
+
+    calls: ScoreCalls
+
+    @property
+    def nfe(self) -> int:
+        """Score evaluations so far (`scores.ScoreCalls`, the one NFE ledger)."""
+        return self.calls.nfe
+
+    @property
+    def callback(self) -> Callable[[Tensor], None] | None:
+        """Called with the forward time (0-d tensor) after each score evaluation, or None."""
+        return self.calls.callback
+
+    @callback.setter
+    def callback(self, fn: Callable[[Tensor], None] | None) -> None:
+        self.calls.callback = fn
 
 
 def shared_time(t: Tensor) -> Tensor:

@@ -34,14 +34,14 @@ from torch import Tensor, nn
 
 from ..divergence import ESTIMATORS, exact_divergence
 from ..errors import FiniteGuard, NonFiniteError, StepSizeError
-from ..scores import Score, ScoreCalls, check_problem
+from ..scores import CountedCalls, Score, ScoreCalls, check_problem
 from ..sde import SDE
 from .grid import fixed_step_grid
 
 __all__ = ["ProbabilityFlowODE", "LikelihoodODE", "odeint", "OdeintOutput"]
 
 
-class ProbabilityFlowODE(nn.Module):
+class ProbabilityFlowODE(CountedCalls, nn.Module):
     """The probability-flow ODE of `sde` driven by `score`, ready for `torchdiffeq.odeint`.
 
     Args:
@@ -69,20 +69,6 @@ class ProbabilityFlowODE(nn.Module):
         self.rejected = 0
         self.step_start: tuple[Tensor, Tensor] | None = None  # (t, x) at the start of the last step
         self.step_state_of: Callable[[Tensor], Tensor] | None = None  # x from torchdiffeq's state
-
-    @property
-    def nfe(self) -> int:
-        """Score evaluations so far (`scores.ScoreCalls`, the one NFE ledger)."""
-        return self.calls.nfe
-
-    @property
-    def callback(self) -> Callable[[Tensor], None] | None:
-        """Called with the forward time (0-d tensor) after each score evaluation, or None."""
-        return self.calls.callback
-
-    @callback.setter
-    def callback(self, fn: Callable[[Tensor], None] | None) -> None:
-        self.calls.callback = fn
 
     def reset(self) -> None:
         """Zero the NFE and step counters."""

@@ -18,7 +18,6 @@ method needs and steps exactly `steps` times.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -28,7 +27,7 @@ from torch import Tensor, nn
 from .._keyed import SRK_CHUNK, mix, normal_rows, stream
 from .._validation import check_positive, check_seed
 from ..errors import FiniteGuard, NonFiniteError
-from ..scores import Score, ScoreCalls, check_problem
+from ..scores import CountedCalls, Score, ScoreCalls, check_problem
 from ..sde import SDE
 from .brownian import BrownianPath, RowBrownian
 from .grid import uniform_grid
@@ -55,7 +54,7 @@ BROWNIAN_TOL = 1e-9
 """Tolerance (`tol`) of every `torchsde.BrownianInterval` built here: queries agree to 1e-9 in time."""
 
 
-class ReverseSDE(nn.Module):
+class ReverseSDE(CountedCalls, nn.Module):
     """The reverse-time SDE of `sde` driven by `score`, ready for `torchsde.sdeint`.
 
     `f(s, y)` and `g(s, y)` take solver time $s = T - t$ and flat states `y` of shape `(B, D)`;
@@ -108,20 +107,6 @@ class ReverseSDE(nn.Module):
     def s_end(self) -> float:
         """The final solver time $T - \\epsilon$."""
         return self.sde.T - self.eps
-
-    @property
-    def nfe(self) -> int:
-        """Score evaluations so far (`scores.ScoreCalls`, the one NFE ledger)."""
-        return self.calls.nfe
-
-    @property
-    def callback(self) -> Callable[[Tensor], None] | None:
-        """Called with the forward time (0-d tensor) after each score evaluation, or None."""
-        return self.calls.callback
-
-    @callback.setter
-    def callback(self, fn: Callable[[Tensor], None] | None) -> None:
-        self.calls.callback = fn
 
     def reset(self) -> None:
         """Zero the NFE counter and drop the one-entry drift cache."""

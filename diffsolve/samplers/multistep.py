@@ -88,7 +88,7 @@ class _Model:
         return prediction(x, score, alpha=self.alpha[i], sigma=self.sigma[i], data=self.data)
 
 
-def _check_lof(req: SolveRequest) -> bool | str:
+def _lower_order_final(req: SolveRequest) -> bool | str:
     return req.options["lower_order_final"]
 
 
@@ -107,7 +107,7 @@ def dpm_solver_pp_3m(req: SolveRequest) -> SolveOutput:
     """
     model = _Model(req, data=True)
     alpha, sigma, lam = model.alpha, model.sigma, model.lam
-    orders = step_orders(3, len(lam) - 1, _check_lof(req), to_clean_data=sigma[-1] == 0)
+    orders = step_orders(3, len(lam) - 1, _lower_order_final(req), to_clean_data=sigma[-1] == 0)
     hist: list[Tensor] = []
 
     def step(x: Tensor, i: int) -> Tensor:
@@ -180,7 +180,7 @@ def unipc(req: SolveRequest) -> SolveOutput:
     model = _Model(req, data=data)
     alpha, sigma, lam = model.alpha, model.sigma, model.lam
     n = len(lam) - 1
-    orders = step_orders(opts["order"], n, _check_lof(req), to_clean_data=sigma[-1] == 0)
+    orders = step_orders(opts["order"], n, _lower_order_final(req), to_clean_data=sigma[-1] == 0)
     hist: list[Tensor] = [model(req.x_T, 0)]
 
     def step(x: Tensor, i: int) -> Tensor:
@@ -232,7 +232,7 @@ def ipndm(req: SolveRequest) -> SolveOutput:
     model = _Model(req, data=False)
     alpha, sigma = model.alpha, model.sigma
     rho = [s / a for a, s in zip(alpha, sigma, strict=True)]
-    orders = step_orders(4, len(rho) - 1, _check_lof(req), to_clean_data=sigma[-1] == 0)
+    orders = step_orders(4, len(rho) - 1, _lower_order_final(req), to_clean_data=sigma[-1] == 0)
     hist: list[Tensor] = []
 
     def step(x: Tensor, i: int) -> Tensor:
@@ -298,7 +298,7 @@ def deis(req: SolveRequest) -> SolveOutput:
     """
     model = _Model(req, data=False)
     alpha = model.alpha
-    orders = step_orders(3, len(alpha) - 1, _check_lof(req), to_clean_data=model.sigma[-1] == 0)
+    orders = step_orders(3, len(alpha) - 1, _lower_order_final(req), to_clean_data=model.sigma[-1] == 0)
     coeffs = deis_coefficients(req.sde, req.grid, orders)
     hist: list[Tensor] = []
 
