@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from .._validation import check_positive
 from ..adapters.grid import fixed_step_grid, uniform_grid
 
-__all__ = ["uniform_grid", "fixed_step_grid", "time_grid", "log_snr", "t_of_log_snr", "GRIDS"]
+__all__ = [
+    "uniform_grid", "fixed_step_grid", "time_grid", "shifted_grid", "dynamic_shift", "log_snr", "t_of_log_snr", "GRIDS",
+]  # fmt: skip
 
 
 GRIDS = ("uniform", "logsnr", "karras", "quadratic")
@@ -96,3 +100,68 @@ def time_grid(sde: Any, steps: int, eps: float, kind: str = "uniform", *, rho: f
     grid = t_of_log_snr(sde, lam, lo=eps, hi=T)
     grid[0], grid[-1] = T, eps
     return grid
+
+
+def shifted_grid(sde: Any, steps: int, eps: float, shift: float = 3.0) -> Tensor:
+    r"""Flow matching's shifted time grid (SD3, FLUX): uniform in $u$ where $t = s u / (1 + (s - 1) u)$.
+
+    The grid of diffusers' `FlowMatchEulerDiscreteScheduler` with `shift = s` (SD3's default is 3;
+    FLUX's dynamic shift is $s = e^\mu$, `dynamic_shift`): $s > 1$ puts more steps at large t, where
+    a flow-matching model's velocity changes fastest at high resolution. The end points are exact
+    (`steps + 1` times from `sde.T` down to `eps`); pass the grid as `sample(..., time_grid=grid)`
+    to any solver that takes one (`ode:euler` and `ode:heun2` are what the schedulers run).
+
+    Args:
+        sde: The forward SDE or path (any; the shift is a warp of t, most used on `RectifiedFlow`).
+        steps: Number of intervals.
+        eps: The last time, in (0, T).
+        shift: $s > 0$; 1 is the uniform grid.
+
+    Returns:
+        A float64 tensor of `steps + 1` decreasing times.
+    """
+    check_positive(steps, "steps", integer=True)
+    check_positive(shift, "shift")
+    check_positive(eps, "eps")
+    T = float(sde.T)
+    if not 0.0 < eps < T:
+        raise ValueError(f"eps must lie in (0, T) = (0, {T}), got {eps!r}")
+    s = float(shift)
+
+    def unwarp(t: float) -> float:
+        return t / (s - (s - 1.0) * t)
+
+    u = torch.linspace(unwarp(T), unwarp(eps), steps + 1, dtype=torch.float64)
+    grid = s * u / (1.0 + (s - 1.0) * u)
+    grid[0], grid[-1] = T, eps
+    return grid
+
+
+def dynamic_shift(
+    image_seq_len: int,
+    *,
+    base_seq_len: int = 256,
+    max_seq_len: int = 4096,
+    base_shift: float = 0.5,
+    max_shift: float = 1.15,
+) -> float:
+    r"""FLUX's resolution-dependent shift $s = e^\mu$ for `shifted_grid`, $\mu$ linear in the image's
+    token count: `base_shift` at `base_seq_len` tokens, `max_shift` at `max_seq_len` (FLUX.1's
+    defaults; diffusers' `calculate_shift`, used with `use_dynamic_shifting=True`).
+
+    Args:
+        image_seq_len: The number of latent tokens (FLUX: (height / 16) * (width / 16)).
+        base_seq_len: The token count where $\mu$ = `base_shift`.
+        max_seq_len: The token count where $\mu$ = `max_shift`.
+        base_shift: $\mu$ at `base_seq_len`.
+        max_shift: $\mu$ at `max_seq_len`.
+
+    Returns:
+        The shift $s = e^\mu$.
+    """
+    check_positive(image_seq_len, "image_seq_len", integer=True)
+    if not max_seq_len > base_seq_len:
+        raise ValueError(f"max_seq_len must exceed base_seq_len, got {max_seq_len} and {base_seq_len}")
+    slope = (max_shift - base_shift) / (max_seq_len - base_seq_len)
+    mu = base_shift + slope * (image_seq_len - base_seq_len)
+    return math.exp(mu)
