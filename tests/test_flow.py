@@ -164,15 +164,21 @@ def test_the_shifted_grid_is_diffusers_flow_match_schedule():
         for scheduler in (static, dynamic):
             torch.testing.assert_close(scheduler.sigmas[:-1].double(), grid, rtol=0, atol=3e-7)
         # the grid is uniform in u: its spacing in u is constant
-        torch.testing.assert_close(torch.from_numpy(np.diff(u)), torch.full((steps,), float(np.diff(u)[0]), dtype=torch.float64))
-    torch.testing.assert_close(shifted_grid(rf, 8, 1e-2, 1.0), torch.linspace(rf.T, 1e-2, 9, dtype=torch.float64))
+        torch.testing.assert_close(
+            torch.from_numpy(np.diff(u)), torch.full((steps,), float(np.diff(u)[0]), dtype=torch.float64)
+        )
+    torch.testing.assert_close(
+        shifted_grid(rf, 8, 1e-2, 1.0), torch.linspace(rf.T, 1e-2, 9, dtype=torch.float64)
+    )
 
 
 def test_dynamic_shift_is_fluxs_resolution_rule():
     from diffsolve.samplers.grids import dynamic_shift
 
     assert dynamic_shift(256) == pytest.approx(math.exp(0.5))
-    assert dynamic_shift(4096) == pytest.approx(math.exp(1.15))  # a 1024 x 1024 FLUX image: (1024 / 16)^2 tokens
+    assert dynamic_shift(4096) == pytest.approx(
+        math.exp(1.15)
+    )  # a 1024 x 1024 FLUX image: (1024 / 16)^2 tokens
     assert dynamic_shift(2176) == pytest.approx(math.exp(0.825))  # halfway
     with pytest.raises(ValueError, match="image_seq_len"):
         dynamic_shift(0)
@@ -192,11 +198,14 @@ def test_euler_on_the_shifted_grid_converges_at_order_one():
         out = ds.sample(score, rf, x_T=x_T, solver="ode:euler", time_grid=grid, eps=1e-2, progress=False)
         assert out.nfe == steps
         errors.append(path_error(out.samples, ref.samples))
-    orders = [math.log2(a / b) for a, b in zip(errors, errors[1:])]
+    orders = [math.log2(a / b) for a, b in zip(errors, errors[1:], strict=False)]
     assert all(0.85 < p < 1.15 for p in orders), orders
 
 
-@pytest.mark.parametrize("kwargs, match", [({"shift": 0.0}, "shift"), ({"shift": 3.0, "eps": 1.0}, "eps"), ({"shift": float("nan")}, "shift")])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"shift": 0.0}, "shift"), ({"shift": 3.0, "eps": 1.0}, "eps"), ({"shift": float("nan")}, "shift")],
+)
 def test_the_shifted_grid_refuses_bad_input(kwargs, match):
     from diffsolve.samplers.grids import shifted_grid
 
@@ -222,11 +231,13 @@ def test_the_log_snr_samplers_take_the_same_steps_on_every_affine_path(solver, p
     grids = [t_of_log_snr(sde, lam, lo=1e-9, hi=sde.T) for sde in (vp, path)]
     x_vp = torch.randn(200, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     ys = []
-    for sde, grid in zip((vp, path), grids):
+    for sde, grid in zip((vp, path), grids, strict=True):
         alpha_start, _ = sde.marginal(grid[:1])
         alpha_end, _ = sde.marginal(grid[-1:])
         x_T = x_vp * alpha_start / vp.marginal(grids[0][:1])[0]
-        out = ds.sample(gm.score_fn(sde), sde, x_T=x_T, solver=solver, time_grid=grid, eps=grid[-1], progress=False)
+        out = ds.sample(
+            gm.score_fn(sde), sde, x_T=x_T, solver=solver, time_grid=grid, eps=grid[-1], progress=False
+        )
         ys.append(out.samples / alpha_end)
     torch.testing.assert_close(ys[1], ys[0], rtol=0, atol=1e-11)
 
@@ -239,7 +250,11 @@ def test_runge_kutta_in_t_depends_on_the_path():
     g_vp, g_rf = (t_of_log_snr(sde, lam, lo=1e-9, hi=sde.T) for sde in (vp, rf))
     x_vp = torch.randn(200, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     x_rf = x_vp * rf.marginal(g_rf[:1])[0] / vp.marginal(g_vp[:1])[0]
-    y_vp = ds.sample(gm.score_fn(vp), vp, x_T=x_vp, solver="ode:rk4", time_grid=g_vp, eps=g_vp[-1], progress=False).samples
-    y_rf = ds.sample(gm.score_fn(rf), rf, x_T=x_rf, solver="ode:rk4", time_grid=g_rf, eps=g_rf[-1], progress=False).samples
+    y_vp = ds.sample(
+        gm.score_fn(vp), vp, x_T=x_vp, solver="ode:rk4", time_grid=g_vp, eps=g_vp[-1], progress=False
+    ).samples
+    y_rf = ds.sample(
+        gm.score_fn(rf), rf, x_T=x_rf, solver="ode:rk4", time_grid=g_rf, eps=g_rf[-1], progress=False
+    ).samples
     y_vp, y_rf = y_vp / vp.marginal(g_vp[-1:])[0], y_rf / rf.marginal(g_rf[-1:])[0]
     assert float((y_vp - y_rf).abs().max()) > 1e-3
