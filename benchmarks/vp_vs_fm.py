@@ -66,7 +66,14 @@ def study(mixture, solvers, seeds, n) -> tuple[dict, dict, dict, float]:
     vp, rf = ds.VPSDE(), ds.RectifiedFlow()
     fm_eps = matched_eps(vp, rf)
     budgets = {s: BUDGETS[s] for s in solvers}
-    common = {"reference": mixture, "solvers": list(solvers), "budgets": budgets, "seeds": seeds, "n": n, "progress": False}
+    common = {
+        "reference": mixture,
+        "solvers": list(solvers),
+        "budgets": budgets,
+        "seeds": seeds,
+        "n": n,
+        "progress": False,
+    }
     on_vp = nfe_needed(compare(mixture.score_fn(vp), vp, eps=VP_EPS, **common))
     on_fm = nfe_needed(compare(mixture.score_fn(rf), rf, eps=fm_eps, **common))
     steps = BUDGETS["ode:euler"]
@@ -98,7 +105,9 @@ def figure(mixture, path: Path, small: bool) -> None:
     paths = {"VP": (vp, VP_EPS), "straight (flow matching)": (rf, matched_eps(vp, rf))}
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
     for (label, (sde, eps)), color in zip(paths.items(), ("C0", "C3"), strict=True):
-        spec = jacobian_spectrum(mixture.score_fn(sde), sde, n=8 if small else 32, points=20 if small else 60, eps=eps)
+        spec = jacobian_spectrum(
+            mixture.score_fn(sde), sde, n=8 if small else 32, points=20 if small else 60, eps=eps
+        )
         t = spec.times.double()
         ax0.loglog(t, spec.spectral_radius, color=color, label=label)
         # In y = x / alpha and lambda the PF-ODE's Jacobian is (J - f I) / (d lambda / dt), f = alpha'/alpha;
@@ -120,7 +129,9 @@ def figure(mixture, path: Path, small: bool) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--small", action="store_true", help="ring2d only, one seed, n = 2000, four samplers")
     parser.add_argument("--problem", choices=list(PROBLEMS), help="one problem only (default: all three)")
     parser.add_argument("--figure", default="docs/img/vp_vs_fm.png", help="where the stiffness figure goes")
@@ -137,9 +148,13 @@ def main() -> None:
         label = name if name == "ring2d" else f"{name}-D mixture"
         on_vp, on_fm, shifted, _ = study(PROBLEMS[name](), solvers, seeds, n)
         for solver in solvers:
-            print(f"| {label} | {solver} | {fmt(on_vp[solver])} | {fmt(on_fm[solver])} | {ratio(on_vp[solver], on_fm[solver])} |")
+            print(
+                f"| {label} | {solver} | {fmt(on_vp[solver])} | {fmt(on_fm[solver])} | {ratio(on_vp[solver], on_fm[solver])} |"
+            )
         euler = shifted["ode:euler"]
-        print(f"| {label} | ode:euler, SD3 shift {SHIFT:g} grid | - | {fmt(euler)} | {ratio(on_vp['ode:euler'], euler)} |")
+        print(
+            f"| {label} | ode:euler, SD3 shift {SHIFT:g} grid | - | {fmt(euler)} | {ratio(on_vp['ode:euler'], euler)} |"
+        )
         print(f"<!-- {label}: {time.perf_counter() - start:.0f} s -->", flush=True)
     if not args.no_figure:
         figure(PROBLEMS["ring2d"](), Path(args.figure), args.small)

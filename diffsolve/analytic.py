@@ -464,5 +464,26 @@ class AnalyticScore:
         """
         return self.mixture.score_and_divergence_t(x, t, self.sde)
 
+    def velocity(self, x: Tensor, t: Tensor) -> Tensor:
+        r"""The exact velocity $dx/dt = \dot\alpha_t \hat x_0 + \dot\sigma_t \hat\epsilon$ on an `AffinePath`,
+        defined at $\alpha_t = 0$ too (`RectifiedFlow(T=1)`), where $\hat x_0 = E[x_0 \mid x_t]$ is the
+        mixture's mean; elsewhere $\hat x_0 = (x + \sigma_t^2 s)/\alpha_t$ (Tweedie). On any other SDE,
+        the probability-flow drift. `t` is `(B,)`."""
+        from .sde import AffinePath
+
+        if not isinstance(self.sde, AffinePath):
+            return self.sde.pf_drift(x, t, self(x, t))
+        m = self.mixture
+        x64 = m._flat(x).to(m.dtype)
+        t64 = batch_time(as_time(t, like=x, T=self.sde.T), x).to(m.dtype)
+        alpha, sigma = self.sde.marginal(t64)
+        d_alpha, d_sigma = self.sde._d_alpha(t64)[:, None], self.sde._d_sigma(t64)[:, None]
+        alpha, sigma = alpha[:, None], sigma[:, None]
+        s = m.score_t(x64, t64, self.sde)
+        zero = alpha == 0
+        x0 = torch.where(zero, m.mean.to(x64.device), (x64 + sigma**2 * s) / torch.where(zero, 1.0, alpha))
+        eps = (x64 - alpha * x0) / sigma
+        return (d_alpha * x0 + d_sigma * eps).reshape(x.shape).to(x.dtype)
+
     def __repr__(self) -> str:
         return f"AnalyticScore({self.mixture!r}, {self.sde!r})"

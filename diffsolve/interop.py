@@ -39,13 +39,14 @@ from torch import Tensor, nn
 
 from ._validation import append_dims, check_positive, describe
 from .scores import ScoreModel, check_output, shared_time
-from .sde import EDMSDE, DiscreteVPSDE
+from .sde import EDMSDE, DiscreteVPSDE, RectifiedFlow
 
 __all__ = [
     "from_denoiser",
     "DenoiserScore",
     "from_diffusers",
     "DiffusersUNet",
+    "DiffusersFlowNet",
     "scheduler_times",
     "match_scheduler",
 ]
@@ -164,6 +165,32 @@ class DiffusersUNet(nn.Module):
         return check_output(out, x, "the diffusers UNet")
 
 
+FLOW_SCHEDULERS = ("FlowMatchEulerDiscreteScheduler", "FlowMatchHeunDiscreteScheduler")
+"""diffusers' flow-matching schedulers: their model predicts the velocity on the straight path."""
+
+
+class DiffusersFlowNet(nn.Module):
+    r"""A diffusers flow-matching network called as `net(x, t, y=None)` in diffsolve's time: the straight
+    path's $t$ is the scheduler's sigma, and the network takes the timestep $t N$ (N =
+    `num_train_timesteps`, 1000 for SD3 and FLUX), as the scheduler's loop gives it. It predicts the
+    velocity $\epsilon - x_0$ (see `from_diffusers`).
+
+    Args:
+        unet: The network (any module called as `unet(x, timesteps, class_labels=...)` returning an
+            object with `.sample`, or a tensor).
+        num_train_timesteps: The scheduler's N.
+    """
+
+    def __init__(self, unet: nn.Module, num_train_timesteps: int) -> None:
+        super().__init__()
+        self.unet, self.N = unet, int(num_train_timesteps)
+
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        n = (shared_time(t).to(x.dtype) * self.N).expand(x.shape[0])
+        out = self.unet(x, n, **({} if y is None else {"class_labels": y}))
+        return check_output(getattr(out, "sample", out), x, "the diffusers flow-matching network")
+
+
 def _load_dir(path: str) -> tuple[nn.Module, Any]:
     """A UNet2DModel and its scheduler from a `save_pretrained` directory or a pipeline directory."""
     diffusers = _import_diffusers()
@@ -208,10 +235,17 @@ def from_diffusers(model_or_dir: nn.Module | str | os.PathLike[str], scheduler: 
         scheduler: A diffusers scheduler with `betas` and a `prediction_type` (`DDPMScheduler`,
             `DDIMScheduler`, ...); read from the directory when None.
 
+    A flow-matching scheduler (`FlowMatchEulerDiscreteScheduler`, `FlowMatchHeunDiscreteScheduler`)
+    makes it a velocity model on the straight path: `ScoreModel(net, RectifiedFlow(T=1), "velocity")`,
+    the network given the timestep $tN$ (`DiffusersFlowNet`); sample it with `flow_euler` or
+    `flow_heun` (which start at t = 1, the prior itself) or, on `RectifiedFlow()` (T = 0.999), with any
+    solver.
+
     Returns:
-        A `ScoreModel` whose `sde` is the `DiscreteVPSDE` and whose `scheduler` attribute is the
-        scheduler; sample with `ds.sample(score, score.sde, n, event_shape=...)` or, on the
-        scheduler's own steps, `ds.samplers.diffusion.ddim(score, score.sde, x, scheduler_times(scheduler, k))`.
+        A `ScoreModel` whose `sde` is the `DiscreteVPSDE` (or `RectifiedFlow(T=1)`) and whose
+        `scheduler` attribute is the scheduler; sample with `ds.sample(score, score.sde, n,
+        event_shape=...)` or, on the scheduler's own steps, `ds.sample(score, score.sde, x_T=x,
+        **match_scheduler(scheduler, k))`.
 
     Raises:
         ImportError: Without diffusers.
@@ -233,6 +267,11 @@ def from_diffusers(model_or_dir: nn.Module | str | os.PathLike[str], scheduler: 
             "(none was given and none was found beside the model)"
         )
     config = getattr(scheduler, "config", None)
+    if config is not None and type(scheduler).__name__ in FLOW_SCHEDULERS:
+        path = RectifiedFlow(T=1.0)  # the schedulers start at sigma = 1: the prior N(0, I) itself
+        score = ScoreModel(DiffusersFlowNet(unet, config.num_train_timesteps), path, "velocity")
+        score.scheduler = scheduler
+        return score
     if config is None or not hasattr(scheduler, "betas"):
         raise TypeError(
             f"scheduler must be a diffusers scheduler with betas and a config, got {describe(scheduler)}"
@@ -261,7 +300,7 @@ def from_diffusers(model_or_dir: nn.Module | str | os.PathLike[str], scheduler: 
     return score
 
 
-def scheduler_times(scheduler: Any, num_inference_steps: int) -> Tensor:
+def scheduler_times(scheduler: Any, num_inference_steps: int, *, mu: float | None = None) -> Tensor:
     r"""The time grid of a diffusers scheduler's own steps, for diffsolve's fixed-grid samplers.
 
     The times of `scheduler.timesteps` after `set_timesteps(num_inference_steps)` (timestep $n$ at
@@ -271,12 +310,15 @@ def scheduler_times(scheduler: Any, num_inference_steps: int) -> Tensor:
     scheduler sets `set_alpha_to_one` and $t_0 = 1/N$ otherwise. The sigma-list schedulers
     (DPMSolverMultistep/Singlestep, UniPC, DEIS, Euler, Heun, ...) step from each timestep to the
     next, any spacing, and end at their `final_sigmas_type`: $t = 0$ for `"zero"`, $t = 1/N$ (timestep
-    0's sigma_min) otherwise. Sample on it with `ds.sample(score, sde, x_T=x, solver=...,
-    time_grid=grid, eps=grid[-1])`, starting from the scheduler's initial noise.
+    0's sigma_min) otherwise. The flow-matching schedulers' times are their sigmas (shifted, dynamically
+    shifted by `mu`, or any other schedule of theirs), from 1 to 0. Sample on it with `ds.sample(score,
+    sde, x_T=x, solver=..., time_grid=grid, eps=grid[-1])`, starting from the scheduler's initial noise.
 
     Args:
         scheduler: A diffusers scheduler with `set_timesteps` and a `num_train_timesteps` config.
         num_inference_steps: The number of steps.
+        mu: The dynamic shift of a flow-matching scheduler with `use_dynamic_shifting=True` (FLUX:
+            `log(samplers.grids.dynamic_shift(image_seq_len))`); None otherwise.
 
     Returns:
         Decreasing times, float64, `num_inference_steps + 1` of them.
@@ -287,6 +329,8 @@ def scheduler_times(scheduler: Any, num_inference_steps: int) -> Tensor:
             diffusers gives the model a rounded timestep while the update uses the unrounded sigma).
     """
     check_positive(num_inference_steps, "num_inference_steps", integer=True)
+    if type(scheduler).__name__ in FLOW_SCHEDULERS:
+        return _flow_times(scheduler, num_inference_steps, mu)
     scheduler.set_timesteps(num_inference_steps)
     config = scheduler.config
     N = int(config.num_train_timesteps)
@@ -316,6 +360,25 @@ def scheduler_times(scheduler: Any, num_inference_steps: int) -> Tensor:
     return torch.cat([(steps + 1) / N, torch.tensor([_end_time(scheduler, last, N)], dtype=torch.float64)])
 
 
+def _flow_times(scheduler: Any, num_inference_steps: int, mu: float | None) -> Tensor:
+    """A flow-matching scheduler's sigmas, which are the straight path's times, from 1 to 0."""
+    dynamic = bool(scheduler.config.get("use_dynamic_shifting", False))
+    if dynamic != (mu is not None):
+        raise ValueError(
+            f"mu is {'needed' if dynamic else 'not used'}: the scheduler has use_dynamic_shifting={dynamic} "
+            f"(got mu={mu!r})"
+        )
+    scheduler.set_timesteps(num_inference_steps, **({} if mu is None else {"mu": float(mu)}))
+    sigmas = scheduler.sigmas.detach().to("cpu", torch.float64)
+    if (
+        type(scheduler).__name__ == "FlowMatchHeunDiscreteScheduler"
+    ):  # each inner sigma twice: s0, s1, s1, ..., 0
+        sigmas = torch.cat([sigmas[:1], sigmas[1:-1:2], sigmas[-1:]])
+    if not bool((sigmas[1:] < sigmas[:-1]).all()):
+        raise ValueError(f"the scheduler's sigmas {sigmas.tolist()} do not decrease (invert_sigmas=True?)")
+    return sigmas
+
+
 def _end_time(scheduler: Any, last: float, N: int) -> float:
     """Where a scheduler's last step lands: the timestep a stride below the last one, or past the first,
     t = 0 (the clean data, alpha-bar = 1) or t = 1/N (timestep 0, sigma_min), as the scheduler says."""
@@ -331,7 +394,7 @@ def _end_time(scheduler: Any, last: float, N: int) -> float:
     return 1 / N  # DEIS and the other multistep schedulers end at timestep 0's sigma_min
 
 
-def match_scheduler(scheduler: Any, num_inference_steps: int) -> dict[str, Any]:
+def match_scheduler(scheduler: Any, num_inference_steps: int, *, mu: float | None = None) -> dict[str, Any]:
     r"""The keyword arguments of `ds.sample` that reproduce a diffusers scheduler's own loop.
 
     `ds.sample(score, score.sde, x_T=noise, **match_scheduler(scheduler, k))` takes the scheduler's
@@ -350,6 +413,8 @@ def match_scheduler(scheduler: Any, num_inference_steps: int) -> dict[str, Any]:
     | `DPMSolverMultistepScheduler`: `dpmsolver++` order 2 / 3 | `dpm_solver++2m` / `dpm_solver++3m` |
     | `DPMSolverMultistepScheduler`: `sde-dpmsolver++` order 2 | `dpm_solver++2m_sde`, `eta=1` |
     | `UniPCMultistepScheduler` (`bh1` / `bh2`, orders 1-3) | `unipc` with `order`, `variant`, `lower_order_final="always"` |
+    | `FlowMatchEulerDiscreteScheduler` (any `shift`, dynamic shifting with `mu`) | `flow_euler` |
+    | `FlowMatchHeunDiscreteScheduler` | `flow_heun` |
 
     Refused, with the reason: clipping or thresholding of the data prediction (not a step of an
     ODE or SDE solver), Karras / exponential / beta sigmas and Lu lambdas (diffusers gives the model
@@ -361,6 +426,7 @@ def match_scheduler(scheduler: Any, num_inference_steps: int) -> dict[str, Any]:
     Args:
         scheduler: A diffusers scheduler (its configuration is read, and `set_timesteps` called).
         num_inference_steps: The number of steps.
+        mu: A flow-matching scheduler's dynamic shift (`use_dynamic_shifting=True`), else None.
 
     Returns:
         `{"solver", "time_grid", "eps", **options}` for `ds.sample`.
@@ -379,7 +445,7 @@ def match_scheduler(scheduler: Any, num_inference_steps: int) -> dict[str, Any]:
         known = ", ".join(sorted(_MATCHES))
         raise ValueError(f"no diffsolve solver makes {name}'s update; the schedulers matched: {known}")
     solver, options = match(config, name)
-    grid = scheduler_times(scheduler, num_inference_steps)
+    grid = scheduler_times(scheduler, num_inference_steps, mu=mu)
     return {"solver": solver, "time_grid": grid, "eps": grid[-1], **options}
 
 
@@ -419,7 +485,17 @@ def _ddpm(config: Any, name: str) -> tuple[str, dict[str, Any]]:
     return "ddim_eta", {"eta": 1.0}
 
 
+def _flow(solver: str) -> Callable[[Any, str], tuple[str, dict[str, Any]]]:
+    def match(config: Any, name: str) -> tuple[str, dict[str, Any]]:
+        _refuse_unless(config, name, stochastic_sampling=False, invert_sigmas=False)
+        return solver, {}
+
+    return match
+
+
 _MATCHES: dict[str, Any] = {
+    "FlowMatchEulerDiscreteScheduler": _flow("flow_euler"),
+    "FlowMatchHeunDiscreteScheduler": _flow("flow_heun"),
     "DDIMScheduler": lambda config, name: ("ddim", {}),
     "EulerDiscreteScheduler": lambda config, name: ("ddim", {}),
     "EulerAncestralDiscreteScheduler": lambda config, name: ("euler_ancestral", {"eta": 1.0}),

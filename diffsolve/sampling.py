@@ -373,12 +373,20 @@ def _check_problem_and_grid(method: Solver, score: Score, sde: SDE, time_grid: o
     """`check_problem`, and an explicit `time_grid` checked against the solver: `(grid or None, steps, eps,
     time_grid kind)`. With a grid, `eps` may be its last time as a tensor, or 0 (the clean data) for a
     solver that can step there."""
+    if isinstance(sde, SDE) and sde.zero_terminal_snr and not method.velocity:
+        can = ", ".join(s.name for s in solvers() if s.velocity)
+        raise ValueError(
+            f"{method.name} cannot start on {sde!r}, which ends at zero signal (alpha_T = 0, where the score "
+            f"does not determine the velocity); the solvers that can, on a velocity model: {can}. Or end the "
+            "path before (RectifiedFlow() has T = 0.999)"
+        )
     if not isinstance(time_grid, Tensor):
-        check_problem(score, sde, eps)
+        check_problem(score, sde, eps, velocity_solver=method.velocity)
         return None, steps, eps, time_grid
     if isinstance(eps, Tensor) and eps.numel() == 1:  # eps=time_grid[-1]
         eps = float(eps)
-    check_problem(score, sde, sde.T / 2 if _is_zero(eps) else eps)  # eps = 0 is checked with the grid
+    # eps = 0 is checked with the grid
+    check_problem(score, sde, sde.T / 2 if _is_zero(eps) else eps, velocity_solver=method.velocity)
     explicit, steps = _check_explicit_grid(method, time_grid, steps, sde, eps)
     return explicit, steps, float(explicit[-1]), "explicit"
 

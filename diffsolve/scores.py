@@ -81,6 +81,15 @@ class ScoreModel(nn.Module):
         classes = getattr(self.net, "num_classes", None)
         return classes if isinstance(classes, int) and hasattr(self.net, "label_embed") else None
 
+    def velocity(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        r"""The probability-flow ODE's drift $dx/dt = f(t)x - \tfrac12 g(t)^2 s(x, t)$ in forward time: the
+        network's own output for a `"velocity"` model (defined at $\alpha = 0$, where the score does not
+        determine it), else computed from the score. `t` is `(B,)`."""
+        if self.parameterization == "velocity":
+            out = self.net(x, t) if y is None else self.net(x, t, y)
+            return check_output(out, x, "the network net(x, t) of this ScoreModel ('velocity')")
+        return self.sde.pf_drift(x, t, self(x, t) if y is None else self(x, t, y))
+
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         out = self.net(x, t) if y is None else self.net(x, t, y)  # y: labels of a class-conditional net
         check_output(out, x, f"the network net(x, t) of this ScoreModel ({self.parameterization!r})")
@@ -218,13 +227,15 @@ def check_output(out: object, x: Tensor, what: str) -> Tensor:
     return out
 
 
-def check_problem(score: object, sde: object, eps: float) -> None:
+def check_problem(score: object, sde: object, eps: float, *, velocity_solver: bool = False) -> None:
     """The checks every solve starts with: a diffsolve SDE, a callable score, and eps in (0, T).
 
     Args:
         score: What should be a `Score`.
         sde: What should be a diffsolve `SDE`.
         eps: What should be the truncation time, in (0, T).
+        velocity_solver: The solve steps on a velocity model's output (`Solver.velocity`), so it may
+            start where alpha_T = 0 (`SDE.zero_terminal_snr`); every other solve is refused there.
 
     Raises:
         TypeError: If `sde` is not a diffsolve SDE or `score` is not callable.
@@ -240,6 +251,13 @@ def check_problem(score: object, sde: object, eps: float) -> None:
     check_positive(eps, "eps")
     if not eps < sde.T:
         raise ValueError(f"eps must lie in (0, T) = (0, {sde.T}), got {eps!r}")
+    if sde.zero_terminal_snr and not (velocity_solver and callable(getattr(score, "velocity", None))):
+        raise ValueError(
+            f"{sde!r} ends at zero signal (alpha_T = 0): the score there is the prior's and does not determine "
+            "the velocity, so only a velocity model (ScoreModel(net, path, 'velocity')) sampled by a solver "
+            "that steps on it (Solver.velocity: flow matching's Euler and Heun) starts there; for anything "
+            "else end the path before (RectifiedFlow() has T = 0.999)"
+        )
     own = getattr(score, "sde", None)
     if isinstance(own, SDE) and own != sde:
         raise ValueError(

@@ -178,6 +178,13 @@ class SDE(abc.ABC):
         g2 = append_dims(self._g2(t).to(x.dtype), x.dim())
         return append_dims(self._f(t).to(x.dtype), x.dim()) * x - 0.5 * g2 * score
 
+    @property
+    def zero_terminal_snr(self) -> bool:
+        r"""Whether $\alpha_T = 0$: the marginal at T is the prior itself and holds nothing of the data
+        (`RectifiedFlow(T=1)`). The score there is the prior's and does not determine the velocity,
+        so only a solver that steps on a velocity model's output (`Solver.velocity`) starts there."""
+        return float(self.marginal(torch.tensor([self.T], dtype=torch.float64))[0][0]) == 0.0
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
         return f"{type(self).__name__}({args})"
@@ -556,19 +563,25 @@ class AffinePath(SDE):
         self.name = str(name)
         grid = torch.linspace(0.0, self.T, 257, dtype=torch.float64)
         a, s = alpha(grid), sigma(grid)
-        if not (bool(torch.isfinite(a).all()) and bool((a > 0).all())):
+        # alpha may vanish at T itself (zero terminal SNR, `zero_terminal_snr`), nowhere before it
+        if not (bool(torch.isfinite(a).all()) and bool((a[:-1] > 0).all()) and float(a[-1]) >= 0):
             raise ValueError(
-                f"alpha must be finite and positive on [0, T = {self.T}] (at T, end before it vanishes)"
+                f"alpha must be finite and positive on [0, T = {self.T}) and >= 0 at T (end at or before it vanishes)"
             )
         if not (bool(torch.isfinite(s).all()) and bool((s >= 0).all()) and bool((s.diff() > 0).all())):
             raise ValueError(f"sigma must be finite, non-negative and increasing on [0, T = {self.T}]")
+        a, s, grid = a[:-1], s[:-1], grid[:-1]  # g^2 is infinite where alpha = 0
         g2 = 2 * s * d_sigma(grid) - 2 * (d_alpha(grid) / a) * s**2
         if not (bool(torch.isfinite(g2).all()) and bool((g2 >= -1e-12).all())):
             raise ValueError(
                 "the path's g(t)^2 = 2 sigma sigma' - 2 (alpha'/alpha) sigma^2 must be finite and >= 0 on "
                 f"[0, T = {self.T}]: its signal-to-noise ratio alpha/sigma must not increase with t"
             )
-        self._prior_std = float(s[-1]) if prior_std is None else float(prior_std)
+        self._prior_std = (
+            float(sigma(torch.tensor([self.T], dtype=torch.float64))[0])
+            if prior_std is None
+            else float(prior_std)
+        )
         check_positive(self._prior_std, "prior_std")
 
     def params(self) -> dict[str, float]:
@@ -613,18 +626,22 @@ class RectifiedFlow(AffinePath):
     $\alpha_t = 1 - t$, $\sigma_t = t$; the velocity a flow-matching network predicts is
     $v = \epsilon - x_0$ (`ScoreModel(net, path, "velocity")`), and $dx/dt = v$ is this path's
     probability-flow ODE. Its SDE form has $f = -1/(1 - t)$ and $g^2 = 2t/(1 - t)$, infinite at
-    $t = 1$ (where $\alpha = 0$, the log-SNR is $-\infty$), so the path ends at $T < 1$, by default
+    $t = 1$ (where $\alpha = 0$, the log-SNR is $-\infty$), so by default the path ends at
     $T = 0.999$, with the prior $N(0, T^2 I)$: the marginal there is $0.001\,x_0 + 0.999\,\epsilon$, a
-    prior mismatch a likelihood can remove with `prior_log_prob` (the exact marginal at T).
+    prior mismatch a likelihood can remove with `prior_log_prob` (the exact marginal at T). Every
+    sampler and `log_likelihood` run there. `RectifiedFlow(T=1)` is the path SD3 and FLUX sample
+    (prior exactly $N(0, I)$, zero terminal SNR): only the solvers that step on a velocity model's
+    output start there (`flow_euler`, `flow_heun`, `Solver.velocity`), since the score at $t = 1$
+    is the prior's and does not determine the velocity.
 
     Args:
-        T: The end time, in (0, 1).
+        T: The end time, in (0, 1].
     """
 
     def __init__(self, T: float = 0.999) -> None:
         _check_finite(T=T)
-        if not 0.0 < T < 1.0:
-            raise ValueError(f"T must be in (0, 1) (alpha = 1 - t vanishes at 1), got {T!r}")
+        if not 0.0 < T <= 1.0:
+            raise ValueError(f"T must be in (0, 1] (alpha = 1 - t vanishes at 1), got {T!r}")
         super().__init__(
             lambda t: 1.0 - t, lambda t: t, lambda t: -torch.ones_like(t), lambda t: torch.ones_like(t),
             T=T, name="rectified",

@@ -1,6 +1,7 @@
 """The diffusers bridge, against diffusers' own DDIMScheduler loop on a small random UNet2DModel (offline)."""
 
 import json
+import math
 import os
 import re
 import warnings
@@ -218,15 +219,19 @@ def test_every_grid_solver_steps_to_sigma_zero_or_says_why(steps):
             continue
         ran += 1
         x = out.trajectory[-2]
-        denoised = (x + sigma**2 * score(x, torch.full((500,), float(grid[-2]), dtype=x.dtype))) / alpha
-        if info.name == "unipc":
+        t_last = torch.full((500,), float(grid[-2]), dtype=x.dtype)
+        denoised = (x + sigma**2 * score(x, t_last)) / alpha
+        if info.velocity:  # flow matching's Euler / Heun: the last step is Euler in t on the velocity
+            euler = x - float(grid[-2]) * sde.pf_drift(x, t_last, score(x, t_last))
+            assert torch.allclose(out.samples, euler, rtol=0, atol=1e-10), info.name
+        elif info.name == "unipc":
             # UniPC keeps the model at its predictor, not at the corrected state the trajectory holds, so
             # its last step denoises a point one corrector away (measured mean distance 0.01 at 20 steps).
             assert bool(torch.isfinite(out.samples).all())
             assert (out.samples - denoised).norm(dim=1).mean() < 0.05
         else:
             assert torch.allclose(out.samples, denoised, rtol=0, atol=1e-10), info.name  # float64 round-off
-    assert ran >= 7  # ddim, dpm_solver++2m, ++3m, unipc, deis, ipndm, edm_heun; single-step ones refuse
+    assert ran >= 9  # ddim, dpm_solver++2m, ++3m, unipc, deis, ipndm, edm_heun, flow_euler, flow_heun
 
 
 def _exact_eps_model(sde, score):
@@ -433,3 +438,52 @@ def test_a_stochastic_scheduler_is_not_registered():
 
     with pytest.raises(ValueError, match="draws its own noise"):
         register_scheduler(diffusers.EulerAncestralDiscreteScheduler)
+
+
+FLOW_MATCH = {
+    "FlowMatchEuler, shift 3 (SD3)": (lambda: diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0), None),
+    "FlowMatchEuler, shift 1": (lambda: diffusers.FlowMatchEulerDiscreteScheduler(), None),
+    "FlowMatchEuler, dynamic shift (FLUX, 1024 px)": (
+        lambda: diffusers.FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True),
+        math.log(ds.samplers.grids.dynamic_shift(4096)),
+    ),
+    "FlowMatchHeun, shift 3": (lambda: diffusers.FlowMatchHeunDiscreteScheduler(shift=3.0), None),
+}
+
+
+@pytest.mark.parametrize("steps", [10, 25])
+@pytest.mark.parametrize("name", list(FLOW_MATCH))
+def test_a_flow_matching_model_and_its_schedulers_loop_are_reproduced(unet, tmp_path, name, steps):
+    # A diffusers flow-matching model (velocity eps - x0, timestep = sigma * 1000) saved with its scheduler:
+    # from_diffusers puts it on RectifiedFlow(T=1), and match_scheduler's flow_euler / flow_heun start at
+    # sigma = 1 (the prior itself) and step to 0 on the scheduler's sigmas, as its own loop does.
+    make, mu = FLOW_MATCH[name]
+    unet.save_pretrained(tmp_path)
+    make().save_pretrained(tmp_path)
+    score = from_diffusers(tmp_path)
+    assert score.sde == ds.RectifiedFlow(T=1.0) and score.parameterization == "velocity"
+    x = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    scheduler = make()
+    scheduler.set_timesteps(steps, **({} if mu is None else {"mu": mu}))
+    theirs = x.clone()
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            theirs = scheduler.step(unet(theirs, t).sample, t, theirs).prev_sample
+        kwargs = match_scheduler(make(), steps, mu=mu)
+        out = ds.sample(score, score.sde, x_T=x, progress=False, **kwargs)
+    assert float(kwargs["time_grid"][0]) == 1.0 and float(kwargs["time_grid"][-1]) == 0.0
+    assert out.nfe == len(scheduler.timesteps)  # Heun: 2 per step, 1 on the last (to sigma = 0)
+    rel = float((out.samples - theirs).abs().max() / theirs.abs().max())
+    assert rel <= 1e-5, rel
+
+
+def test_a_zero_terminal_snr_path_is_refused_where_the_velocity_is_not_known(unet):
+    score = from_diffusers(unet, diffusers.FlowMatchEulerDiscreteScheduler())
+    with pytest.raises(ValueError, match="flow_euler, flow_heun"):
+        ds.sample(score, score.sde, 2, event_shape=(1, 8, 8), solver="ddim", steps=5, progress=False)
+    with pytest.raises(ValueError, match="zero signal"):
+        ds.log_likelihood(score, score.sde, torch.zeros(2, 1, 8, 8), progress=False)
+    with pytest.raises(ValueError, match="dynamic_shifting"):
+        match_scheduler(diffusers.FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True), 10)
+    with pytest.raises(ValueError, match="stochastic_sampling"):
+        match_scheduler(diffusers.FlowMatchEulerDiscreteScheduler(stochastic_sampling=True), 10)

@@ -5,7 +5,8 @@ the built-ins, in the order `solvers()` lists them.
 """
 
 from . import generic  # noqa: I001, F401  (each module registers its solvers: this is the listing order)
-from . import diffusion, singlestep, multistep, ancestral, adaptive_sde, pc, onestep, per_sample, inverse  # noqa: I001, F401
+from . import diffusion, singlestep, multistep, ancestral, adaptive_sde, pc, onestep, per_sample  # noqa: I001, F401
+from . import flow, inverse  # noqa: I001, F401
 from .base import ScoreLedger, SolveOutput, SolveRequest
 from .scheduler import register_scheduler
 from .registry import (

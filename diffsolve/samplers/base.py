@@ -125,6 +125,15 @@ class ScoreLedger(ScoreCalls):
         tb = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[0])
         return self.evaluate(x, tb, tb[0])
 
+    def velocity(self, x: Tensor, t: float | Tensor) -> Tensor:
+        r"""$dx/dt$ in forward time (one NFE): a velocity model's own output where the score has a
+        `velocity` method (`ScoreModel`), else the probability-flow drift computed from the score."""
+        own = getattr(self.score, "velocity", None)
+        if own is None:
+            return self.pf_drift(x, t)
+        tb = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[0])
+        return self.evaluate(x, tb, tb[0], score=own)
+
     def pf_drift(self, x: Tensor, t: float | Tensor) -> Tensor:
         r"""The probability-flow ODE's drift $f(t)x - \tfrac12 g(t)^2 s(x, t)$ in forward time (one NFE)."""
         s = self(x, t)

@@ -106,7 +106,11 @@ class Solver:
             first-k-of-2k and chunked-equals-one-batch for every fixed-step solver that says so.
             Every stochastic solver, invariant or not, must give different samples different noise.
         clean_end: Whether it can step to $\sigma = 0$: an explicit `time_grid` ending at t = 0 (a discrete
-            schedule's clean data, `sample(..., eps=0)`), its last step first order in data prediction.
+            schedule's clean data, `sample(..., eps=0)`), its last step first order in data prediction (or,
+            for a `velocity` solver, Euler in t, which never evaluates the velocity at t = 0).
+        velocity: Whether it steps on the velocity $dx/dt$ itself (`ScoreModel.velocity`, a flow-matching
+            network's own output), which is defined where $\alpha = 0$: the solvers that may start at a
+            path's zero terminal SNR (`RectifiedFlow(T=1)`, `SDE.zero_terminal_snr`).
     """
 
     name: str
@@ -134,6 +138,7 @@ class Solver:
     backend: Literal["torchsde", "torchdiffeq", "diffsolve"] = "diffsolve"
     budget: Literal["steps", "nfe", "tolerance"] | None = None
     clean_end: bool = False
+    velocity: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
