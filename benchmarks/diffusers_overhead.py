@@ -34,7 +34,12 @@ class ExactEps(nn.Module):
         self.sde, self.score = sde, ds.GaussianMixture.ring2d().score_fn(sde)
 
     def forward(self, x: torch.Tensor, timestep: torch.Tensor) -> SimpleNamespace:
-        t = ((torch.as_tensor(timestep, dtype=torch.float64) + 1) / self.sde.N).reshape(-1).expand(x.shape[0])
+        # One timestep for the batch, whether it comes 0-d (diffusers' loop) or expanded over the batch
+        # (diffsolve's): the mixture's score then computes its moments once, as a UNet embeds it once.
+        timestep = torch.as_tensor(timestep)
+        if timestep.dim() == 1 and timestep.stride(0) == 0:
+            timestep = timestep[:1]
+        t = ((timestep.to(torch.float64) + 1) / self.sde.N).reshape(-1).expand(x.shape[0])
         _, sigma = self.sde.marginal(t)
         return SimpleNamespace(sample=(-sigma[:, None] * self.score(x.double(), t)).to(x.dtype))
 
