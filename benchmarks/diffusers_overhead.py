@@ -7,8 +7,8 @@ network from the same noise: diffusers' `scheduler.step` loop, and `ds.sample(sc
 x_T=x, **match_scheduler(scheduler, k))` with `score = interop.from_diffusers(net, scheduler)`. Two
 networks: ring2d's exact eps-model written as a diffusers-style module (`net(x, timestep).sample`),
 batch 5000, where the loop's own overhead shows; and a small random `UNet2DModel` on 1x8x8 images,
-batch 1, where per-call costs show. Printed: the median wall time of 5 runs of each, per NFE, and
-their ratio (ours / theirs), all measured in this run on this machine.
+batch 1, where per-call costs show. Printed: the median wall time of 15 runs of each (the two loops
+alternating), per NFE, and their ratio (ours / theirs), all measured in this run on this machine.
 """
 
 from __future__ import annotations
@@ -53,20 +53,23 @@ def their_loop(net: nn.Module, scheduler, x: torch.Tensor, steps: int) -> torch.
     return x
 
 
-def timed(fn, runs: int) -> float:
-    times = []
+def timed(fns, runs: int) -> list[float]:
+    """The median wall time of each function over `runs` rounds, the functions alternating within a
+    round, so that a slow spell of a shared machine falls on both loops alike."""
+    times = [[] for _ in fns]
     for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for fn, out in zip(fns, times, strict=True):
+            start = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--small", action="store_true", help="two schedulers, 10 steps, 2 runs each")
+    parser.add_argument("--small", action="store_true", help="two schedulers, 10 steps, 3 runs each")
     args = parser.parse_args()
     import diffusers
 
@@ -79,7 +82,7 @@ def main() -> None:
     }
     if args.small:
         schedulers = dict(list(schedulers.items())[:2])
-    steps, runs = (10, 2) if args.small else (25, 5)
+    steps, runs = (10, 3) if args.small else (25, 15)
     sde = ds.DiscreteVPSDE()
     torch.manual_seed(0)
     unet = diffusers.UNet2DModel(
@@ -105,9 +108,9 @@ def main() -> None:
                 theirs = their_loop(net, scheduler, x, steps)
                 ours = ds.sample(score, score.sde, x_T=x, progress=False, **kw)
                 diff = float((ours.samples - theirs).abs().max() / theirs.abs().max())
-                t_theirs = timed(functools.partial(their_loop, net, scheduler, x, steps), runs) / steps
                 solve = functools.partial(ds.sample, score, score.sde, x_T=x, progress=False, **kw)
-                t_ours = timed(solve, runs) / ours.nfe
+                t_theirs, t_ours = timed([functools.partial(their_loop, net, scheduler, x, steps), solve], runs)
+                t_theirs, t_ours = t_theirs / steps, t_ours / ours.nfe
                 print(
                     f"| {label} | {name} | {1e3 * t_theirs:.3f} | {1e3 * t_ours:.3f} | {t_ours / t_theirs:.2f} | "
                     f"{diff:.1e} |"

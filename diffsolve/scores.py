@@ -98,11 +98,11 @@ class ScoreModel(nn.Module):
         if self.parameterization == "velocity":  # u = f x - g^2 s / 2, the probability-flow drift
             g2 = append_dims(self.sde.g2(t).to(x.dtype), x.dim())
             return -2.0 * (out - self.sde.drift(x, t)) / g2
-        alpha, sigma = self.sde.marginal(shared_time(t))  # (1,) where every row has the same time
-        alpha = append_dims(alpha.to(x.dtype), x.dim())
+        log_alpha, sigma = self.sde.log_alpha_sigma(shared_time(t))  # (1,) where every row has the same time
         sigma = append_dims(sigma.to(x.dtype), x.dim())
-        if self.parameterization == "eps":
+        if self.parameterization == "eps":  # alpha is not needed
             return -out / sigma
+        alpha = append_dims(log_alpha.exp().to(x.dtype), x.dim())
         if self.parameterization == "v":
             return -(sigma * x + alpha * out) / (sigma * (alpha**2 + sigma**2))
         return (alpha * out - x) / sigma**2
