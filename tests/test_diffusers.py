@@ -487,3 +487,25 @@ def test_a_zero_terminal_snr_path_is_refused_where_the_velocity_is_not_known(une
         match_scheduler(diffusers.FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True), 10)
     with pytest.raises(ValueError, match="stochastic_sampling"):
         match_scheduler(diffusers.FlowMatchEulerDiscreteScheduler(stochastic_sampling=True), 10)
+
+
+def test_the_wrappers_timestep_for_one_shared_time_is_the_per_row_one():
+    # One time expanded over the batch takes a Python-float path; the network must see the same timestep
+    # as when every row carries its own copy of that time (the tensor path), snapped or not.
+    from diffsolve.interop import DiffusersUNet
+
+    seen = []
+
+    def unet(x, n):
+        seen.append(n.clone())
+        return torch.zeros_like(x)
+
+    sde = ds.DiscreteVPSDE()
+    wrapper = DiffusersUNet(unet, sde)
+    x = torch.zeros(3, 2)
+    for value in (1e-3, 0.5, 0.5 + 3e-7, 0.12345, 1.0):
+        for dtype in (torch.float32, torch.float64):
+            seen.clear()
+            wrapper(x.to(dtype), torch.tensor(value, dtype=dtype).expand(3))
+            wrapper(x.to(dtype), torch.full((3,), value, dtype=dtype))
+            assert torch.equal(seen[0], seen[1]), (value, dtype, seen)

@@ -219,3 +219,22 @@ def test_a_model_on_each_schedule_round_trips_through_a_checkpoint(sde, tmp_path
     assert loaded.sde == sde
     with torch.no_grad():
         assert torch.equal(loaded(x, t), model(x, t))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_one_time_of_the_discrete_schedule_is_the_tensor_paths_to_the_bit(dtype):
+    # One time on the CPU takes a Python-float path (every grid solver's call); it must give the very
+    # numbers of the tensor path, at the knots, between them and at both ends.
+    sde = ds.DiscreteVPSDE()
+    t = torch.cat(
+        [torch.rand(500, dtype=torch.float64) * sde.T, torch.tensor([0.0, 1e-3, 0.5, 999 / 1000, 1.0])]
+    )
+    t = t.to(dtype)
+    log_alpha, sigma = sde.log_alpha_sigma(t)  # many times: the tensor path
+    for i in range(len(t)):
+        one = sde.log_alpha_sigma(t[i : i + 1])
+        assert (
+            one[0].dtype == dtype
+            and torch.equal(one[0], log_alpha[i : i + 1])
+            and torch.equal(one[1], sigma[i : i + 1])
+        )
