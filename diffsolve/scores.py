@@ -84,20 +84,24 @@ class ScoreModel(nn.Module):
     def velocity(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         r"""The probability-flow ODE's drift $dx/dt = f(t)x - \tfrac12 g(t)^2 s(x, t)$ in forward time: the
         network's own output for a `"velocity"` model (defined at $\alpha = 0$, where the score does not
-        determine it), else computed from the score. `t` is `(B,)`."""
-        if self.parameterization == "velocity":
-            out = self.net(x, t) if y is None else self.net(x, t, y)
-            return check_output(out, x, "the network net(x, t) of this ScoreModel ('velocity')")
-        return self.sde.pf_drift(x, t, self(x, t) if y is None else self(x, t, y))
+        determine it), else computed from the score. `t` is `(B,)`. The same as
+        `model(x, t, y, velocity=True)`, which goes through the module's call (and so through a
+        `DistributedDataParallel` wrapper)."""
+        return self(x, t, y, velocity=True)
 
-    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None, *, velocity: bool = False) -> Tensor:
         out = self.net(x, t) if y is None else self.net(x, t, y)  # y: labels of a class-conditional net
         check_output(out, x, f"the network net(x, t) of this ScoreModel ({self.parameterization!r})")
-        if self.parameterization == "score":
-            return out
         if self.parameterization == "velocity":  # u = f x - g^2 s / 2, the probability-flow drift
+            if velocity:
+                return out
             g2 = append_dims(self.sde.g2(t).to(x.dtype), x.dim())
             return -2.0 * (out - self.sde.drift(x, t)) / g2
+        score = out if self.parameterization == "score" else self._score(out, x, t)
+        return self.sde.pf_drift(x, t, score) if velocity else score
+
+    def _score(self, out: Tensor, x: Tensor, t: Tensor) -> Tensor:
+        """The score from an eps, v or x0 network's output."""
         log_alpha, sigma = self.sde.log_alpha_sigma(shared_time(t))  # (1,) where every row has the same time
         sigma = append_dims(sigma.to(x.dtype), x.dim())
         if self.parameterization == "eps":  # alpha is not needed

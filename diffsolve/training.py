@@ -7,9 +7,12 @@ $$\lambda(t)\,\big\|s_\theta(x_t, t) + z/\sigma_t\big\|^2 \quad(\text{summed ove
 whose minimiser is the true score (Vincent 2011). Weightings: `"eps"`, $\lambda = \sigma_t^2$ (the
 usual noise-prediction loss $\|\hat\epsilon - z\|^2$ for an eps-network); `"likelihood"`,
 $\lambda = g(t)^2$, which makes the loss an upper bound on the negative log-likelihood up to a
-constant (Song et al. 2021). With `importance_sampling=True` the likelihood weighting draws $t$
-with density $\propto g^2/\sigma^2$ instead (tabulated on a fine grid and inverted), which keeps
-the same expectation at a much lower variance.
+constant (Song et al. 2021); `"velocity"`, flow matching's loss $\|\hat v - (\dot\alpha_t x_0 +
+\dot\sigma_t z)\|^2$ on the model's velocity (`ScoreModel.velocity`; $\|\hat v - (z - x_0)\|^2$ on the
+straight path), which is $\lambda = g(t)^4/4$ (Lipman et al. 2023; Liu et al. 2023). With
+`importance_sampling=True` the likelihood weighting draws $t$ with density $\propto g^2/\sigma^2$
+instead (tabulated on a fine grid and inverted), which keeps the same expectation at a much lower
+variance.
 
 All randomness comes from one `torch.Generator` seeded by `seed`; a checkpoint stores the weights,
 the EMA weights, the optimiser state and that generator's state, so a run resumed from it continues
@@ -17,6 +20,8 @@ exactly as the uninterrupted run would have.
 
 References:
     Vincent, "A connection between score matching and denoising autoencoders", 2011.
+    Lipman, Chen, Ben-Hamu, Nickel, Le, "Flow Matching for Generative Modeling", ICLR 2023.
+    Liu, Gong, Liu, "Flow Straight and Fast: Learning to Generate and Transfer Data with Rectified Flow", ICLR 2023.
     Song, Durkan, Murray, Ermon, "Maximum Likelihood Training of Score-Based Diffusion Models", NeurIPS 2021.
 """
 
@@ -44,6 +49,7 @@ from ._validation import append_dims, check_batched, check_bool, check_positive,
 from .datasets import dequantize as dequantize_data
 from .io import atomic_write_bytes, directory_lock, remove_stale_temporaries
 from .scores import ScoreModel
+from .sde import AffinePath
 
 __all__ = [
     "TrainResult", "train", "dsm_loss", "saved_run", "ResumeError", "SAFE_CHANGES", "ema_decay_at", "ema_initial_share",
@@ -147,7 +153,8 @@ def dsm_loss(
         x0: Clean data `(B, *event)`.
         t: Times `(B,)`.
         z: The standard normal noise that perturbs `x0`, shaped like it.
-        weighting: `"eps"` ($\lambda = \sigma_t^2$) or `"likelihood"` ($\lambda = g(t)^2$).
+        weighting: `"eps"` ($\lambda = \sigma_t^2$), `"likelihood"` ($\lambda = g(t)^2$) or `"velocity"`
+            (flow matching's velocity regression, $\lambda = g(t)^4/4$).
         importance_norm: With `"likelihood"` and `t` drawn from the importance density, the
             constant that makes the estimate unbiased; None for uniform `t`.
         y: Labels `(B,)` for a class-conditional model, or None.
@@ -160,6 +167,19 @@ def dsm_loss(
     alpha, sigma = sde.marginal(t)
     a, s = append_dims(alpha, x0.dim()), append_dims(sigma, x0.dim())
     xt = a * x0 + s * z
+    if weighting == "velocity":
+        # the target d/dt (alpha x0 + sigma z) = alpha' x0 + sigma' z, with alpha' = f alpha and
+        # sigma' = (2 f sigma^2 + g^2) / (2 sigma) (z - x0 on the straight path)
+        if isinstance(sde, AffinePath):  # its own derivatives: no cancellation where f and g^2 are large
+            d_alpha, d_sigma = (
+                append_dims(d(t.double()).to(t.dtype), x0.dim()) for d in (sde._d_alpha, sde._d_sigma)
+            )
+        else:
+            f, g2 = append_dims(sde._f(t), x0.dim()), append_dims(sde.g2(t), x0.dim())
+            d_alpha, d_sigma = f * a, (2 * f * s**2 + g2) / (2 * s)
+        target = d_alpha * x0 + d_sigma * z
+        v = model.velocity(xt, t) if y is None else model.velocity(xt, t, y)
+        return (v - target).flatten(1).square().sum(1).mean()
     # s_theta * sigma + z: the residual in units of the noise, well scaled at every t.
     out = model(xt, t) if y is None else model(xt, t, y)
     resid = (out * s + z).flatten(1).square().sum(1)
@@ -212,7 +232,8 @@ def train(
         lr: Peak learning rate.
         lr_schedule: `"constant"` or `"cosine"` (from `lr` down to 0 at step `steps`).
         warmup_steps: Steps of linear warm-up from 0 to `lr` before the schedule.
-        weighting: `"eps"` (lambda = sigma^2) or `"likelihood"` (lambda = g^2).
+        weighting: `"eps"` (lambda = sigma^2), `"likelihood"` (lambda = g^2) or `"velocity"` (flow
+            matching's velocity regression, lambda = g^4/4).
         importance_sampling: With `"likelihood"`, draw t with density proportional to g^2/sigma^2.
         eps: Smallest training time.
         optimizer: `"adam"` or `"adamw"`.
@@ -547,6 +568,10 @@ class _Replicated:
     def __call__(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         return self.ddp(x, t) if y is None else self.ddp(x, t, y)
 
+    def velocity(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        """`ScoreModel.velocity` through the wrapper (so that DDP averages its gradients)."""
+        return self.ddp(x, t, y, velocity=True)
+
     def slice(self, batch_size: int) -> tuple[int, int]:
         """This rank's rows of the global batch."""
         return distributed.shard(batch_size, self.rank, self.ranks)
@@ -588,8 +613,8 @@ def _check_arguments(
         or not 0 <= warmup_steps < steps
     ):
         raise ValueError(f"warmup_steps must be an integer in [0, steps), got {warmup_steps!r}")
-    if weighting not in ("eps", "likelihood"):
-        raise ValueError(f"weighting must be 'eps' or 'likelihood', got {weighting!r}")
+    if weighting not in ("eps", "likelihood", "velocity"):
+        raise ValueError(f"weighting must be 'eps', 'likelihood' or 'velocity', got {weighting!r}")
     if importance_sampling and weighting != "likelihood":
         raise ValueError("importance_sampling applies to weighting='likelihood' only")
     if optimizer not in ("adam", "adamw"):

@@ -98,7 +98,7 @@ def test_importance_sampling_keeps_the_expectation():
 def test_training_bad_input():
     model = _model()
     data = torch.randn(100, 2)
-    with pytest.raises(ValueError, match="weighting must be 'eps' or 'likelihood', got 'mse'"):
+    with pytest.raises(ValueError, match="weighting must be 'eps', 'likelihood' or 'velocity', got 'mse'"):
         train(model, data, steps=1, weighting="mse", progress=False)
     with pytest.raises(ValueError, match="importance_sampling applies to weighting='likelihood' only"):
         train(model, data, steps=1, importance_sampling=True, progress=False)
@@ -396,3 +396,62 @@ def test_resume_on_other_data_or_labels_is_refused(tmp_path):
         train(
             ds.ScoreModel(net(), ds.VPSDE(), "eps"), x, labels=(y + 1) % 8, resume=True, **{**run, "steps": 6}
         )
+
+
+def test_the_velocity_loss_is_flow_matchings_regression_on_z_minus_x0():
+    # On the straight path the target is z - x0 (the velocity eps - x0 of SD3 / FLUX): a network that
+    # returns a constant c has loss ||c - (z - x0)||^2, computed here by hand.
+    class Constant(torch.nn.Module):
+        def forward(self, x, t):
+            return torch.full_like(x, 0.25)
+
+    rf = ds.RectifiedFlow()
+    gen = torch.Generator().manual_seed(0)
+    x0, z = (
+        torch.randn(64, 2, generator=gen, dtype=torch.float64),
+        torch.randn(64, 2, generator=gen, dtype=torch.float64),
+    )
+    t = torch.rand(64, generator=gen, dtype=torch.float64) * 0.99 + 0.005
+    loss = dsm_loss(ds.ScoreModel(Constant(), rf, "velocity"), x0, t, z, "velocity")
+    torch.testing.assert_close(loss, (0.25 - (z - x0)).square().sum(1).mean(), rtol=1e-12, atol=0)
+    # and on any SDE it is the score loss weighted by g^4 / 4: ||v - v*||^2 = (g^2/2)^2 ||s + z/sigma||^2
+    vp, model = ds.VPSDE(), _model().double()
+    per_row = [
+        dsm_loss(model, x0[i : i + 1], t[i : i + 1], z[i : i + 1], w)
+        for w in ("velocity", "eps")
+        for i in range(4)
+    ]
+    g2, sigma = vp.g2(t[:4]), vp.marginal(t[:4])[1]
+    torch.testing.assert_close(
+        torch.stack(per_row[:4]), torch.stack(per_row[4:]) * g2**2 / (4 * sigma**2), rtol=1e-9, atol=0
+    )
+
+
+def test_flow_matchings_loss_trains_a_velocity_network():
+    rf, gm = ds.RectifiedFlow(), ds.GaussianMixture.ring2d()
+    torch.manual_seed(0)
+    model = ds.ScoreModel(ScoreMLP(2, width=64, depth=2), rf, "velocity")
+    x = gm.marginal(0.5, rf).sample(2000, seed=1, dtype=torch.float32)
+    t = torch.full((2000,), 0.5)
+
+    def error(m):
+        with torch.no_grad():
+            return (
+                (m.velocity(x, t) - gm.score_fn(rf).velocity(x.double(), t.double()).float())
+                .square()
+                .sum(1)
+                .mean()
+                .sqrt()
+                .item()
+            )
+
+    before = error(model)
+    res = train(
+        model,
+        gm.sample(20_000, seed=0, dtype=torch.float32),
+        steps=300,
+        weighting="velocity",
+        progress=False,
+        ema_decay=0.9,
+    )
+    assert error(res.ema_model) < 0.5 * before, (before, error(res.ema_model))

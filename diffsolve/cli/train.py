@@ -73,7 +73,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     tr.add_argument("--device", default="cpu", help="torch device to train on, e.g. cpu or cuda")
     tr.add_argument("--out", required=True, help="checkpoint directory")
     tr.add_argument(
-        "--weighting", choices=["eps", "likelihood"], default="eps", help="loss weighting lambda(t)"
+        "--weighting",
+        choices=["eps", "likelihood", "velocity"],
+        default="eps",
+        help="loss weighting lambda(t): eps (sigma^2), likelihood (g^2), velocity (flow matching's velocity MSE, g^4/4)",
     )
     tr.add_argument(
         "--importance-sampling",
