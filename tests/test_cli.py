@@ -285,3 +285,24 @@ def test_compare_a_diffusers_model_with_its_own_scheduler(tmp_path, capsys):
     assert "judged against a converged float64 dopri5 reference of 32 points" in out
     assert "diffusers:DPMSolverMultistepScheduler" not in [s.name for s in ds.solvers()]  # unregistered after
     assert main(["compare", "--diffusers", str(tmp_path / "model"), "--sde", "vp", "--no-progress"]) == 2
+
+
+def test_compare_a_diffusers_flow_matching_model(tmp_path, capsys):
+    # A flow-matching model (FlowMatchEulerDiscreteScheduler) is compared on RectifiedFlow() (T = 0.999),
+    # where every solver starts, flow matching's own Euler and Heun among them.
+    diffusers = pytest.importorskip("diffusers")
+    torch.manual_seed(0)
+    unet = diffusers.UNet2DModel(
+        sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=4,
+    )  # fmt: skip
+    unet.save_pretrained(tmp_path / "model")
+    diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0).save_pretrained(tmp_path / "model")
+    args = ["compare", "--diffusers", str(tmp_path / "model"), "--n", "16", "--budgets", "3,5", "--no-progress",
+            "--out", str(tmp_path / "out")]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "a flow-matching model; the comparison runs on RectifiedFlow() (T = 0.999)" in out
+    for name in ("flow_euler", "flow_heun", "ipndm", "unipc"):
+        assert f"| {name} | steps=3 |" in out

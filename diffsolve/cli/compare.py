@@ -187,6 +187,9 @@ def _diffusers_problem(args: argparse.Namespace) -> tuple[Problem, list[str], li
     scheduler, config = score.scheduler, score.net.unet.config  # type: ignore[union-attr]
     size = config.sample_size if isinstance(config.sample_size, int) else tuple(config.sample_size)[0]
     event = (int(config.in_channels), int(size), int(size))
+    device = check_device(args.device, NAME) or torch.device("cpu")
+    if score.sde.zero_terminal_snr:  # a flow-matching model
+        return _flow_problem(args, score, event, device)
     solvers, registered = [], []
     # The judge compares at eps = 1/N (timestep 0); a loop that ends at the clean data (t = 0) is made to
     # end there too (DDIM's set_alpha_to_one=False, the multistep schedulers' final_sigmas_type="sigma_min").
@@ -207,11 +210,31 @@ def _diffusers_problem(args: argparse.Namespace) -> tuple[Problem, list[str], li
     except ValueError:
         pass
     solvers += [s for s in ("ipndm", "deis", "unipc", "dpm_solver++2m") if s not in solvers]
-    device = check_device(args.device, NAME) or torch.device("cpu")
     score = score.to(device)
     empty = torch.empty((0, *event), device=device)
     prob = Problem(f"diffusers model {args.diffusers}", score, score.sde, empty, event, device)
     return prob, solvers, registered
+
+
+def _flow_problem(args: argparse.Namespace, score: Any, event: tuple[int, ...], device: Any) -> tuple:
+    """A flow-matching model's comparison: on `RectifiedFlow()` (T = 0.999), where every solver starts (its
+    scheduler starts at t = 1, where only the velocity solvers can; `match_scheduler` reproduces it there)."""
+    import torch
+
+    from ..scores import ScoreModel
+    from ..sde import RectifiedFlow
+
+    print(
+        "diffsolve compare: a flow-matching model; the comparison runs on RectifiedFlow() (T = 0.999), where "
+        "every solver starts (its scheduler's loop from t = 1 is flow_euler / flow_heun: match_scheduler)"
+    )
+    args.eps = 1 / int(score.scheduler.config.num_train_timesteps)
+    on_path = ScoreModel(score.net, RectifiedFlow(), "velocity").to(device)
+    empty = torch.empty((0, *event), device=device)
+    prob = Problem(
+        f"diffusers flow-matching model {args.diffusers}", on_path, on_path.sde, empty, event, device
+    )
+    return prob, ["flow_euler", "flow_heun", "ipndm", "deis", "unipc", "dpm_solver++2m"], []
 
 
 EXACT_TRACE_MAX_DIM = 16
