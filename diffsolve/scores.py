@@ -255,7 +255,10 @@ def check_problem(score: object, sde: object, eps: float, *, velocity_solver: bo
     check_positive(eps, "eps")
     if not eps < sde.T:
         raise ValueError(f"eps must lie in (0, T) = (0, {sde.T}), got {eps!r}")
-    if sde.zero_terminal_snr and not (velocity_solver and callable(getattr(score, "velocity", None))):
+    # a velocity defined where alpha = 0: a velocity network's own output, or an exact one (no parameterisation)
+    kind = getattr(score, "parameterization", None)
+    own_velocity = callable(getattr(score, "velocity", None)) and kind in (None, "velocity")
+    if sde.zero_terminal_snr and not (velocity_solver and own_velocity):
         raise ValueError(
             f"{sde!r} ends at zero signal (alpha_T = 0): the score there is the prior's and does not determine "
             "the velocity, so only a velocity model (ScoreModel(net, path, 'velocity')) sampled by a solver "

@@ -311,3 +311,8 @@ def test_a_score_without_a_velocity_cannot_start_at_zero_snr():
         )
     with pytest.raises(ValueError, match="flow_euler, flow_heun"):
         ds.sample(exact, rf1, 4, solver="ode:rk4", steps=5, progress=False)
+    eps_model = ds.ScoreModel(
+        lambda x, t: torch.zeros_like(x), rf1, "eps"
+    )  # its velocity needs the score at t = 1
+    with pytest.raises(ValueError, match="only a velocity model"):
+        ds.sample(eps_model, rf1, 4, event_shape=(2,), solver="flow_euler", steps=5, progress=False)
