@@ -144,6 +144,11 @@ def test_the_cli_trains_and_samples_a_velocity_network_on_the_rectified_path(tmp
     assert main(["sample", "--sde", "rectified", "--solver", "ode:rk4", "--steps", "10", "--n", "50",
                  "--out", str(tmp_path / "y.npy"), "--no-progress"]) == 0  # fmt: skip
     assert "RectifiedFlow(T=0.999)" in capsys.readouterr().out
+    # --path is the same option, and --weighting velocity trains on flow matching's own loss
+    fm = tmp_path / "fm"
+    assert main(["train", "--dataset", "ring2d", "--path", "rectified", "--weighting", "velocity", "--steps", "5",
+                 "--width", "16", "--out", str(fm), "--no-progress"]) == 0  # fmt: skip
+    assert isinstance(checkpoint.load(fm).sde, ds.RectifiedFlow)
 
 
 def test_the_shifted_grid_is_diffusers_flow_match_schedule():

@@ -159,9 +159,10 @@ def add_problem_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--sde",
+        "--path",
         choices=list(SDES),
         default=None,
-        help="forward SDE of an analytic problem (default vp)",
+        help="forward SDE (or flow-matching path: rectified) of an analytic problem (default vp)",
     )
     p.add_argument(
         "--model", default=None, help="a checkpoint directory from `diffsolve train` (replaces --problem)"

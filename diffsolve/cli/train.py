@@ -36,9 +36,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     tr.add_argument("--dataset", required=True, help="one of: " + ", ".join(dataset_names()))
     tr.add_argument(
         "--sde",
+        "--path",
         choices=list(SDES),
         default="vp",
-        help="forward SDE; rectified: flow matching's path (1 - t) x0 + t eps, its network predicting the velocity",
+        help="forward SDE or path; rectified: flow matching's path (1 - t) x0 + t eps, its network predicting the "
+        "velocity (with --weighting velocity, flow matching's own loss)",
     )
     tr.add_argument(
         "--steps",
