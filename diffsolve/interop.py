@@ -139,15 +139,26 @@ class DiffusersUNet(nn.Module):
         unet: The diffusers `UNet2DModel` (or any module called as `unet(x, timesteps,
             class_labels=...)` returning an object with `.sample`, or a tensor).
         sde: The `DiscreteVPSDE` of the network's schedule.
+        timesteps: `{time: timestep}`: the timestep the network is given at these times instead (a
+            scheduler's own, such as the rounded timestep of a Karras sigma; `match_scheduler(...,
+            exact=True)`), keyed by the time's value in the solve's dtype.
     """
 
-    def __init__(self, unet: nn.Module, sde: DiscreteVPSDE) -> None:
+    def __init__(
+        self, unet: nn.Module, sde: DiscreteVPSDE, timesteps: dict[float, float] | None = None
+    ) -> None:
         super().__init__()
-        self.unet, self.sde = unet, sde
+        self.unet, self.sde, self.timesteps = unet, sde, timesteps
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         kwargs = {} if y is None else {"class_labels": y}
         one = shared_time(t)  # one timestep where all rows share a time
+        if self.timesteps is not None and one.numel() == 1:  # a scheduler's own timestep for this time
+            given = self.timesteps.get(float(one.reshape(-1)[0]))  # (a host sync on an accelerator)
+            if given is not None:
+                return self._call(
+                    x, torch.full((1,), given, dtype=x.dtype, device=x.device).expand(x.shape[0]), kwargs
+                )
         if one.numel() == 1 and one.device.type == "cpu" and 0 <= float(one.reshape(-1)[0]) <= self.sde.T:
             # the same float64 arithmetic as below in Python floats (every grid solver's call on the CPU)
             value = float(one.reshape(-1)[0]) * self.sde.N - 1
@@ -353,7 +364,8 @@ def scheduler_times(scheduler: Any, num_inference_steps: int, *, mu: float | Non
     if karras and not strided:
         raise ValueError(
             f"the scheduler's timesteps {steps.long().tolist()} are not its sigmas' ({karras[0]}=True rounds its "
-            "sigmas to uneven timesteps): its steps do not form one grid of diffsolve's"
+            "sigmas to uneven timesteps): its steps do not form one grid of diffsolve's (match_scheduler(..., "
+            "exact=True, score=...) reproduces DPMSolverMultistepScheduler's rounding)"
         )
     if not strided:
         return torch.cat(
@@ -406,7 +418,14 @@ def _end_time(scheduler: Any, last: float, N: int) -> float:
     return 1 / N  # DEIS and the other multistep schedulers end at timestep 0's sigma_min
 
 
-def match_scheduler(scheduler: Any, num_inference_steps: int, *, mu: float | None = None) -> dict[str, Any]:
+def match_scheduler(
+    scheduler: Any,
+    num_inference_steps: int,
+    *,
+    mu: float | None = None,
+    exact: bool = False,
+    score: ScoreModel | None = None,
+) -> dict[str, Any]:
     r"""The keyword arguments of `ds.sample` that reproduce a diffusers scheduler's own loop.
 
     `ds.sample(score, score.sde, x_T=noise, **match_scheduler(scheduler, k))` takes the scheduler's
@@ -435,13 +454,24 @@ def match_scheduler(scheduler: Any, num_inference_steps: int, *, mu: float | Non
     differ from `deis`'s by 1.4%; `LMSDiscreteScheduler`, `KDPM2DiscreteScheduler`,
     `HeunDiscreteScheduler`, `DPMSolverSinglestepScheduler`, noise-prediction DPM-Solver).
 
+    `exact=True` reproduces what diffsolve otherwise refuses in `DPMSolverMultistepScheduler` with
+    Karras, exponential or beta sigmas or Lu lambdas: its update uses each unrounded sigma while its
+    network is given a timestep rounded from it (a 1-4% sigma mismatch that does not shrink with
+    steps; not what a user would want, but what the scheduler does). The grid then holds the times
+    of the scheduler's sigmas, and the returned `score` (the model of `score=`, a `from_diffusers`
+    model, sharing its network) gives the network the scheduler's timestep at each of them:
+    `ds.sample(sde=score.sde, x_T=x, **match_scheduler(s, k, exact=True, score=score))`; agreement
+    <= 9e-7 relative at 10 and 25 steps (`tests/test_diffusers.py`).
+
     Args:
         scheduler: A diffusers scheduler (its configuration is read, and `set_timesteps` called).
         num_inference_steps: The number of steps.
         mu: A flow-matching scheduler's dynamic shift (`use_dynamic_shifting=True`), else None.
+        exact: Reproduce a Karras-type sigma schedule's rounded timesteps (needs `score`).
+        score: With `exact=True`, the `from_diffusers` model to sample.
 
     Returns:
-        `{"solver", "time_grid", "eps", **options}` for `ds.sample`.
+        `{"solver", "time_grid", "eps", **options}` for `ds.sample` (and `"score"` with `exact=True`).
 
     Raises:
         ValueError: For a scheduler or configuration without an identical diffsolve update.
@@ -457,8 +487,47 @@ def match_scheduler(scheduler: Any, num_inference_steps: int, *, mu: float | Non
         known = ", ".join(sorted(_MATCHES))
         raise ValueError(f"no diffsolve solver makes {name}'s update; the schedulers matched: {known}")
     solver, options = match(config, name)
+    if exact:
+        return _exact_match(scheduler, num_inference_steps, score, solver, options)
     grid = scheduler_times(scheduler, num_inference_steps, mu=mu)
     return {"solver": solver, "time_grid": grid, "eps": grid[-1], **options}
+
+
+_SIGMA_SCHEDULES = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas")
+
+
+def _exact_match(
+    scheduler: Any, steps: int, score: Any, solver: str, options: dict[str, Any]
+) -> dict[str, Any]:
+    """`match_scheduler(..., exact=True)`: the times of the scheduler's own sigmas, and a copy of `score` whose
+    network is given the scheduler's own (rounded) timestep at each of them."""
+    from .samplers.grids import t_of_log_snr
+
+    name, config = type(scheduler).__name__, scheduler.config
+    if name != "DPMSolverMultistepScheduler" or not any(config.get(k) for k in _SIGMA_SCHEDULES):
+        raise ValueError(
+            f"exact=True applies to DPMSolverMultistepScheduler with one of {', '.join(_SIGMA_SCHEDULES)}; "
+            f"{name} is reproduced without it (or refused: see match_scheduler)"
+        )
+    net = getattr(score, "net", None)
+    if not isinstance(score, ScoreModel) or not isinstance(net, DiffusersUNet):
+        raise TypeError(f"exact=True needs score=, the model from from_diffusers; got {describe(score)}")
+    check_positive(steps, "num_inference_steps", integer=True)
+    scheduler.set_timesteps(steps)
+    sigmas = scheduler.sigmas.detach().to("cpu", torch.float64)  # sqrt((1 - abar) / abar), unrounded
+    sde = score.sde
+    inner = t_of_log_snr(sde, -sigmas[sigmas > 0].log(), lo=0.0, hi=sde.T)
+    grid = torch.cat([inner, torch.zeros(int((sigmas == 0).sum()), dtype=torch.float64)])
+    if abs(float(grid[0]) - sde.T) <= 1e-9 * sde.T:
+        grid[0] = sde.T  # as sample() snaps it, so that the table is keyed by the time the solve passes
+    table = {
+        float(torch.tensor(t, dtype=dtype)): float(n)
+        for t, n in zip(grid.tolist(), scheduler.timesteps.tolist(), strict=False)
+        for dtype in (torch.float32, torch.float64)
+    }
+    exact_score = ScoreModel(DiffusersUNet(net.unet, sde, timesteps=table), sde, score.parameterization)
+    exact_score.scheduler = scheduler
+    return {"score": exact_score, "solver": solver, "time_grid": grid, "eps": grid[-1], **options}
 
 
 def _refuse_unless(config: Any, name: str, **expected: Any) -> None:

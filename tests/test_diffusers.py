@@ -509,3 +509,45 @@ def test_the_wrappers_timestep_for_one_shared_time_is_the_per_row_one():
             wrapper(x.to(dtype), torch.tensor(value, dtype=dtype).expand(3))
             wrapper(x.to(dtype), torch.full((3,), value, dtype=dtype))
             assert torch.equal(seen[0], seen[1]), (value, dtype, seen)
+
+
+SIGMA_SCHEDULES = {
+    "Karras, 2M": lambda: diffusers.DPMSolverMultistepScheduler(use_karras_sigmas=True),
+    "Karras, 3M": lambda: diffusers.DPMSolverMultistepScheduler(use_karras_sigmas=True, solver_order=3),
+    "exponential": lambda: diffusers.DPMSolverMultistepScheduler(use_exponential_sigmas=True),
+    "Lu lambdas": lambda: diffusers.DPMSolverMultistepScheduler(use_lu_lambdas=True),
+    "Karras, sigma_min": lambda: diffusers.DPMSolverMultistepScheduler(
+        use_karras_sigmas=True, final_sigmas_type="sigma_min", lower_order_final=False
+    ),
+}
+
+
+@pytest.mark.parametrize("steps", [10, 25])
+@pytest.mark.parametrize("name", list(SIGMA_SCHEDULES))
+def test_exact_reproduces_the_rounded_timesteps_of_karras_type_sigmas(unet, name, steps):
+    # DPMSolverMultistepScheduler with Karras-type sigmas steps with each unrounded sigma but gives its
+    # network a timestep rounded from it; exact=True does the same (the grid at the sigmas' times, the
+    # network given the scheduler's timestep there). Without it the schedule is refused, naming exact=True.
+    make = SIGMA_SCHEDULES[name]
+    score = from_diffusers(unet, diffusers.DDIMScheduler(clip_sample=False))  # same betas
+    x = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    scheduler = make()
+    scheduler.set_timesteps(steps)
+    theirs = x.clone()
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            theirs = scheduler.step(unet(theirs, t).sample, t, theirs).prev_sample
+        kwargs = match_scheduler(make(), steps, exact=True, score=score)
+        out = ds.sample(sde=score.sde, x_T=x, progress=False, **kwargs)
+    rel = float((out.samples - theirs).abs().max() / theirs.abs().max())
+    assert rel <= 1e-5, rel
+    with pytest.raises(ValueError, match="exact=True"):
+        match_scheduler(make(), steps)
+
+
+def test_exact_says_where_it_applies(unet):
+    score = from_diffusers(unet, diffusers.DDIMScheduler(clip_sample=False))
+    with pytest.raises(ValueError, match="exact=True applies to DPMSolverMultistepScheduler"):
+        match_scheduler(diffusers.DDIMScheduler(clip_sample=False), 10, exact=True, score=score)
+    with pytest.raises(TypeError, match="needs score="):
+        match_scheduler(diffusers.DPMSolverMultistepScheduler(use_karras_sigmas=True), 10, exact=True)
