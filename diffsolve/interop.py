@@ -425,6 +425,7 @@ def match_scheduler(
     mu: float | None = None,
     exact: bool = False,
     score: ScoreModel | None = None,
+    x_T: Tensor | None = None,
 ) -> dict[str, Any]:
     r"""The keyword arguments of `ds.sample` that reproduce a diffusers scheduler's own loop.
 
@@ -448,30 +449,37 @@ def match_scheduler(
     | `FlowMatchHeunDiscreteScheduler` | `flow_heun` |
 
     Refused, with the reason: clipping or thresholding of the data prediction (not a step of an
-    ODE or SDE solver), Karras / exponential / beta sigmas and Lu lambdas (diffusers gives the model
-    a rounded timestep while the update uses the unrounded sigma, see `scheduler_times`), and the
-    schedulers diffsolve has no identical update for (`DEISMultistepScheduler`: its coefficients
-    differ from `deis`'s by 1.4%; `LMSDiscreteScheduler`, `KDPM2DiscreteScheduler`,
-    `HeunDiscreteScheduler`, `DPMSolverSinglestepScheduler`, noise-prediction DPM-Solver).
+    ODE or SDE solver), Karras / exponential / beta sigmas and Lu lambdas without `exact=True`
+    (diffusers gives the model a rounded timestep while the update uses the unrounded sigma, see
+    `scheduler_times`), `HeunDiscreteScheduler` without `exact=True`, and the schedulers diffsolve
+    has no identical update for (`DEISMultistepScheduler`: its coefficients differ from `deis`'s by
+    1.4%; `LMSDiscreteScheduler`, `KDPM2DiscreteScheduler`, `DPMSolverSinglestepScheduler`,
+    noise-prediction DPM-Solver).
 
-    `exact=True` reproduces what diffsolve otherwise refuses in `DPMSolverMultistepScheduler` with
-    Karras, exponential or beta sigmas or Lu lambdas: its update uses each unrounded sigma while its
-    network is given a timestep rounded from it (a 1-4% sigma mismatch that does not shrink with
-    steps; not what a user would want, but what the scheduler does). The grid then holds the times
-    of the scheduler's sigmas, and the returned `score` (the model of `score=`, a `from_diffusers`
-    model, sharing its network) gives the network the scheduler's timestep at each of them:
-    `ds.sample(sde=score.sde, x_T=x, **match_scheduler(s, k, exact=True, score=score))`; agreement
-    <= 9e-7 relative at 10 and 25 steps (`tests/test_diffusers.py`).
+    `exact=True` reproduces, to float32 round-off, what a scheduler does that a user would not want:
+    `DPMSolverMultistepScheduler` with Karras, exponential or beta sigmas or Lu lambdas steps with each
+    unrounded sigma while its network is given a timestep rounded from it (a 1-4% sigma mismatch that
+    does not shrink with steps); `EulerDiscreteScheduler` and `HeunDiscreteScheduler` give their
+    network fractional timesteps interpolated otherwise than their sigmas, and start from noise times
+    sigma_max rather than sqrt(sigma_max^2 + 1). The grid then holds the times of the scheduler's own
+    sigmas, the returned `score` (a copy of the `from_diffusers` model `score=`, sharing its network)
+    gives the network the scheduler's own timestep at each of them, and `x_T` is the unit noise
+    scaled as the loop starts: `ds.sample(sde=score.sde, **match_scheduler(s, k, exact=True,
+    score=score, x_T=noise))`. Agreement <= 9e-7 relative at 10 and 25 steps
+    (`tests/test_diffusers.py`).
 
     Args:
         scheduler: A diffusers scheduler (its configuration is read, and `set_timesteps` called).
         num_inference_steps: The number of steps.
         mu: A flow-matching scheduler's dynamic shift (`use_dynamic_shifting=True`), else None.
-        exact: Reproduce a Karras-type sigma schedule's rounded timesteps (needs `score`).
+        exact: Reproduce the scheduler's own network timesteps and start (needs `score`).
         score: With `exact=True`, the `from_diffusers` model to sample.
+        x_T: With `exact=True`, the unit noise the scheduler's loop starts from (needed where the loop
+            scales it otherwise than by the prior's standard deviation).
 
     Returns:
-        `{"solver", "time_grid", "eps", **options}` for `ds.sample` (and `"score"` with `exact=True`).
+        `{"solver", "time_grid", "eps", **options}` for `ds.sample` (and `"score"`, `"x_T"` with
+        `exact=True`).
 
     Raises:
         ValueError: For a scheduler or configuration without an identical diffsolve update.
@@ -482,52 +490,60 @@ def match_scheduler(
             raise ValueError(
                 f"{name}({key}=True) clamps its data prediction, which no ODE or SDE solver does: pass {key}=False"
             )
+    if exact:
+        return _exact_match(scheduler, num_inference_steps, score, x_T)
     match = _MATCHES.get(name)
     if match is None:
         known = ", ".join(sorted(_MATCHES))
         raise ValueError(f"no diffsolve solver makes {name}'s update; the schedulers matched: {known}")
     solver, options = match(config, name)
-    if exact:
-        return _exact_match(scheduler, num_inference_steps, score, solver, options)
     grid = scheduler_times(scheduler, num_inference_steps, mu=mu)
     return {"solver": solver, "time_grid": grid, "eps": grid[-1], **options}
 
 
-_SIGMA_SCHEDULES = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas")
-
-
-def _exact_match(
-    scheduler: Any, steps: int, score: Any, solver: str, options: dict[str, Any]
-) -> dict[str, Any]:
-    """`match_scheduler(..., exact=True)`: the times of the scheduler's own sigmas, and a copy of `score` whose
-    network is given the scheduler's own (rounded) timestep at each of them."""
-    from .samplers.grids import t_of_log_snr
-
+def _exact_match(scheduler: Any, steps: int, score: Any, x_T: Tensor | None) -> dict[str, Any]:
+    """`match_scheduler(..., exact=True)`: the times of the scheduler's own sigmas, a copy of `score` whose
+    network is given the scheduler's own timestep at each of them, and `x_T` scaled as its loop starts."""
     name, config = type(scheduler).__name__, scheduler.config
-    if name != "DPMSolverMultistepScheduler" or not any(config.get(k) for k in _SIGMA_SCHEDULES):
-        raise ValueError(
-            f"exact=True applies to DPMSolverMultistepScheduler with one of {', '.join(_SIGMA_SCHEDULES)}; "
-            f"{name} is reproduced without it (or refused: see match_scheduler)"
-        )
+    if name not in _EXACT:
+        raise ValueError(f"exact=True applies to {', '.join(_EXACT)}; not to {name} (see match_scheduler)")
+    _refuse_unless(config, name, timestep_type="discrete")
+    match, scaled = _EXACT[name]
+    solver, options = match(config, name)
     net = getattr(score, "net", None)
     if not isinstance(score, ScoreModel) or not isinstance(net, DiffusersUNet):
         raise TypeError(f"exact=True needs score=, the model from from_diffusers; got {describe(score)}")
     check_positive(steps, "num_inference_steps", integer=True)
     scheduler.set_timesteps(steps)
     sigmas = scheduler.sigmas.detach().to("cpu", torch.float64)  # sqrt((1 - abar) / abar), unrounded
+    timesteps = scheduler.timesteps.detach().to("cpu", torch.float64)
+    if name == "HeunDiscreteScheduler":  # each inner sigma and timestep twice: s0, s1, s1, ..., 0
+        sigmas = torch.cat([sigmas[:1], sigmas[1:-1:2], sigmas[-1:]])
+        timesteps = torch.cat([timesteps[:1], timesteps[1::2]])
     sde = score.sde
-    inner = t_of_log_snr(sde, -sigmas[sigmas > 0].log(), lo=0.0, hi=sde.T)
+    inner = sde.time_of_log_snr(-sigmas[sigmas > 0].log())
     grid = torch.cat([inner, torch.zeros(int((sigmas == 0).sum()), dtype=torch.float64)])
     if abs(float(grid[0]) - sde.T) <= 1e-9 * sde.T:
         grid[0] = sde.T  # as sample() snaps it, so that the table is keyed by the time the solve passes
     table = {
         float(torch.tensor(t, dtype=dtype)): float(n)
-        for t, n in zip(grid.tolist(), scheduler.timesteps.tolist(), strict=False)
+        for t, n in zip(grid.tolist(), timesteps.tolist(), strict=False)
         for dtype in (torch.float32, torch.float64)
     }
     exact_score = ScoreModel(DiffusersUNet(net.unet, sde, timesteps=table), sde, score.parameterization)
     exact_score.scheduler = scheduler
-    return {"score": exact_score, "solver": solver, "time_grid": grid, "eps": grid[-1], **options}
+    out = {"score": exact_score, "solver": solver, "time_grid": grid, "eps": grid[-1], **options}
+    # The loop starts from noise * init_noise_sigma, in x / alpha for Euler and Heun: sigma_max there, not
+    # sqrt(sigma_max^2 + 1), with "linspace" or "trailing" spacing (a start 2e-5 off the prior at DDPM's betas).
+    scale = float(scheduler.init_noise_sigma) * (float(sde.marginal(grid[:1].clone())[0]) if scaled else 1.0)
+    if x_T is not None:
+        out["x_T"] = x_T * scale
+    elif abs(scale - 1.0) > 1e-12:
+        raise ValueError(
+            f"{name}'s loop starts from noise * {scale:.10g} in diffsolve's variables: pass x_T= (the unit "
+            "noise) and the returned x_T is scaled so"
+        )
+    return out
 
 
 def _refuse_unless(config: Any, name: str, **expected: Any) -> None:
@@ -585,3 +601,14 @@ _MATCHES: dict[str, Any] = {
     "UniPCMultistepScheduler": _unipc,
 }
 """Each matched scheduler: a function of (config, name) -> (solver, options), refusing what it cannot match."""
+
+_EXACT = {
+    "DPMSolverMultistepScheduler": (_dpm_multistep, False),
+    "EulerDiscreteScheduler": (
+        lambda config, name: ("ddim", {}),
+        True,
+    ),  # Euler in (x/alpha, sigma/alpha): DDIM
+    "HeunDiscreteScheduler": (lambda config, name: ("edm_heun", {}), True),  # Heun in sigma/alpha, Euler to 0
+}
+"""The schedulers `match_scheduler(..., exact=True)` reproduces with their network's own timesteps: their
+match, and whether their loop's state is x / alpha (the Euler-type ones) rather than x."""

@@ -108,6 +108,28 @@ class SDE(abc.ABC):
         log_alpha, sigma = self.log_alpha_sigma(t)
         return log_alpha - sigma.log()
 
+    def time_of_log_snr(
+        self, lam: Tensor, *, lo: float = 0.0, hi: float | None = None, iterations: int = 64
+    ) -> Tensor:
+        r"""The times $t \in [lo, hi]$ (default $[0, T]$) with $\lambda_t$ = `lam`, by bisection in float64
+        (any SDE, no closed form needed; 64 halvings reach float64's resolution on $[0, 1]$).
+
+        Args:
+            lam: Target values of $\lambda$, any shape; each must lie in $[\lambda_{hi}, \lambda_{lo}]$.
+            lo: Lower end of the bracket.
+            hi: Upper end of the bracket (default T).
+            iterations: Bisection steps.
+        """
+        lam = lam.to(torch.float64)
+        a = torch.full_like(lam, lo)
+        b = torch.full_like(lam, self.T if hi is None else hi)
+        for _ in range(iterations):
+            mid = (a + b) / 2
+            above = self.log_snr(mid) > lam  # lambda decreases in t: the root lies to the right of mid
+            a = torch.where(above, mid, a)
+            b = torch.where(above, b, mid)
+        return (a + b) / 2
+
     def perturb(
         self,
         x0: Tensor,

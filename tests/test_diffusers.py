@@ -537,17 +537,50 @@ def test_exact_reproduces_the_rounded_timesteps_of_karras_type_sigmas(unet, name
     with torch.no_grad():
         for t in scheduler.timesteps:
             theirs = scheduler.step(unet(theirs, t).sample, t, theirs).prev_sample
-        kwargs = match_scheduler(make(), steps, exact=True, score=score)
-        out = ds.sample(sde=score.sde, x_T=x, progress=False, **kwargs)
+        kwargs = match_scheduler(make(), steps, exact=True, score=score, x_T=x)
+        out = ds.sample(sde=score.sde, progress=False, **kwargs)
     rel = float((out.samples - theirs).abs().max() / theirs.abs().max())
     assert rel <= 1e-5, rel
     with pytest.raises(ValueError, match="exact=True"):
         match_scheduler(make(), steps)
 
 
+EULER_TYPE = {
+    "Euler, linspace": lambda: diffusers.EulerDiscreteScheduler(),
+    "Euler, Karras": lambda: diffusers.EulerDiscreteScheduler(use_karras_sigmas=True),
+    "Heun": lambda: diffusers.HeunDiscreteScheduler(),
+    "Heun, Karras": lambda: diffusers.HeunDiscreteScheduler(use_karras_sigmas=True),
+}
+
+
+@pytest.mark.parametrize("steps", [10, 25])
+@pytest.mark.parametrize("name", list(EULER_TYPE))
+def test_exact_reproduces_euler_and_heun_with_their_timesteps_and_start(unet, name, steps):
+    # Euler and Heun give their network fractional timesteps interpolated otherwise than their sigmas,
+    # and start from noise * sigma_max in x / alpha (not sqrt(sigma_max^2 + 1)); exact=True does too.
+    make = EULER_TYPE[name]
+    score = from_diffusers(unet, diffusers.DDIMScheduler(clip_sample=False))
+    x = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    scheduler = make()
+    scheduler.set_timesteps(steps)
+    theirs = x * scheduler.init_noise_sigma
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            theirs = scheduler.step(
+                unet(scheduler.scale_model_input(theirs, t), t).sample, t, theirs
+            ).prev_sample
+        out = ds.sample(
+            sde=score.sde, progress=False, **match_scheduler(make(), steps, exact=True, score=score, x_T=x)
+        )
+    rel = float((out.samples - theirs).abs().max() / theirs.abs().max())
+    assert rel <= 1e-5, rel
+    with pytest.raises(ValueError, match="pass x_T="):
+        match_scheduler(make(), steps, exact=True, score=score)
+
+
 def test_exact_says_where_it_applies(unet):
     score = from_diffusers(unet, diffusers.DDIMScheduler(clip_sample=False))
-    with pytest.raises(ValueError, match="exact=True applies to DPMSolverMultistepScheduler"):
-        match_scheduler(diffusers.DDIMScheduler(clip_sample=False), 10, exact=True, score=score)
+    with pytest.raises(ValueError, match="exact=True applies to DPMSolverMultistepScheduler, EulerDiscrete"):
+        match_scheduler(diffusers.LMSDiscreteScheduler(), 10, exact=True, score=score)
     with pytest.raises(TypeError, match="needs score="):
         match_scheduler(diffusers.DPMSolverMultistepScheduler(use_karras_sigmas=True), 10, exact=True)

@@ -32,9 +32,7 @@ def log_snr(sde: Any, t: Tensor) -> Tensor:
 
 
 def t_of_log_snr(sde: Any, lam: Tensor, *, lo: float, hi: float, iterations: int = 64) -> Tensor:
-    r"""Invert $\lambda_t$ on $[lo, hi]$ by bisection (float64; every SDE here, no closed form needed).
-
-    64 halvings of $[lo, hi] \subset [0, 1]$ reach float64's resolution.
+    r"""Invert $\lambda_t$ on $[lo, hi]$ by bisection (float64; `SDE.time_of_log_snr`).
 
     Args:
         sde: The forward SDE.
@@ -46,15 +44,7 @@ def t_of_log_snr(sde: Any, lam: Tensor, *, lo: float, hi: float, iterations: int
     Returns:
         The times $t$ with $\lambda_t$ = `lam`, float64, shaped like `lam`.
     """
-    lam = lam.to(torch.float64)
-    a = torch.full_like(lam, lo)
-    b = torch.full_like(lam, hi)
-    for _ in range(iterations):
-        mid = (a + b) / 2
-        above = log_snr(sde, mid) > lam  # lambda decreases in t: the root lies to the right of mid
-        a = torch.where(above, mid, a)
-        b = torch.where(above, b, mid)
-    return (a + b) / 2
+    return sde.time_of_log_snr(lam, lo=lo, hi=hi, iterations=iterations)
 
 
 def time_grid(sde: Any, steps: int, eps: float, kind: str = "uniform", *, rho: float = 7.0) -> Tensor:
