@@ -109,7 +109,9 @@ def main() -> None:
                 ours = ds.sample(score, score.sde, x_T=x, progress=False, **kw)
                 diff = float((ours.samples - theirs).abs().max() / theirs.abs().max())
                 solve = functools.partial(ds.sample, score, score.sde, x_T=x, progress=False, **kw)
-                t_theirs, t_ours = timed([functools.partial(their_loop, net, scheduler, x, steps), solve], runs)
+                t_theirs, t_ours = timed(
+                    [functools.partial(their_loop, net, scheduler, x, steps), solve], runs
+                )
                 t_theirs, t_ours = t_theirs / steps, t_ours / ours.nfe
                 print(
                     f"| {label} | {name} | {1e3 * t_theirs:.3f} | {1e3 * t_ours:.3f} | {t_ours / t_theirs:.2f} | "

@@ -262,7 +262,7 @@ def check_problem(score: object, sde: object, eps: float, *, velocity_solver: bo
         raise ValueError(
             f"{sde!r} ends at zero signal (alpha_T = 0): the score there is the prior's and does not determine "
             "the velocity, so only a velocity model (ScoreModel(net, path, 'velocity')) sampled by a solver "
-            "that steps on it (Solver.velocity: flow matching's Euler and Heun) starts there; for anything "
+            "that reads it (Solver.velocity) starts there; for anything "
             "else end the path before (RectifiedFlow() has T = 0.999)"
         )
     own = getattr(score, "sde", None)

@@ -221,7 +221,7 @@ def test_every_grid_solver_steps_to_sigma_zero_or_says_why(steps):
         x = out.trajectory[-2]
         t_last = torch.full((500,), float(grid[-2]), dtype=x.dtype)
         denoised = (x + sigma**2 * score(x, t_last)) / alpha
-        if info.velocity:  # flow matching's Euler / Heun: the last step is Euler in t on the velocity
+        if info.name in ("flow_euler", "flow_heun"):  # their last step is Euler in t on the velocity
             euler = x - float(grid[-2]) * sde.pf_drift(x, t_last, score(x, t_last))
             assert torch.allclose(out.samples, euler, rtol=0, atol=1e-10), info.name
         elif info.name == "unipc":
@@ -479,7 +479,9 @@ def test_a_flow_matching_model_and_its_schedulers_loop_are_reproduced(unet, tmp_
 
 def test_a_zero_terminal_snr_path_is_refused_where_the_velocity_is_not_known(unet):
     score = from_diffusers(unet, diffusers.FlowMatchEulerDiscreteScheduler())
-    with pytest.raises(ValueError, match="flow_euler, flow_heun"):
+    with pytest.raises(ValueError, match="the solvers that can, on a velocity model: ddim, dpm_solver"):
+        ds.sample(score, score.sde, 2, event_shape=(1, 8, 8), solver="ipndm", steps=5, progress=False)
+    with pytest.raises(ValueError, match="'logsnr' grid cannot start at alpha_T = 0"):  # ddim's default grid
         ds.sample(score, score.sde, 2, event_shape=(1, 8, 8), solver="ddim", steps=5, progress=False)
     with pytest.raises(ValueError, match="zero signal"):
         ds.log_likelihood(score, score.sde, torch.zeros(2, 1, 8, 8), progress=False)

@@ -134,6 +134,16 @@ class ScoreLedger(ScoreCalls):
         tb = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[0])
         return self.evaluate(x, tb, tb[0], score=own)
 
+    def data(self, x: Tensor, t: float, *, alpha: float, sigma: float) -> Tensor:
+        r"""The data prediction $\hat x_0$ at `t` (one NFE): $(x + \sigma^2 s)/\alpha$, or where $\alpha = 0$
+        (a path's zero terminal SNR, where the score does not determine it) from the velocity, $\hat x_0
+        = (v - \dot\sigma x/\sigma)/\dot\alpha$ (an `AffinePath`'s derivatives; $x - v$ on the straight path)."""
+        if alpha > 0:
+            return torch.add(x, self(x, t), alpha=sigma**2).div_(alpha)
+        when = torch.tensor([t], dtype=torch.float64)
+        d_alpha, d_sigma = float(self.sde._d_alpha(when)[0]), float(self.sde._d_sigma(when)[0])  # type: ignore[attr-defined]
+        return torch.add(self.velocity(x, t), x, alpha=-d_sigma / sigma).div_(d_alpha)
+
     def pf_drift(self, x: Tensor, t: float | Tensor) -> Tensor:
         r"""The probability-flow ODE's drift $f(t)x - \tfrac12 g(t)^2 s(x, t)$ in forward time (one NFE)."""
         s = self(x, t)

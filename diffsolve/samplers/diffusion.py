@@ -155,6 +155,12 @@ def ddim(
     alpha, sigma, lam = _schedule(sde, grid)
 
     def step(x: Tensor, i: int) -> Tensor:
+        if (
+            alpha[i] == 0
+        ):  # zero terminal SNR: the data-prediction form, h = inf (x_t = sigma_t x + alpha_t x0)
+            x0_hat = ledger.data(x, times[i], alpha=alpha[i], sigma=sigma[i])
+            kw = {"a_s": alpha[i], "sig_s": sigma[i], "a_t": alpha[i + 1], "sig_t": sigma[i + 1]}
+            return first_order_update(x, x0_hat, h=math.inf, data=True, **kw)
         eps_hat = -sigma[i] * ledger(x, times[i])
         return first_order_update(
             x,
@@ -208,7 +214,8 @@ def dpm_solver_pp_2m(
     def step(x: Tensor, i: int) -> Tensor:
         nonlocal old_x0, h_prev
         h = lam[i + 1] - lam[i]
-        x0_hat = prediction(x, ledger(x, times[i]), alpha=alpha[i], sigma=sigma[i], data=True)
+        x0_hat = ledger.data(x, times[i], alpha=alpha[i], sigma=sigma[i])
+        # (from alpha = 0, the next step's r is infinite: it is first order too)
         # The last step to sigma = 0 is first order whatever the grid (h = inf there, as in diffusers).
         if old_x0 is None or sigma[i + 1] == 0 or (first_order_last and i == len(times) - 2):
             d = x0_hat
@@ -296,9 +303,9 @@ def _exponential(
 
 for _solver in [
     _exponential("ddim", ddim, 1, 1, (5, 10, 20, 50, 100, 150, 300),
-                 "DDIM, deterministic (= DPM-Solver-1): exponential Euler in log-SNR", clean_end=True),
+                 "DDIM, deterministic (= DPM-Solver-1): exponential Euler in log-SNR", clean_end=True, velocity=True),
     _exponential("dpm_solver++2m", dpm_solver_pp_2m, 2, 1, (5, 10, 15, 20, 30, 50, 75, 100),
-                 "DPM-Solver++(2M), multistep, data prediction (Lu et al. 2022b)", clean_end=True,
+                 "DPM-Solver++(2M), multistep, data prediction (Lu et al. 2022b)", clean_end=True, velocity=True,
                  options={"lower_order_final": Option(True, check_bool, "first order on the last step of grids "
                                                       "of fewer than 15 steps")}),
     _exponential("edm_heun", edm_heun, 2, 2, (3, 5, 10, 20, 30, 40, 60),

@@ -72,6 +72,11 @@ def time_grid(sde: Any, steps: int, eps: float, kind: str = "uniform", *, rho: f
     if kind not in GRIDS:
         raise ValueError(f"time grid must be one of {', '.join(GRIDS)}; got {kind!r}")
     T = float(sde.T)
+    if kind in ("logsnr", "karras") and sde.zero_terminal_snr:
+        raise ValueError(
+            f"a {kind!r} grid cannot start at alpha_T = 0 ({sde!r}: log-SNR -inf there); pass time_grid='uniform', "
+            "'quadratic' or a tensor of times (samplers.grids.shifted_grid, a scheduler's)"
+        )
     if kind == "uniform":
         return uniform_grid(T, eps, steps)
     if kind == "quadratic":

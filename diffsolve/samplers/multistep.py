@@ -50,7 +50,12 @@ LOWER_ORDER_FINAL_BELOW = 15
 
 
 def step_orders(
-    order: int, steps: int, lower_order_final: bool | str, *, to_clean_data: bool = False
+    order: int,
+    steps: int,
+    lower_order_final: bool | str,
+    *,
+    to_clean_data: bool = False,
+    from_zero_snr: bool = False,
 ) -> list[int]:
     r"""The order of each of `steps` multistep steps: warm-up from 1, and down to 1 at the end if asked.
 
@@ -66,9 +71,13 @@ def step_orders(
             DPM-Solver's code and diffusers' DPMSolverMultistep), on every grid (`"always"`, as
             diffusers' UniPC), or never (False).
         to_clean_data: The grid ends at $\sigma = 0$.
+        from_zero_snr: The grid starts at $\alpha = 0$ ($\lambda = -\infty$): the model there (the data's
+            mean) is never extrapolated from, so step i uses at most i older models.
     """
     final = lower_order_final == "always" or (lower_order_final is True and steps < LOWER_ORDER_FINAL_BELOW)
     orders = [min(order, i + 1, steps - i if final else order) for i in range(steps)]
+    if from_zero_snr:
+        orders = [1] + [min(o, i) for i, o in enumerate(orders) if i > 0]
     if to_clean_data:
         orders[-1] = 1
     return orders
@@ -84,8 +93,15 @@ class _Model:
         self.data = data
 
     def __call__(self, x: Tensor, i: int) -> Tensor:
+        if self.data:
+            return self.ledger.data(x, self.times[i], alpha=self.alpha[i], sigma=self.sigma[i])
+        if self.alpha[i] == 0:
+            raise ValueError(
+                "noise prediction cannot start at alpha = 0 (zero terminal SNR: its step divides by alpha); "
+                "use the data prediction (unipc's prediction='data', the default)"
+            )
         score = self.ledger(x, self.times[i])
-        return prediction(x, score, alpha=self.alpha[i], sigma=self.sigma[i], data=self.data)
+        return prediction(x, score, alpha=self.alpha[i], sigma=self.sigma[i], data=False)
 
 
 def _lower_order_final(req: SolveRequest) -> bool | str:
@@ -107,7 +123,9 @@ def dpm_solver_pp_3m(req: SolveRequest) -> SolveOutput:
     """
     model = _Model(req, data=True)
     alpha, sigma, lam = model.alpha, model.sigma, model.lam
-    orders = step_orders(3, len(lam) - 1, _lower_order_final(req), to_clean_data=sigma[-1] == 0)
+    orders = step_orders(
+        3, len(lam) - 1, _lower_order_final(req), to_clean_data=sigma[-1] == 0, from_zero_snr=alpha[0] == 0
+    )
     hist: list[Tensor] = []
 
     def step(x: Tensor, i: int) -> Tensor:
@@ -180,7 +198,13 @@ def unipc(req: SolveRequest) -> SolveOutput:
     model = _Model(req, data=data)
     alpha, sigma, lam = model.alpha, model.sigma, model.lam
     n = len(lam) - 1
-    orders = step_orders(opts["order"], n, _lower_order_final(req), to_clean_data=sigma[-1] == 0)
+    if alpha[0] == 0 and opts["variant"] == "bh1":
+        raise ValueError(
+            "unipc's variant 'bh1' (B(h) = h) cannot start at alpha = 0, where h is infinite: use 'bh2'"
+        )
+    orders = step_orders(
+        opts["order"], n, _lower_order_final(req), to_clean_data=sigma[-1] == 0, from_zero_snr=alpha[0] == 0
+    )
     hist: list[Tensor] = [model(req.x_T, 0)]
 
     def step(x: Tensor, i: int) -> Tensor:
@@ -344,11 +368,12 @@ LOWER_ORDER_FINAL = Option(
 MULTISTEP_BUDGETS = (5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50)
 
 for _solver in [
-    Solver("dpm_solver++3m", "diffusion", dpm_solver_pp_3m, 1, clean_end=True, order=2, default_steps=20, time_grid="logsnr",
+    Solver("dpm_solver++3m", "diffusion", dpm_solver_pp_3m, 1, clean_end=True, velocity=True, order=2, default_steps=20,
+           time_grid="logsnr",
            options={"lower_order_final": LOWER_ORDER_FINAL}, budgets=MULTISTEP_BUDGETS, verified=True,
            description="DPM-Solver++(3M), multistep, data prediction (Lu et al. 2022b); third-order steps after "
                        "a first-order start, so second order overall"),
-    Solver("unipc", "diffusion", unipc, 1, clean_end=True, order=4, default_steps=20, time_grid="logsnr",
+    Solver("unipc", "diffusion", unipc, 1, clean_end=True, velocity=True, order=4, default_steps=20, time_grid="logsnr",
            options={
                "order": Option(3, _check_order, "order p of the UniP predictor (the corrector makes it p + 1)"),
                "variant": Option("bh2", _choice("bh1", "bh2"), "B(h) = h ('bh1') or e^h - 1 ('bh2')"),

@@ -108,9 +108,11 @@ class Solver:
         clean_end: Whether it can step to $\sigma = 0$: an explicit `time_grid` ending at t = 0 (a discrete
             schedule's clean data, `sample(..., eps=0)`), its last step first order in data prediction (or,
             for a `velocity` solver, Euler in t, which never evaluates the velocity at t = 0).
-        velocity: Whether it steps on the velocity $dx/dt$ itself (`ScoreModel.velocity`, a flow-matching
-            network's own output), which is defined where $\alpha = 0$: the solvers that may start at a
-            path's zero terminal SNR (`RectifiedFlow(T=1)`, `SDE.zero_terminal_snr`).
+        velocity: Whether it may start at a path's zero terminal SNR ($\alpha_T = 0$, `RectifiedFlow(T=1)`,
+            `SDE.zero_terminal_snr`), where the score does not determine the flow: it reads the velocity
+            itself there (`ScoreModel.velocity`, a flow-matching network's own output; `flow_euler` and
+            `flow_heun` step on it everywhere, the data-prediction samplers take their first step, the
+            limit $h \to \infty$, from it).
     """
 
     name: str
