@@ -264,9 +264,8 @@ def test_the_cli_page_counts_and_names_every_command():
     assert all(f"`{name}`" in page for name in COMMANDS)
 
 
-def test_compare_a_diffusers_model_with_its_own_scheduler(tmp_path, capsys):
-    # Issue: `diffsolve compare --diffusers DIR` runs the model's scheduler (its own loop) next to the
-    # solver match_scheduler pairs it with and diffsolve's samplers, against a converged solve of the model.
+def _diffusers_model(directory, scheduler: str, **config):
+    """A small random diffusers UNet saved with `save_pretrained` beside a scheduler of that class."""
     diffusers = pytest.importorskip("diffusers")
     torch.manual_seed(0)
     unet = diffusers.UNet2DModel(
@@ -274,8 +273,14 @@ def test_compare_a_diffusers_model_with_its_own_scheduler(tmp_path, capsys):
         down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
         norm_num_groups=4,
     )  # fmt: skip
-    unet.save_pretrained(tmp_path / "model")
-    diffusers.DPMSolverMultistepScheduler().save_pretrained(tmp_path / "model")
+    unet.save_pretrained(directory)
+    getattr(diffusers, scheduler)(**config).save_pretrained(directory)
+
+
+def test_compare_a_diffusers_model_with_its_own_scheduler(tmp_path, capsys):
+    # Issue: `diffsolve compare --diffusers DIR` runs the model's scheduler (its own loop) next to the
+    # solver match_scheduler pairs it with and diffsolve's samplers, against a converged solve of the model.
+    _diffusers_model(tmp_path / "model", "DPMSolverMultistepScheduler")
     args = ["compare", "--diffusers", str(tmp_path / "model"), "--n", "16", "--budgets", "3,5", "--no-progress",
             "--out", str(tmp_path / "out")]  # fmt: skip
     assert main(args) == 0
@@ -290,15 +295,7 @@ def test_compare_a_diffusers_model_with_its_own_scheduler(tmp_path, capsys):
 def test_compare_a_diffusers_flow_matching_model(tmp_path, capsys):
     # A flow-matching model (FlowMatchEulerDiscreteScheduler) is compared on RectifiedFlow() (T = 0.999),
     # where every solver starts, flow matching's own Euler and Heun among them.
-    diffusers = pytest.importorskip("diffusers")
-    torch.manual_seed(0)
-    unet = diffusers.UNet2DModel(
-        sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(8, 16),
-        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
-        norm_num_groups=4,
-    )  # fmt: skip
-    unet.save_pretrained(tmp_path / "model")
-    diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0).save_pretrained(tmp_path / "model")
+    _diffusers_model(tmp_path / "model", "FlowMatchEulerDiscreteScheduler", shift=3.0)
     args = ["compare", "--diffusers", str(tmp_path / "model"), "--n", "16", "--budgets", "3,5", "--no-progress",
             "--out", str(tmp_path / "out")]  # fmt: skip
     assert main(args) == 0
