@@ -21,7 +21,7 @@ from ..errors import FiniteGuard
 from ..scores import Score, ScoreCalls
 from ..sde import SDE
 
-__all__ = ["SolveRequest", "SolveOutput", "ScoreLedger", "run_on_grid"]
+__all__ = ["SolveRequest", "SolveOutput", "ScoreLedger", "prediction", "run_on_grid"]
 
 
 @dataclass
@@ -103,6 +103,19 @@ class SolveOutput:
     sample_evaluations: int | None = None
 
 
+def prediction(x: Tensor, score: Tensor, *, alpha: float, sigma: float, data: bool) -> Tensor:
+    r"""The model a diffusion sampler steps with: $\hat x_0 = (x + \sigma^2 s)/\alpha$ (`data`) or $\hat\epsilon = -\sigma s$.
+
+    Args:
+        x: The state at t.
+        score: The score there, $s(x, t)$.
+        alpha: $\alpha_t$.
+        sigma: $\sigma_t$.
+        data: Data prediction rather than noise prediction.
+    """
+    return torch.add(x, score, alpha=sigma**2).div_(alpha) if data else score.mul(-sigma)
+
+
 class ScoreLedger(ScoreCalls):
     r"""Score calls on a batch at one time: `scores.ScoreCalls` (the one NFE ledger) for hand-written samplers.
 
@@ -139,7 +152,7 @@ class ScoreLedger(ScoreCalls):
         (a path's zero terminal SNR, where the score does not determine it) from the velocity, $\hat x_0
         = (v - \dot\sigma x/\sigma)/\dot\alpha$ (an `AffinePath`'s derivatives; $x - v$ on the straight path)."""
         if alpha > 0:
-            return torch.add(x, self(x, t), alpha=sigma**2).div_(alpha)
+            return prediction(x, self(x, t), alpha=alpha, sigma=sigma, data=True)
         when = torch.tensor([t], dtype=torch.float64)
         d_alpha, d_sigma = float(self.sde._d_alpha(when)[0]), float(self.sde._d_sigma(when)[0])  # type: ignore[attr-defined]
         return torch.add(self.velocity(x, t), x, alpha=-d_sigma / sigma).div_(d_alpha)

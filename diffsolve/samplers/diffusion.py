@@ -43,7 +43,7 @@ from torch import Tensor
 from .._validation import check_bool
 from ..scores import Score
 from ..sde import SDE
-from .base import ScoreLedger, SolveOutput, SolveRequest, run_on_grid
+from .base import ScoreLedger, SolveOutput, SolveRequest, prediction, run_on_grid
 from .registry import SOLVERS, Option, Solver
 
 __all__ = [
@@ -99,19 +99,6 @@ def first_order_update(
     return torch.mul(x, a_t / a_s).add_(pred, alpha=-k)
 
 
-def prediction(x: Tensor, score: Tensor, *, alpha: float, sigma: float, data: bool) -> Tensor:
-    r"""The model a diffusion sampler steps with: $\hat x_0 = (x + \sigma^2 s)/\alpha$ (`data`) or $\hat\epsilon = -\sigma s$.
-
-    Args:
-        x: The state at t.
-        score: The score there, $s(x, t)$.
-        alpha: $\alpha_t$.
-        sigma: $\sigma_t$.
-        data: Data prediction rather than noise prediction.
-    """
-    return torch.add(x, score, alpha=sigma**2).div_(alpha) if data else score.mul(-sigma)
-
-
 def _refuse_clean_end(sigma: list[float], name: str) -> None:
     """A single-step solver's intermediate points lie at finite log-SNR: a step to sigma = 0 has none."""
     if sigma[-1] == 0:
@@ -155,9 +142,8 @@ def ddim(
     alpha, sigma, lam = _schedule(sde, grid)
 
     def step(x: Tensor, i: int) -> Tensor:
-        if (
-            alpha[i] == 0
-        ):  # zero terminal SNR: the data-prediction form, h = inf (x_t = sigma_t x + alpha_t x0)
+        # zero terminal SNR: the data-prediction form with h = inf, x_t = sigma_t x_s + alpha_t x0
+        if alpha[i] == 0:
             x0_hat = ledger.data(x, times[i], alpha=alpha[i], sigma=sigma[i])
             kw = {"a_s": alpha[i], "sig_s": sigma[i], "a_t": alpha[i + 1], "sig_t": sigma[i + 1]}
             return first_order_update(x, x0_hat, h=math.inf, data=True, **kw)
