@@ -358,6 +358,8 @@ def scheduler_times(scheduler: Any, num_inference_steps: int, *, mu: float | Non
     config = scheduler.config
     N = int(config.num_train_timesteps)
     steps = scheduler.timesteps.to(torch.float64)
+    if type(scheduler).__name__ == "KDPM2DiscreteScheduler":  # t0, then each midpoint's timestep and t1, ...
+        steps = steps[::2]
     karras = [k for k in ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas")
               if config.get(k)]  # fmt: skip
     strided = "set_alpha_to_one" in config or type(scheduler).__name__ == "DDPMScheduler"
@@ -405,17 +407,28 @@ def _flow_times(scheduler: Any, num_inference_steps: int, mu: float | None) -> T
 
 def _end_time(scheduler: Any, last: float, N: int) -> float:
     """Where a scheduler's last step lands: the timestep a stride below the last one, or past the first,
-    t = 0 (the clean data, alpha-bar = 1) or t = 1/N (timestep 0, sigma_min), as the scheduler says."""
+    t = 0 (the clean data, alpha-bar = 1) or t = 1/N (timestep 0, sigma_min), as the scheduler says.
+
+    A sigma-list scheduler says it with its last sigma (0, or timestep 0's): LMS, KDPM2, Heun and Euler
+    end at 0, DEIS at sigma_min, DPMSolverMultistep/Singlestep and UniPC as their `final_sigmas_type`."""
     if last >= 0:
         return (last + 1) / N
     config = scheduler.config
     if "set_alpha_to_one" in config:  # DDIM, PNDM
         return 0.0 if config["set_alpha_to_one"] else 1 / N
-    if "final_sigmas_type" in config:  # DPMSolverMultistep/Singlestep, UniPC, ...: "zero" or "sigma_min"
-        return 0.0 if config["final_sigmas_type"] == "zero" else 1 / N
     if type(scheduler).__name__ == "DDPMScheduler":
         return 0.0  # its last step returns the clean-data prediction
-    return 1 / N  # DEIS and the other multistep schedulers end at timestep 0's sigma_min
+    final = float(scheduler.sigmas[-1])
+    if final == 0:
+        return 0.0
+    abar = float(scheduler.alphas_cumprod[0])
+    sigma_min = math.sqrt((1 - abar) / abar)
+    if abs(final - sigma_min) > 1e-5 * sigma_min:  # float32 sigmas
+        raise ValueError(
+            f"{type(scheduler).__name__}'s last sigma {final:.6g} is neither 0 nor timestep 0's sigma {sigma_min:.6g}: "
+            "its last step lands off diffsolve's grid"
+        )
+    return 1 / N
 
 
 def match_scheduler(
@@ -433,7 +446,8 @@ def match_scheduler(
     steps (`scheduler_times`) with the diffsolve solver that makes the same update, from the same
     unit noise. Measured against each scheduler's own loop on an exact eps-model (float32, 10 and 25
     steps, `tests/test_diffusers.py`): the deterministic ones agree to float32 round-off (<= 1e-4
-    relative); the stochastic ones (`DDPMScheduler`, `EulerAncestralDiscreteScheduler`,
+    relative; 3.6e-5 at most, KDPM2, whose midpoint timesteps diffusers interpolates otherwise); the
+    stochastic ones (`DDPMScheduler`, `EulerAncestralDiscreteScheduler`,
     `DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++")`) draw other noise, so they agree in
     distribution.
 
@@ -444,29 +458,34 @@ def match_scheduler(
     | `EulerAncestralDiscreteScheduler` | `euler_ancestral`, `eta=1` |
     | `DPMSolverMultistepScheduler`: `dpmsolver++` order 2 / 3 | `dpm_solver++2m` / `dpm_solver++3m` |
     | `DPMSolverMultistepScheduler`: `sde-dpmsolver++` order 2 | `dpm_solver++2m_sde`, `eta=1` |
+    | `DPMSolverSinglestepScheduler` (`dpmsolver++`, orders 1-3, midpoint / heun) | `dpm_solver++_grouped` |
     | `UniPCMultistepScheduler` (`bh1` / `bh2`, orders 1-3) | `unipc` with `order`, `variant`, `lower_order_final="always"` |
+    | `DEISMultistepScheduler` (orders 1-3) | `deis` with `basis="log_rho"`, `order` |
+    | `LMSDiscreteScheduler` | `lms` (order 4, its step's default) |
+    | `KDPM2DiscreteScheduler` | `kdpm2` |
     | `FlowMatchEulerDiscreteScheduler` (any `shift`, dynamic shifting with `mu`) | `flow_euler` |
     | `FlowMatchHeunDiscreteScheduler` | `flow_heun` |
 
     Refused, with the reason: clipping or thresholding of the data prediction (not a step of an
     ODE or SDE solver), Karras / exponential / beta sigmas and Lu lambdas without `exact=True`
     (diffusers gives the model a rounded timestep while the update uses the unrounded sigma, see
-    `scheduler_times`), `HeunDiscreteScheduler` without `exact=True`, and the schedulers diffsolve
-    has no identical update for (`DEISMultistepScheduler`: its coefficients differ from `deis`'s by
-    1.4%; `LMSDiscreteScheduler`, `KDPM2DiscreteScheduler`, `DPMSolverSinglestepScheduler`,
-    noise-prediction DPM-Solver).
+    `scheduler_times`), `HeunDiscreteScheduler` without `exact=True`, and what diffsolve has no
+    identical update for (noise-prediction DPM-Solver, the SDE variants of the single-step
+    schedulers, `KDPM2AncestralDiscreteScheduler`, `PNDMScheduler`, ...).
 
     `exact=True` reproduces, to float32 round-off, what a scheduler does that a user would not want:
-    `DPMSolverMultistepScheduler` with Karras, exponential or beta sigmas or Lu lambdas steps with each
-    unrounded sigma while its network is given a timestep rounded from it (a 1-4% sigma mismatch that
-    does not shrink with steps); `EulerDiscreteScheduler` and `HeunDiscreteScheduler` give their
-    network fractional timesteps interpolated otherwise than their sigmas, and start from noise times
-    sigma_max rather than sqrt(sigma_max^2 + 1). The grid then holds the times of the scheduler's own
-    sigmas, the returned `score` (a copy of the `from_diffusers` model `score=`, sharing its network)
-    gives the network the scheduler's own timestep at each of them, and `x_T` is the unit noise
-    scaled as the loop starts: `ds.sample(sde=score.sde, **match_scheduler(s, k, exact=True,
-    score=score, x_T=noise))`. Agreement <= 9e-7 relative at 10 and 25 steps
-    (`tests/test_diffusers.py`).
+    with Karras, exponential or beta sigmas or Lu lambdas a scheduler steps with each unrounded sigma
+    while its network is given a timestep rounded from it (a 1-4% sigma mismatch that does not shrink
+    with steps); `EulerDiscreteScheduler`, `HeunDiscreteScheduler`, `LMSDiscreteScheduler` and
+    `KDPM2DiscreteScheduler` give their network fractional timesteps interpolated otherwise than their
+    sigmas (KDPM2's midpoints too), and start from noise times sigma_max rather than
+    sqrt(sigma_max^2 + 1). The grid then holds the times of the scheduler's own sigmas, the returned
+    `score` (a copy of the `from_diffusers` model `score=`, sharing its network) gives the network the
+    scheduler's own timestep at each of them, and `x_T` is the unit noise scaled as the loop starts:
+    `ds.sample(sde=score.sde, **match_scheduler(s, k, exact=True, score=score, x_T=noise))`. Agreement
+    <= 9e-7 relative at 10 and 25 steps, 6.4e-6 for `DEISMultistepScheduler` of order 3, whose weights
+    diffusers computes in float32 (`tests/test_diffusers.py`). It applies to
+    DPMSolverMultistep/Singlestep, DEIS, Euler, Heun, LMS and KDPM2.
 
     Args:
         scheduler: A diffusers scheduler (its configuration is read, and `set_timesteps` called).
@@ -496,8 +515,9 @@ def match_scheduler(
     if match is None:
         known = ", ".join(sorted(_MATCHES))
         raise ValueError(f"no diffsolve solver makes {name}'s update; the schedulers matched: {known}")
-    solver, options = match(config, name)
     grid = scheduler_times(scheduler, num_inference_steps, mu=mu)
+    # the configuration as set_timesteps left it (it may turn lower_order_final on)
+    solver, options = match(scheduler.config, name)
     return {"solver": solver, "time_grid": grid, "eps": grid[-1], **options}
 
 
@@ -509,17 +529,21 @@ def _exact_match(scheduler: Any, steps: int, score: Any, x_T: Tensor | None) -> 
         raise ValueError(f"exact=True applies to {', '.join(_EXACT)}; not to {name} (see match_scheduler)")
     _refuse_unless(config, name, timestep_type="discrete")
     match, scaled = _EXACT[name]
-    solver, options = match(config, name)
     net = getattr(score, "net", None)
     if not isinstance(score, ScoreModel) or not isinstance(net, DiffusersUNet):
         raise TypeError(f"exact=True needs score=, the model from from_diffusers; got {describe(score)}")
     check_positive(steps, "num_inference_steps", integer=True)
     scheduler.set_timesteps(steps)
+    solver, options = match(scheduler.config, name)
     sigmas = scheduler.sigmas.detach().to("cpu", torch.float64)  # sqrt((1 - abar) / abar), unrounded
     timesteps = scheduler.timesteps.detach().to("cpu", torch.float64)
+    mid_timesteps = None
     if name == "HeunDiscreteScheduler":  # each inner sigma and timestep twice: s0, s1, s1, ..., 0
         sigmas = torch.cat([sigmas[:1], sigmas[1:-1:2], sigmas[-1:]])
         timesteps = torch.cat([timesteps[:1], timesteps[1::2]])
+    elif name == "KDPM2DiscreteScheduler":  # s0, s1, s1, ..., 0, 0, 0; t0, each midpoint's timestep, t1, ...
+        sigmas = sigmas[::2][: steps + 1]
+        timesteps, mid_timesteps = timesteps[::2], timesteps[1::2]
     sde = score.sde
     inner = sde.time_of_log_snr(-sigmas[sigmas > 0].log())
     grid = torch.cat([inner, torch.zeros(int((sigmas == 0).sum()), dtype=torch.float64)])
@@ -530,6 +554,13 @@ def _exact_match(scheduler: Any, steps: int, score: Any, x_T: Tensor | None) -> 
         for t, n in zip(grid.tolist(), timesteps.tolist(), strict=False)
         for dtype in (torch.float32, torch.float64)
     }
+    if mid_timesteps is not None:  # the midpoints kdpm2 evaluates at, and the scheduler's timesteps there
+        mids = sde.log_snr_midpoints(grid)
+        table.update(
+            {float(torch.tensor(t, dtype=dtype)): float(n)
+             for t, n in zip(mids[:-1].tolist(), mid_timesteps.tolist(), strict=True)
+             for dtype in (torch.float32, torch.float64)}
+        )  # fmt: skip
     exact_score = ScoreModel(DiffusersUNet(net.unet, sde, timesteps=table), sde, score.parameterization)
     exact_score.scheduler = scheduler
     out = {"score": exact_score, "solver": solver, "time_grid": grid, "eps": grid[-1], **options}
@@ -582,6 +613,22 @@ def _ddpm(config: Any, name: str) -> tuple[str, dict[str, Any]]:
     return "ddim_eta", {"eta": 1.0}
 
 
+def _dpm_singlestep(config: Any, name: str) -> tuple[str, dict[str, Any]]:
+    _refuse_unless(config, name, algorithm_type="dpmsolver++", variance_type=None)
+    return "dpm_solver++_grouped", {
+        "order": int(config.get("solver_order", 2)), "solver_type": config.get("solver_type", "midpoint"),
+        "lower_order_final": bool(config.get("lower_order_final", True)),
+    }  # fmt: skip
+
+
+def _deis(config: Any, name: str) -> tuple[str, dict[str, Any]]:
+    _refuse_unless(config, name, algorithm_type="deis", solver_type="logrho")
+    return "deis", {
+        "basis": "log_rho", "order": int(config.get("solver_order", 2)),
+        "lower_order_final": bool(config.get("lower_order_final", True)),
+    }  # fmt: skip
+
+
 def _flow(solver: str) -> Callable[[Any, str], tuple[str, dict[str, Any]]]:
     def match(config: Any, name: str) -> tuple[str, dict[str, Any]]:
         _refuse_unless(config, name, stochastic_sampling=False, invert_sigmas=False)
@@ -599,6 +646,10 @@ _MATCHES: dict[str, Any] = {
     "DDPMScheduler": _ddpm,
     "DPMSolverMultistepScheduler": _dpm_multistep,
     "UniPCMultistepScheduler": _unipc,
+    "DEISMultistepScheduler": _deis,
+    "DPMSolverSinglestepScheduler": _dpm_singlestep,
+    "LMSDiscreteScheduler": lambda config, name: ("lms", {"order": 4}),  # its step's default order
+    "KDPM2DiscreteScheduler": lambda config, name: ("kdpm2", {}),
 }
 """Each matched scheduler: a function of (config, name) -> (solver, options), refusing what it cannot match."""
 
@@ -609,6 +660,10 @@ _EXACT = {
         True,
     ),  # Euler in (x/alpha, sigma/alpha): DDIM
     "HeunDiscreteScheduler": (lambda config, name: ("edm_heun", {}), True),  # Heun in sigma/alpha, Euler to 0
+    "LMSDiscreteScheduler": (_MATCHES["LMSDiscreteScheduler"], True),
+    "KDPM2DiscreteScheduler": (_MATCHES["KDPM2DiscreteScheduler"], True),
+    "DEISMultistepScheduler": (_deis, False),
+    "DPMSolverSinglestepScheduler": (_dpm_singlestep, False),
 }
 """The schedulers `match_scheduler(..., exact=True)` reproduces with their network's own timesteps: their
 match, and whether their loop's state is x / alpha (the Euler-type ones) rather than x."""

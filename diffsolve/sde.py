@@ -130,6 +130,21 @@ class SDE(abc.ABC):
             b = torch.where(above, b, mid)
         return (a + b) / 2
 
+    def log_snr_midpoints(self, times: Tensor) -> Tensor:
+        r"""The times halfway in $\lambda$ between consecutive `times` (where $\sigma/\alpha$ is their geometric
+        mean), float64; NaN on an interval ending at $\sigma = 0$ ($\lambda = \infty$). `kdpm2`'s midpoints.
+
+        Args:
+            times: Decreasing times, shape `(N + 1,)`.
+        """
+        lam = self.log_snr(times.double())
+        inner = torch.isfinite(lam[1:])
+        mid = torch.full_like(lam[1:], math.nan)
+        if bool(inner.any()):
+            lo, hi = float(times[1:][inner].min()), float(times[:-1][inner].max())
+            mid[inner] = self.time_of_log_snr(((lam[:-1] + lam[1:]) / 2)[inner], lo=lo, hi=hi)
+        return mid
+
     def perturb(
         self,
         x0: Tensor,

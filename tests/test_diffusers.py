@@ -1,11 +1,13 @@
 """The diffusers bridge, against diffusers' own DDIMScheduler loop on a small random UNet2DModel (offline)."""
 
+import dataclasses
 import json
 import math
 import os
 import re
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -224,6 +226,26 @@ def test_every_grid_solver_steps_to_sigma_zero_or_says_why(steps):
         if info.name in ("flow_euler", "flow_heun"):  # their last step is Euler in t on the velocity
             euler = x - float(grid[-2]) * sde.pf_drift(x, t_last, score(x, t_last))
             assert torch.allclose(out.samples, euler, rtol=0, atol=1e-10), info.name
+        elif info.name == "lms":
+            # LMS's last step is its ordinary order-4 step in rho (as k-diffusion and diffusers): the
+            # cubic through the last four eps-hat in rho, integrated to rho = 0 (np.polyint, exact).
+            # Denoising is its first-order case.
+            n = len(grid) - 1
+            a, s_ = sde.marginal(grid[n - 4 : n].clone())
+            rho = (s_ / a).tolist()
+            eps = [-float(s_[k]) * score(out.trajectory[n - 4 + k], torch.full((500,), float(grid[n - 4 + k]),
+                   dtype=x.dtype)) for k in range(4)]  # fmt: skip
+            step = x / a[-1]
+            for j in range(4):
+                ell = np.poly1d([r for k, r in enumerate(rho) if k != j], r=True)
+                ell = np.polyint(ell / np.prod([rho[j] - r for k, r in enumerate(rho) if k != j]))
+                step = step + (ell(0.0) - ell(rho[-1])) * eps[j]
+            assert torch.allclose(out.samples, step, rtol=0, atol=1e-10)
+            first = info.run(dataclasses.replace(req, options={**req.options, "order": 1}))
+            y = first.trajectory[-2]
+            assert torch.allclose(
+                first.samples, (y + sigma**2 * score(y, t_last)) / alpha, rtol=0, atol=1e-10
+            )
         elif info.name == "unipc":
             # UniPC keeps the model at its predictor, not at the corrected state the trajectory holds, so
             # its last step denoises a point one corrector away (measured mean distance 0.01 at 20 steps).
@@ -231,7 +253,8 @@ def test_every_grid_solver_steps_to_sigma_zero_or_says_why(steps):
             assert (out.samples - denoised).norm(dim=1).mean() < 0.05
         else:
             assert torch.allclose(out.samples, denoised, rtol=0, atol=1e-10), info.name  # float64 round-off
-    assert ran >= 9  # ddim, dpm_solver++2m, ++3m, unipc, deis, ipndm, edm_heun, flow_euler, flow_heun
+    # ddim, dpm_solver++2m, ++3m, ++_grouped, unipc, deis, ipndm, lms, edm_heun, kdpm2, flow_euler, flow_heun
+    assert ran >= 12
 
 
 def _exact_eps_model(sde, score):
@@ -267,6 +290,20 @@ SCHEDULERS = [
     ("UniPCMultistep order 3", lambda: diffusers.UniPCMultistepScheduler(solver_order=3)),
     # bh1 to sigma = 0 gives NaN in diffusers' own loop (B(h) = h is infinite there): sigma_min
     ("UniPCMultistep bh1", lambda: diffusers.UniPCMultistepScheduler(solver_type="bh1", final_sigmas_type="sigma_min")),
+    ("DEISMultistep order 2", lambda: diffusers.DEISMultistepScheduler()),
+    ("DEISMultistep order 3", lambda: diffusers.DEISMultistepScheduler(solver_order=3)),
+    ("DPMSolverSinglestep order 1", lambda: diffusers.DPMSolverSinglestepScheduler(solver_order=1)),
+    ("DPMSolverSinglestep order 2", lambda: diffusers.DPMSolverSinglestepScheduler()),
+    ("DPMSolverSinglestep order 2 heun", lambda: diffusers.DPMSolverSinglestepScheduler(solver_type="heun")),
+    ("DPMSolverSinglestep order 3", lambda: diffusers.DPMSolverSinglestepScheduler(solver_order=3)),
+    ("DPMSolverSinglestep order 3 heun, sigma_min",
+     lambda: diffusers.DPMSolverSinglestepScheduler(solver_order=3, solver_type="heun", final_sigmas_type="sigma_min")),
+    ("LMS (linspace)", lambda: diffusers.LMSDiscreteScheduler()),
+    ("LMS (trailing)", lambda: diffusers.LMSDiscreteScheduler(timestep_spacing="trailing")),
+    # KDPM2's default betas are Stable Diffusion's; these are the DDPM schedule's, as the model's
+    ("KDPM2 (linspace)", lambda: diffusers.KDPM2DiscreteScheduler(beta_start=1e-4, beta_end=0.02)),
+    ("KDPM2 (trailing)",
+     lambda: diffusers.KDPM2DiscreteScheduler(beta_start=1e-4, beta_end=0.02, timestep_spacing="trailing")),
 ]  # fmt: skip
 
 
@@ -282,7 +319,9 @@ def test_match_scheduler_reproduces_each_schedulers_own_loop(name, make, steps):
     theirs = _their_loop(make(), _exact_eps_model(sde, score), x.clone(), steps)
     assert bool(torch.isfinite(theirs).all())
     ours = ds.sample(score, sde, x_T=x.double(), **match_scheduler(make(), steps))
-    assert ours.nfe == steps
+    scheduler = make()
+    scheduler.set_timesteps(steps)
+    assert ours.nfe == len(scheduler.timesteps)  # KDPM2: 2 per step, 1 on its last (Euler) step to 0
     assert float((ours.samples - theirs.double()).abs().max() / theirs.abs().max()) <= 1e-4
 
 
@@ -323,8 +362,10 @@ def test_match_scheduler_reproduces_the_stochastic_schedulers_in_distribution(na
 
 @pytest.mark.parametrize(
     "make, words",
-    [(lambda: diffusers.DEISMultistepScheduler(), "no diffsolve solver makes DEISMultistepScheduler's update"),
-     (lambda: diffusers.LMSDiscreteScheduler(), "LMSDiscreteScheduler"),
+    [(lambda: diffusers.PNDMScheduler(), "no diffsolve solver makes PNDMScheduler's update"),
+     (lambda: diffusers.KDPM2AncestralDiscreteScheduler(), "no diffsolve solver makes KDPM2AncestralDiscrete"),
+     (lambda: diffusers.DPMSolverSinglestepScheduler(algorithm_type="sde-dpmsolver++"), "algorithm_type="),
+     (lambda: diffusers.LMSDiscreteScheduler(use_karras_sigmas=True), "rounds its sigmas"),
      (lambda: diffusers.HeunDiscreteScheduler(), "HeunDiscreteScheduler"),
      (lambda: diffusers.DDPMScheduler(), "DDPMScheduler(clip_sample=True) clamps its data prediction"),
      (lambda: diffusers.DPMSolverMultistepScheduler(algorithm_type="dpmsolver", final_sigmas_type="sigma_min"),
@@ -521,6 +562,8 @@ SIGMA_SCHEDULES = {
     "Karras, sigma_min": lambda: diffusers.DPMSolverMultistepScheduler(
         use_karras_sigmas=True, final_sigmas_type="sigma_min", lower_order_final=False
     ),
+    "DEIS order 3, Karras": lambda: diffusers.DEISMultistepScheduler(solver_order=3, use_karras_sigmas=True),
+    "DPMSolverSinglestep, Karras": lambda: diffusers.DPMSolverSinglestepScheduler(use_karras_sigmas=True),
 }
 
 
@@ -552,6 +595,12 @@ EULER_TYPE = {
     "Euler, Karras": lambda: diffusers.EulerDiscreteScheduler(use_karras_sigmas=True),
     "Heun": lambda: diffusers.HeunDiscreteScheduler(),
     "Heun, Karras": lambda: diffusers.HeunDiscreteScheduler(use_karras_sigmas=True),
+    "LMS, linspace": lambda: diffusers.LMSDiscreteScheduler(),
+    "LMS, Karras": lambda: diffusers.LMSDiscreteScheduler(use_karras_sigmas=True),
+    "KDPM2, linspace": lambda: diffusers.KDPM2DiscreteScheduler(beta_start=1e-4, beta_end=0.02),
+    "KDPM2, Karras": lambda: diffusers.KDPM2DiscreteScheduler(
+        beta_start=1e-4, beta_end=0.02, use_karras_sigmas=True
+    ),
 }
 
 
@@ -583,6 +632,6 @@ def test_exact_reproduces_euler_and_heun_with_their_timesteps_and_start(unet, na
 def test_exact_says_where_it_applies(unet):
     score = from_diffusers(unet, diffusers.DDIMScheduler(clip_sample=False))
     with pytest.raises(ValueError, match="exact=True applies to DPMSolverMultistepScheduler, EulerDiscrete"):
-        match_scheduler(diffusers.LMSDiscreteScheduler(), 10, exact=True, score=score)
+        match_scheduler(diffusers.PNDMScheduler(), 10, exact=True, score=score)
     with pytest.raises(TypeError, match="needs score="):
         match_scheduler(diffusers.DPMSolverMultistepScheduler(use_karras_sigmas=True), 10, exact=True)

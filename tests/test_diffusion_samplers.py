@@ -20,12 +20,15 @@ ORDERS = [s.name for s in ds.solvers() if s.verified and s.order and s.family ==
 # Adams–Bashforth weights on the unequal Karras grid: second order) 3.11, 2.07, 1.90.
 STEPS = (64, 128, 256)
 LATE_STEPS = {"dpm_solver++3m": (128, 256, 512), "ipndm": (128, 256, 512), "deis": (128, 256, 512),
-              "dpm_solver_fast": (128, 256, 512)}  # fmt: skip
+              "dpm_solver_fast": (128, 256, 512), "lms": (128, 256, 512)}  # fmt: skip
 """Solvers whose slope reaches its asymptote later."""
-STEP_ORDER = {"dpm_solver_fast": 3}
+STEP_ORDER = {"dpm_solver_fast": 3, "lms": 4}
 """Solvers whose steps have a higher order than the whole solve: dpm_solver_fast takes third-order steps
 and ends with orders 2 and 1 (Lu et al.), slopes 2.59 and 2.74 over 128..512 NFE; its last first-order
-step makes it 2 as h -> 0, so its slope is held between `Solver.order` and its steps' order."""
+step makes it 2 as h -> 0, so its slope is held between `Solver.order` and its steps' order. lms takes
+order-4 steps after a first-order start (k-diffusion's and diffusers' warm-up): slopes 3.28 over 64..256
+steps, 3.67 over 128..512, 3.85 over 256..1024 (the warm-up's error is crushed by the flow's
+contraction from rho = 157, so its h^2 shows only as h -> 0)."""
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +61,27 @@ def test_converges_at_its_theoretical_order(problem, paired, name):
     lo = ds.get_solver(name).order
     hi = STEP_ORDER.get(name, lo)
     assert lo - 0.3 <= order <= hi + 0.3, (name, errors, order)
+
+
+@pytest.mark.parametrize(
+    "name, options, lo, hi",
+    [("deis", {"basis": "log_rho"}, 3, 3),  # measured 2.93 over 128..512
+     # groups of orders 1, 2, 3 whose last group is cut short (diffusers' lower_order_final): 2.66
+     ("dpm_solver++_grouped", {"order": 3}, 2, 3),
+     ("dpm_solver++_grouped", {"order": 3, "solver_type": "heun"}, 2, 3)],  # 2.68
+)  # fmt: skip
+def test_an_options_variant_converges_at_its_order(problem, paired, name, options, lo, hi):
+    _, sde, score = problem
+    x_T, ref = paired
+    steps_list = (128, 256, 512)
+    errors = [
+        metrics.path_error(
+            ds.sample(score, sde, x_T=x_T, solver=name, steps=k, eps=EPS, **options).samples, ref
+        )
+        for k in steps_list
+    ]
+    order = fitted_order(steps_list, errors)
+    assert lo - 0.3 <= order <= hi + 0.3, (name, options, errors, order)
 
 
 @pytest.fixture(scope="module")

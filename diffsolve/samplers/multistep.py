@@ -1,4 +1,4 @@
-r"""Multistep samplers of the PF-ODE: DPM-Solver++(3M), UniPC, iPNDM and DEIS (tAB), one NFE per step.
+r"""Multistep samplers of the PF-ODE: DPM-Solver++(3M), UniPC, iPNDM, DEIS and LMS, one NFE per step.
 
 Notation as in samplers/diffusion.py: on the grid $T = t_0 > \dots > t_N = \epsilon$, $\alpha_i$,
 $\sigma_i$, $\lambda_i = \log(\alpha_i/\sigma_i)$ (increasing), $h_i = \lambda_{i+1} - \lambda_i$; the
@@ -18,7 +18,8 @@ first-order last step would cap the global order at 2.
 | `dpm_solver++3m` | DPM-Solver++ multistep in $\hat x_0$, divided differences in $\lambda$ | 2 (3 after its start) |
 | `unipc` | UniP-$p$ predictor, then UniC with the model at the prediction (the next step's model) | $p + 1$ |
 | `ipndm` | Adams–Bashforth (equal-step weights, up to order 4) on $\tilde x$ against $\rho$ | 2 (unequal grids) |
-| `deis` | tAB-DEIS: $\hat\epsilon$ extrapolated in $t$, integrated exactly against $\mathrm{d}\rho$ | 3 |
+| `deis` | DEIS: $\hat\epsilon$ extrapolated in $t$ (tAB) or $\log\rho$, integrated exactly against $\mathrm{d}\rho$ | 3 |
+| `lms` | Adams–Bashforth with the grid's own weights (up to order 4) on $\tilde x$ against $\rho$ | 2 (4 after its start) |
 
 References:
     Lu et al., "DPM-Solver++: Fast Solver for Guided Sampling of Diffusion Probabilistic Models",
@@ -27,6 +28,8 @@ References:
     Diffusion Models", NeurIPS 2023 (Algorithms 2-3, $B(h) = h$ "bh1" and $B(h) = e^h - 1$ "bh2").
     Zhang, Chen, "Fast Sampling of Diffusion Models with Exponential Integrator", ICLR 2023 (tAB-DEIS,
     and iPNDM, their improved pseudo-numerical method).
+    Karras, Aittala, Aila, Laine, "Elucidating the Design Space of Diffusion-Based Generative Models",
+    NeurIPS 2022 (the linear multistep sampler of their k-diffusion code, `sample_lms`).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from .base import SolveOutput, SolveRequest, run_on_grid
 from .diffusion import _schedule, prediction
 from .registry import SOLVERS, Option, Solver
 
-__all__ = ["dpm_solver_pp_3m", "unipc", "ipndm", "deis", "step_orders"]
+__all__ = ["dpm_solver_pp_3m", "unipc", "ipndm", "deis", "lms", "step_orders"]
 
 
 LOWER_ORDER_FINAL_BELOW = 15
@@ -254,21 +257,54 @@ def ipndm(req: SolveRequest) -> SolveOutput:
         req: The checked request (options: `lower_order_final`).
     """
     model = _Model(req, data=False)
-    alpha, sigma = model.alpha, model.sigma
-    rho = [s / a for a, s in zip(alpha, sigma, strict=True)]
-    orders = step_orders(4, len(rho) - 1, _lower_order_final(req), to_clean_data=sigma[-1] == 0)
+    rho = _rho_on_grid(model)
+    orders = step_orders(4, len(rho) - 1, _lower_order_final(req), to_clean_data=model.sigma[-1] == 0)
+    weights = [[(rho[i + 1] - rho[i]) * c for c in _AB[order]] for i, order in enumerate(orders)]
+    return _adams(req, model, weights)
+
+
+def _rho_on_grid(model: _Model) -> list[float]:
+    r"""$\rho = \sigma/\alpha$ at the grid's times, float64."""
+    return [s / a for a, s in zip(model.alpha, model.sigma, strict=True)]
+
+
+def _adams(req: SolveRequest, model: _Model, weights: list[list[float]]) -> SolveOutput:
+    r"""$\tilde x_{i+1} = \tilde x_i + \sum_j C_{ij}\,\hat\epsilon_{i-j}$: the step iPNDM, DEIS and LMS share.
+
+    `weights[i]` are step i's $C_{ij}$, newest model first (as many as the step's order).
+    """
+    alpha = model.alpha
+    depth = max(len(w) for w in weights)
     hist: list[Tensor] = []
 
     def step(x: Tensor, i: int) -> Tensor:
         hist.append(model(x, i))
-        del hist[:-4]
+        del hist[:-depth]
         x_tilde = x / alpha[i]
-        d_rho = rho[i + 1] - rho[i]
-        for c, e in zip(_AB[orders[i]], reversed(hist), strict=False):
-            x_tilde.add_(e, alpha=d_rho * c)
+        for c, e in zip(weights[i], reversed(hist), strict=False):
+            x_tilde.add_(e, alpha=c)
         return x_tilde.mul_(alpha[i + 1])
 
     return run_on_grid(step, req.x_T, req.grid, model.ledger, req.return_trajectory)
+
+
+def _lagrange_integrals(nodes: list[float], a: float, b: float, weight=None, points: int = 16) -> list[float]:
+    r"""$\int_a^b \ell_j(u)\,w(u)\,\mathrm{d}u$ for the Lagrange basis $\ell_j$ on `nodes` ($w = 1$ if None).
+
+    Gauss–Legendre with `points` nodes in float64: exact for $w = 1$ (a polynomial of degree < 2 `points`),
+    and to round-off for the smooth $w = e^u$ DEIS uses.
+    """
+    gx, gw = np.polynomial.legendre.leggauss(points)
+    u = (b - a) / 2 * gx + (a + b) / 2
+    w = gw * (b - a) / 2 * (1.0 if weight is None else weight(u))
+    out = []
+    for j, node in enumerate(nodes):
+        ell = np.ones_like(u)
+        for k, other in enumerate(nodes):
+            if k != j:
+                ell *= (u - other) / (node - other)
+        out.append(float((ell * w).sum()))
+    return out
 
 
 def _rho(sde: SDE, t: np.ndarray) -> np.ndarray:
@@ -311,30 +347,70 @@ def deis_coefficients(sde: SDE, grid: Tensor, orders: list[int], nodes: int = 16
     return coeffs
 
 
-def deis(req: SolveRequest) -> SolveOutput:
-    r"""tAB-DEIS (Zhang & Chen 2023): exponential integrator with $\hat\epsilon$ extrapolated in $t$, 1 NFE per step.
+def log_rho_coefficients(rho: list[float], orders: list[int]) -> list[list[float]]:
+    r"""DEIS weights with $\hat\epsilon$ a polynomial in $\log\rho = -\lambda$ (diffusers' `DEISMultistepScheduler`).
 
-    $\tilde x_{i+1} = \tilde x_i + \sum_j C_{ij}\,\hat\epsilon_{i-j}$ (`deis_coefficients`), orders up to
-    3 (warm-up from 1; down to 1 at the end with `lower_order_final`).
+    $C_{ij} = \int_{\rho_i}^{\rho_{i+1}} \ell_j(\log\rho)\,\mathrm{d}\rho = \int_{u_i}^{u_{i+1}} \ell_j(u)\,e^u\,
+    \mathrm{d}u$, $u = \log\rho$, $\ell_j$ the Lagrange polynomial on $u_i, u_{i-1}, \dots$ that is 1 at
+    $u_{i-j}$; a first-order step's weight is $\rho_{i+1} - \rho_i$ (also to $\rho = 0$, where $u = -\infty$).
+    """
+    coeffs = []
+    for i, order in enumerate(orders):
+        if order == 1:
+            coeffs.append([rho[i + 1] - rho[i]])
+            continue
+        u = [math.log(rho[i - k]) for k in range(order)]
+        coeffs.append(_lagrange_integrals(u, u[0], math.log(rho[i + 1]), np.exp))
+    return coeffs
+
+
+def deis(req: SolveRequest) -> SolveOutput:
+    r"""DEIS (Zhang & Chen 2023): exponential integrator with $\hat\epsilon$ extrapolated, 1 NFE per step.
+
+    $\tilde x_{i+1} = \tilde x_i + \sum_j C_{ij}\,\hat\epsilon_{i-j}$, orders up to 3 (warm-up from 1; down
+    to 1 at the end with `lower_order_final`), $\hat\epsilon$ extrapolated in $t$ (`basis="t"`, tAB-DEIS,
+    `deis_coefficients`) or in $\log\rho$ (`basis="log_rho"`, diffusers' `DEISMultistepScheduler`,
+    `log_rho_coefficients`).
 
     Args:
-        req: The checked request (options: `lower_order_final`).
+        req: The checked request (options: `order`, `lower_order_final`, `basis`).
     """
     model = _Model(req, data=False)
-    alpha = model.alpha
-    orders = step_orders(3, len(alpha) - 1, _lower_order_final(req), to_clean_data=model.sigma[-1] == 0)
-    coeffs = deis_coefficients(req.sde, req.grid, orders)
-    hist: list[Tensor] = []
+    n = len(model.alpha) - 1
+    orders = step_orders(req.options["order"], n, _lower_order_final(req), to_clean_data=model.sigma[-1] == 0)
+    if req.options["basis"] == "t":
+        weights = deis_coefficients(req.sde, req.grid, orders)
+    else:
+        weights = log_rho_coefficients(_rho_on_grid(model), orders)
+    return _adams(req, model, weights)
 
-    def step(x: Tensor, i: int) -> Tensor:
-        hist.append(model(x, i))
-        del hist[:-3]
-        x_tilde = x / alpha[i]
-        for c, e in zip(coeffs[i], reversed(hist), strict=False):
-            x_tilde.add_(e, alpha=c)
-        return x_tilde.mul_(alpha[i + 1])
 
-    return run_on_grid(step, req.x_T, req.grid, model.ledger, req.return_trajectory)
+def lms_coefficients(rho: list[float], orders: list[int]) -> list[list[float]]:
+    r"""Linear-multistep weights $C_{ij} = \int_{\rho_i}^{\rho_{i+1}} \ell_j(\rho)\,\mathrm{d}\rho$, $\ell_j$ the
+    Lagrange polynomial in $\rho$ on $\rho_i, \rho_{i-1}, \dots$ that is 1 at $\rho_{i-j}$ (exact)."""
+    return [
+        _lagrange_integrals([rho[i - k] for k in range(order)], rho[i], rho[i + 1], points=4)
+        for i, order in enumerate(orders)
+    ]
+
+
+def lms(req: SolveRequest) -> SolveOutput:
+    r"""Linear multistep (Adams–Bashforth with variable steps) on $\mathrm{d}\tilde x/\mathrm{d}\rho = \hat\epsilon$.
+
+    $\tilde x_{i+1} = \tilde x_i + \sum_j C_{ij}\,\hat\epsilon_{i-j}$ (`lms_coefficients`): the polynomial
+    through the last $p$ models in $\rho$, integrated exactly over the step, order $p = \min(4, i + 1)$:
+    k-diffusion's `sample_lms` and diffusers' `LMSDiscreteScheduler`. Unlike `ipndm`'s equal-step
+    weights, these are the grid's own, so every step after the warm-up has order $p$ on any grid; the
+    first-order start makes the whole solve second order. A last step to $\rho = 0$ is an ordinary
+    step (as theirs): the polynomial is finite there.
+
+    Args:
+        req: The checked request (options: `order`, `lower_order_final`).
+    """
+    model = _Model(req, data=False)
+    rho = _rho_on_grid(model)
+    orders = step_orders(req.options["order"], len(rho) - 1, _lower_order_final(req))
+    return _adams(req, model, lms_coefficients(rho, orders))
 
 
 def _choice(*allowed: str):
@@ -348,6 +424,11 @@ def _choice(*allowed: str):
 def _check_order(value: object, name: str) -> None:
     if isinstance(value, bool) or value not in (1, 2, 3):
         raise ValueError(f"{name} must be 1, 2 or 3, got {value!r}")
+
+
+def _check_lms_order(value: object, name: str) -> None:
+    if isinstance(value, bool) or value not in (1, 2, 3, 4):
+        raise ValueError(f"{name} must be 1, 2, 3 or 4, got {value!r}")
 
 
 def _check_lower_order_final(value: object, name: str) -> None:
@@ -387,7 +468,20 @@ for _solver in [
            description="iPNDM: Adams–Bashforth up to order 4 in (x/alpha, sigma/alpha) (Zhang & Chen 2023); its "
                        "equal-step weights make it second order on unequal grids"),
     Solver("deis", "diffusion", deis, 1, clean_end=True, order=3, default_steps=20, time_grid="quadratic",
-           options={"lower_order_final": LOWER_ORDER_FINAL}, budgets=MULTISTEP_BUDGETS, verified=True,
-           description="tAB-DEIS, order 3: exponential integrator, eps extrapolated in t (Zhang & Chen 2023)"),
+           budgets=MULTISTEP_BUDGETS, verified=True,
+           options={"lower_order_final": LOWER_ORDER_FINAL,
+                    "order": Option(3, _check_order, "the order of the extrapolation (1-3)"),
+                    "basis": Option("t", _choice("t", "log_rho"), "eps extrapolated in t (tAB-DEIS) or in log "
+                                    "sigma/alpha ('log_rho', diffusers' DEISMultistepScheduler)")},
+           description="DEIS, order 3: exponential integrator, eps extrapolated in t (tAB, Zhang & Chen 2023) or "
+                       "log sigma/alpha"),
+    Solver("lms", "diffusion", lms, 1, clean_end=True, order=2, default_steps=20, time_grid="karras",
+           options={"order": Option(4, _check_lms_order, "the order p of the multistep polynomial (1-4)"),
+                    "lower_order_final": Option(False, _check_lower_order_final, "lower orders on the last steps "
+                                                "of grids under 15 steps (True), on every grid ('always'), or "
+                                                "never (False, as k-diffusion and diffusers)")},
+           budgets=MULTISTEP_BUDGETS, verified=True,
+           description="linear multistep in (x/alpha, sigma/alpha), up to order 4 with the grid's own weights "
+                       "(k-diffusion's sample_lms, diffusers' LMSDiscreteScheduler); second order overall"),
 ]:  # fmt: skip
     SOLVERS[_solver.name] = _solver

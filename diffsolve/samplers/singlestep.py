@@ -1,4 +1,4 @@
-r"""Single-step DPM-Solver: orders 1-3 on any grid, DPM-Solver++(2S), the "fast" order schedule, and adaptive steps.
+r"""Single-step DPM-Solver: orders 1-3 on any grid, DPM-Solver++(2S), grouped steps, the "fast" schedule, adaptive steps.
 
 Notation as in samplers/diffusion.py. A single-step DPM-Solver-$k$ step from $s$ to $t$
 ($h = \lambda_t - \lambda_s$) evaluates the model at $s$ and at $k - 1$ intermediate points in $\lambda$
@@ -23,6 +23,10 @@ In data prediction (DPM-Solver++(2S), Lu et al. 2022b, Algorithm 1 with $r = 1/2
 $u = \frac{\sigma_{s_1}}{\sigma_s}x_s - \alpha_{s_1}(e^{-h/2} - 1)\hat x_0(x_s, s)$,
 $x_t = \frac{\sigma_t}{\sigma_s}x_s - \alpha_t(e^{-h} - 1)\hat x_0(u, s_1)$.
 
+**Grouped steps** (`dpm_solver++_grouped`, diffusers' `DPMSolverSinglestepScheduler`): the
+intermediate points are the grid's own points, taken in groups of $p$ with orders $1, \dots, p$; each
+step goes from the group's start with every model the group has so far, one NFE per step.
+
 **The fast schedule** (`dpm_solver_fast`, Lu et al. 2022, §3.4 and their code's `"fast"` mode): for an
 NFE budget $M$ (`steps` here is that budget, as in their code), $K = \lfloor M/3 \rfloor + 1$ steps on a
 log-SNR grid with orders $[3, \dots, 3, 2, 1]$ ($M \equiv 0 \bmod 3$), $[3, \dots, 3, 1]$ ($\equiv 1$) or
@@ -43,6 +47,7 @@ import math
 import torch
 from torch import Tensor
 
+from .._validation import check_bool
 from ..errors import NonFiniteError, StepSizeError
 from ..sde import SDE
 from .base import ScoreLedger, SolveOutput, SolveRequest, run_on_grid
@@ -50,7 +55,14 @@ from .diffusion import _phi1, _refuse_clean_end, _schedule, first_order_update, 
 from .grids import t_of_log_snr, time_grid
 from .registry import SOLVERS, Option, Solver
 
-__all__ = ["SinglestepDPMSolver", "fast_orders", "dpm_solver_fast", "dpm_solver_adaptive"]
+__all__ = [
+    "SinglestepDPMSolver",
+    "fast_orders",
+    "dpm_solver_fast",
+    "dpm_solver_adaptive",
+    "dpm_solver_pp_grouped",
+    "grouped_orders",
+]
 
 _R = {2: (0.5,), 3: (1.0 / 3.0, 2.0 / 3.0)}
 """The intermediate points of a DPM-Solver-k step, as fractions of h."""
@@ -267,6 +279,94 @@ def dpm_solver_adaptive(req: SolveRequest) -> SolveOutput:
     )  # fmt: skip
 
 
+def grouped_orders(
+    order: int, steps: int, lower_order_final: bool, *, to_clean_data: bool = False
+) -> list[int]:
+    """The orders of `dpm_solver++_grouped`'s steps: groups 1, 2, ..., `order` (diffusers' `get_order_list`).
+
+    With `lower_order_final` the last group is cut short (ending [1, 1] for order 2 on an even grid,
+    [1, 2, 1] or [1] for order 3); a last step to sigma = 0 is first order.
+
+    Args:
+        order: The group's size p (1-3).
+        steps: The number of grid intervals.
+        lower_order_final: End with lower orders, as diffusers' `lower_order_final=True`.
+        to_clean_data: The grid ends at sigma = 0.
+    """
+    pattern = list(range(1, order + 1))
+    orders = (pattern * (steps // order + 1))[:steps]
+    if lower_order_final and order == 2 and steps % 2 == 0 and steps >= 2:
+        orders[-1] = 1
+    elif lower_order_final and order == 3 and steps % 3 == 0 and steps >= 3:
+        orders[-3:] = [1, 2, 1]
+    if to_clean_data and orders:
+        orders[-1] = 1
+    return orders
+
+
+def dpm_solver_pp_grouped(req: SolveRequest) -> SolveOutput:
+    r"""DPM-Solver++ single-step with its intermediate points on the grid (diffusers' `DPMSolverSinglestepScheduler`).
+
+    The grid's steps come in groups of $p$ (`grouped_orders`): a group from $s = t_j$ evaluates the model
+    at $t_j, \dots, t_{j+p-1}$, one per grid point, and each of its steps goes from $x_s$ (the group's
+    start) to the next grid point with the models so far: DPM-Solver++(1) (DDIM), then the second-order
+    and third-order single-step updates with $r_k = (\lambda_{t_{j+k}} - \lambda_s)/h$ (Lu et al. 2022b;
+    `solver_type` "midpoint" or "heun" picks the second-order term's form, as diffusers). One NFE per step;
+    on a uniform log-SNR grid a group of two is DPM-Solver++(2S) over both steps.
+
+    Args:
+        req: The checked request (options: `order`, `solver_type`, `lower_order_final`).
+    """
+    opts = req.options
+    ledger = req.ledger()
+    times = req.grid.tolist()
+    alpha, sigma, lam = _schedule(req.sde, req.grid)
+    orders = grouped_orders(
+        opts["order"], len(times) - 1, opts["lower_order_final"], to_clean_data=sigma[-1] == 0
+    )
+    heun = opts["solver_type"] == "heun"
+    start: list[Tensor] = []
+    models: list[Tensor] = []
+
+    def step(x: Tensor, i: int) -> Tensor:
+        order = orders[i]
+        if order == 1:
+            start[:] = [x]
+            models.clear()
+        models.append(ledger.data(x, times[i], alpha=alpha[i], sigma=sigma[i]))
+        j = i - order + 1  # the group's start
+        h = lam[i + 1] - lam[j]
+        phi_1 = math.expm1(-h)
+        out = torch.mul(start[0], sigma[i + 1] / sigma[j]).add_(models[0], alpha=-alpha[i + 1] * phi_1)
+        if order == 1:
+            return out
+        phi_2 = phi_1 / h + 1.0
+        r0 = (lam[i] - lam[j]) / h
+        d1_last = (models[-1] - models[0]) / r0
+        if order == 2:
+            return out.add_(d1_last, alpha=alpha[i + 1] * phi_2 if heun else -0.5 * alpha[i + 1] * phi_1)
+        r1 = (lam[i - 1] - lam[j]) / h
+        if not heun:
+            return out.add_(d1_last, alpha=alpha[i + 1] * phi_2)
+        d1_mid = (models[1] - models[0]) / r1
+        d1 = (r0 * d1_mid - r1 * d1_last) / (r0 - r1)
+        d2 = 2.0 * (d1_last - d1_mid) / (r0 - r1)
+        phi_3 = (phi_1 + h) / h**2 - 0.5
+        return out.add_(d1, alpha=alpha[i + 1] * phi_2).add_(d2, alpha=-alpha[i + 1] * phi_3)
+
+    return run_on_grid(step, req.x_T, req.grid, ledger, req.return_trajectory)
+
+
+def _grouped_order(value: object, name: str) -> None:
+    if isinstance(value, bool) or value not in (1, 2, 3):
+        raise ValueError(f"{name} must be 1, 2 or 3, got {value!r}")
+
+
+def _solver_type(value: object, name: str) -> None:
+    if value not in ("midpoint", "heun"):
+        raise ValueError(f"{name} must be 'midpoint' or 'heun', got {value!r}")
+
+
 def _adaptive_order(value: object, name: str) -> None:
     if isinstance(value, bool) or value not in (2, 3):
         raise ValueError(f"{name} must be 2 (DPM-Solver-12) or 3 (DPM-Solver-23), got {value!r}")
@@ -301,5 +401,12 @@ for _solver in [
            options={"order": Option(3, _adaptive_order, "3: DPM-Solver-23 (default); 2: DPM-Solver-12")},
            budgets=(0.2, 0.1, 0.05, 0.02, 0.01),
            description="Adaptive DPM-Solver-23 / -12 in log-SNR (Lu et al. 2022, §4); tolerances as theirs"),
+    Solver("dpm_solver++_grouped", "diffusion", dpm_solver_pp_grouped, 1, order=2, default_steps=20,
+           time_grid="logsnr", clean_end=True, budgets=(6, 8, 10, 12, 15, 20, 25, 30, 40, 50), verified=True,
+           options={"order": Option(2, _grouped_order, "the group's size p: orders 1, ..., p (1-3)"),
+                    "solver_type": Option("midpoint", _solver_type, "the second-order term's form (as diffusers)"),
+                    "lower_order_final": Option(True, check_bool, "cut the last group short (as diffusers)")},
+           description="DPM-Solver++ single-step with its intermediate points on the grid, 1 NFE per step "
+                       "(diffusers' DPMSolverSinglestepScheduler)"),
 ]:  # fmt: skip
     SOLVERS[_solver.name] = _solver
