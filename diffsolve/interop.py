@@ -456,7 +456,7 @@ def match_scheduler(
     | `DDIMScheduler`, `EulerDiscreteScheduler` (Euler in $(x/\alpha, \sigma/\alpha)$ is DDIM) | `ddim` |
     | `DDPMScheduler` (`variance_type="fixed_small"`) | `ddim_eta`, `eta=1` |
     | `EulerAncestralDiscreteScheduler` | `euler_ancestral`, `eta=1` |
-    | `DPMSolverMultistepScheduler`: `dpmsolver++` order 2 / 3 | `dpm_solver++2m` / `dpm_solver++3m` |
+    | `DPMSolverMultistepScheduler`: `dpmsolver++`, order 1 / 2 / 3 | `ddim` / `dpm_solver++2m` / `3m` |
     | `DPMSolverMultistepScheduler`: `sde-dpmsolver++` order 2 | `dpm_solver++2m_sde`, `eta=1` |
     | `DPMSolverSinglestepScheduler` (`dpmsolver++`, orders 1-3, midpoint / heun) | `dpm_solver++_grouped` |
     | `UniPCMultistepScheduler` (`bh1` / `bh2`, orders 1-3) | `unipc` with `order`, `variant`, `lower_order_final="always"` |
@@ -586,16 +586,24 @@ def _refuse_unless(config: Any, name: str, **expected: Any) -> None:
 
 
 def _dpm_multistep(config: Any, name: str) -> tuple[str, dict[str, Any]]:
-    _refuse_unless(config, name, euler_at_final=False, solver_type="midpoint", variance_type=None)
+    _refuse_unless(config, name, variance_type=None)
     algorithm, order = config.get("algorithm_type", "dpmsolver++"), int(config.get("solver_order", 2))
-    lof = {"lower_order_final": bool(config.get("lower_order_final", True))}
+    lof = bool(config.get("lower_order_final", True))
+    euler_at_final, solver_type = (
+        bool(config.get("euler_at_final", False)),
+        config.get("solver_type", "midpoint"),
+    )
+    if algorithm == "dpmsolver++" and order == 1:
+        return "ddim", {}  # DPM-Solver++(1) is DDIM
     if algorithm == "dpmsolver++" and order in (2, 3):
-        return ("dpm_solver++2m" if order == 2 else "dpm_solver++3m"), lof
-    if algorithm == "sde-dpmsolver++" and order == 2:
-        return "dpm_solver++2m_sde", {"eta": 1.0, "lower_order_final": lof["lower_order_final"]}
+        options = {"lower_order_final": lof, "solver_type": solver_type, "euler_at_final": euler_at_final}
+        return ("dpm_solver++2m" if order == 2 else "dpm_solver++3m"), options
+    if algorithm == "sde-dpmsolver++" and order == 2 and solver_type == "midpoint" and not euler_at_final:
+        return "dpm_solver++2m_sde", {"eta": 1.0, "lower_order_final": lof}
     raise ValueError(
-        f"{name}(algorithm_type={algorithm!r}, solver_order={order}) has no identical diffsolve update "
-        "(matched: 'dpmsolver++' of order 2 or 3, 'sde-dpmsolver++' of order 2)"
+        f"{name}(algorithm_type={algorithm!r}, solver_order={order}, solver_type={solver_type!r}, "
+        f"euler_at_final={euler_at_final}) has no identical diffsolve update (matched: 'dpmsolver++' of order "
+        "1-3, 'sde-dpmsolver++' of order 2, midpoint, without euler_at_final)"
     )
 
 

@@ -68,7 +68,9 @@ def test_converges_at_its_theoretical_order(problem, paired, name):
     [("deis", {"basis": "log_rho"}, 3, 3),  # measured 2.93 over 128..512
      # groups of orders 1, 2, 3 whose last group is cut short (diffusers' lower_order_final): 2.66
      ("dpm_solver++_grouped", {"order": 3}, 2, 3),
-     ("dpm_solver++_grouped", {"order": 3, "solver_type": "heun"}, 2, 3)],  # 2.68
+     ("dpm_solver++_grouped", {"order": 3, "solver_type": "heun"}, 2, 3),  # 2.68
+     ("dpm_solver++2m", {"solver_type": "heun"}, 2, 2),  # 1.93
+     ("dpm_solver++3m", {"solver_type": "heun", "euler_at_final": True}, 2, 2)],  # 2.24
 )  # fmt: skip
 def test_an_options_variant_converges_at_its_order(problem, paired, name, options, lo, hi):
     _, sde, score = problem

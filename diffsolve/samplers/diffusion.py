@@ -172,13 +172,17 @@ def dpm_solver_pp_2m(
     return_trajectory: bool = False,
     callback: Callable[[Tensor], None] | None = None,
     lower_order_final: bool = True,
+    solver_type: str = "midpoint",
+    euler_at_final: bool = False,
 ) -> SolveOutput:
     r"""Multistep DPM-Solver++(2M) in data prediction (Lu et al. 2022b, Algorithm 2). Order 2, 1 NFE per step.
 
     $x_t = \frac{\sigma_t}{\sigma_s} x_s - \alpha_t (e^{-h} - 1)\,D$ with
-    $D = (1 + \tfrac{1}{2r})\hat x_0(x_s, s) - \tfrac{1}{2r}\hat x_0^{\text{prev}}$, $r = h_{\text{prev}}/h$;
-    the first step uses $D = \hat x_0(x_s, s)$ (first order), and so does the last with
-    `lower_order_final` on grids of fewer than 15 steps (samplers/multistep.py).
+    $D = (1 + \tfrac{1}{2r})\hat x_0(x_s, s) - \tfrac{1}{2r}\hat x_0^{\text{prev}}$, $r = h_{\text{prev}}/h$
+    ("midpoint"; "heun" weighs the difference $D_1 = (\hat x_0 - \hat x_0^{\text{prev}})/r$ by
+    $\varphi_2 = (e^{-h} - 1)/h + 1$ instead, as diffusers' `solver_type="heun"`); the first step uses
+    $D = \hat x_0(x_s, s)$ (first order), and so does the last with `lower_order_final` on grids of
+    fewer than 15 steps (samplers/multistep.py), or with `euler_at_final` on every grid.
 
     Args:
         score: A `Score`, called as `score(x, t)` with `t` of shape `(B,)`.
@@ -188,6 +192,8 @@ def dpm_solver_pp_2m(
         return_trajectory: Also keep the state at every grid time.
         callback: Called with each forward time `t` (0-d tensor) the score is evaluated at.
         lower_order_final: Take the last step at first order on grids of fewer than 15 steps.
+        solver_type: The second-order term's form, "midpoint" or "heun" (diffusers' names).
+        euler_at_final: Take the last step at first order on every grid.
 
     Returns:
         A `SolveOutput`: the samples at $\epsilon$, the NFE, and the trajectory if asked for.
@@ -195,7 +201,7 @@ def dpm_solver_pp_2m(
     ledger = ScoreLedger(score, sde, callback)
     times = grid.tolist()
     alpha, sigma, lam = _schedule(sde, grid)
-    first_order_last = lower_order_final and len(times) - 1 < 15
+    first_order_last = (lower_order_final and len(times) - 1 < 15) or euler_at_final
     old_x0: Tensor | None = None  # the previous step's data prediction (k-diffusion's old_denoised)
     h_prev = 0.0
 
@@ -207,6 +213,9 @@ def dpm_solver_pp_2m(
         # The last step to sigma = 0 is first order whatever the grid (h = inf there, as in diffusers).
         if old_x0 is None or sigma[i + 1] == 0 or (first_order_last and i == len(times) - 2):
             d = x0_hat
+        elif solver_type == "heun":  # -alpha_t phi_1 D = -alpha_t phi_1 x0_hat + alpha_t phi_2 D_1
+            d1 = (x0_hat - old_x0) / (h_prev / h)
+            d = x0_hat - ((math.expm1(-h) / h + 1.0) / math.expm1(-h)) * d1
         else:
             r = h_prev / h
             d = (1 + 1 / (2 * r)) * x0_hat - (1 / (2 * r)) * old_x0
@@ -312,6 +321,21 @@ def kdpm2(
     return run_on_grid(step, x_T, grid, ledger, return_trajectory)
 
 
+def _check_solver_type(value: object, name: str) -> None:
+    if value not in ("midpoint", "heun"):
+        raise ValueError(f"{name} must be 'midpoint' or 'heun', got {value!r}")
+
+
+SOLVER_TYPE = Option(
+    "midpoint", _check_solver_type, "the second-order term's form, 'midpoint' or 'heun' (as diffusers)"
+)
+"""The `solver_type` option of the DPM-Solver++ samplers (diffusers' name and values)."""
+EULER_AT_FINAL = Option(
+    False, check_bool, "first order on the last step of every grid (diffusers' euler_at_final)"
+)
+"""The `euler_at_final` option of the DPM-Solver++ multistep samplers."""
+
+
 def _on_grid(sampler: Callable[..., SolveOutput]) -> Callable[[SolveRequest], SolveOutput]:
     def run(req: SolveRequest) -> SolveOutput:
         return sampler(
@@ -342,7 +366,8 @@ for _solver in [
     _exponential("dpm_solver++2m", dpm_solver_pp_2m, 2, 1, (5, 10, 15, 20, 30, 50, 75, 100),
                  "DPM-Solver++(2M), multistep, data prediction (Lu et al. 2022b)", clean_end=True, velocity=True,
                  options={"lower_order_final": Option(True, check_bool, "first order on the last step of grids "
-                                                      "of fewer than 15 steps")}),
+                                                      "of fewer than 15 steps"),
+                          "solver_type": SOLVER_TYPE, "euler_at_final": EULER_AT_FINAL}),
     _exponential("edm_heun", edm_heun, 2, 2, (3, 5, 10, 20, 30, 40, 60),
                  "Karras et al.'s deterministic Heun sampler on the rho = 7 grid (EDM)", time_grid="karras",
                  clean_end=True),

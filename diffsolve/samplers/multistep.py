@@ -42,7 +42,7 @@ from torch import Tensor
 
 from ..sde import SDE
 from .base import SolveOutput, SolveRequest, run_on_grid
-from .diffusion import _schedule, prediction
+from .diffusion import EULER_AT_FINAL, SOLVER_TYPE, _schedule, prediction
 from .registry import SOLVERS, Option, Solver
 
 __all__ = ["dpm_solver_pp_3m", "unipc", "ipndm", "deis", "lms", "step_orders"]
@@ -59,6 +59,7 @@ def step_orders(
     *,
     to_clean_data: bool = False,
     from_zero_snr: bool = False,
+    euler_at_final: bool = False,
 ) -> list[int]:
     r"""The order of each of `steps` multistep steps: warm-up from 1, and down to 1 at the end if asked.
 
@@ -76,12 +77,13 @@ def step_orders(
         to_clean_data: The grid ends at $\sigma = 0$.
         from_zero_snr: The grid starts at $\alpha = 0$ ($\lambda = -\infty$): the model there (the data's
             mean) is never extrapolated from, so step i uses at most i older models.
+        euler_at_final: The last step is first order whatever the grid (diffusers' `euler_at_final`).
     """
     final = lower_order_final == "always" or (lower_order_final is True and steps < LOWER_ORDER_FINAL_BELOW)
     orders = [min(order, i + 1, steps - i if final else order) for i in range(steps)]
     if from_zero_snr:
         orders = [1] + [min(o, i) for i, o in enumerate(orders) if i > 0]
-    if to_clean_data:
+    if to_clean_data or euler_at_final:
         orders[-1] = 1
     return orders
 
@@ -122,13 +124,16 @@ def dpm_solver_pp_3m(req: SolveRequest) -> SolveOutput:
     - \alpha_{i+1}\varphi_3 D_2$. Orders 1 and 2 (warm-up, final steps) are DPM-Solver++(1) and (2M).
 
     Args:
-        req: The checked request (options: `lower_order_final`).
+        req: The checked request (options: `lower_order_final`, `solver_type` of the second-order steps,
+            `euler_at_final`).
     """
     model = _Model(req, data=True)
     alpha, sigma, lam = model.alpha, model.sigma, model.lam
     orders = step_orders(
-        3, len(lam) - 1, _lower_order_final(req), to_clean_data=sigma[-1] == 0, from_zero_snr=alpha[0] == 0
-    )
+        3, len(lam) - 1, _lower_order_final(req), to_clean_data=sigma[-1] == 0, from_zero_snr=alpha[0] == 0,
+        euler_at_final=req.options["euler_at_final"],
+    )  # fmt: skip
+    heun = req.options["solver_type"] == "heun"
     hist: list[Tensor] = []
 
     def step(x: Tensor, i: int) -> Tensor:
@@ -141,8 +146,10 @@ def dpm_solver_pp_3m(req: SolveRequest) -> SolveOutput:
         if order >= 2:
             r0 = (lam[i] - lam[i - 1]) / h
             d1_0 = (hist[-1] - hist[-2]) / r0
-            if order == 2:
-                return out.add_(d1_0, alpha=-0.5 * alpha[i + 1] * phi_1)
+            if order == 2:  # "heun": D_1 weighed by phi_2, as diffusers' solver_type="heun"
+                return out.add_(
+                    d1_0, alpha=alpha[i + 1] * (phi_1 / h + 1.0) if heun else -0.5 * alpha[i + 1] * phi_1
+                )
             r1 = (lam[i - 1] - lam[i - 2]) / h
             d1_1 = (hist[-2] - hist[-3]) / r1
             d1 = d1_0 + (r0 / (r0 + r1)) * (d1_0 - d1_1)
@@ -451,7 +458,8 @@ MULTISTEP_BUDGETS = (5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50)
 for _solver in [
     Solver("dpm_solver++3m", "diffusion", dpm_solver_pp_3m, 1, clean_end=True, velocity=True, order=2, default_steps=20,
            time_grid="logsnr",
-           options={"lower_order_final": LOWER_ORDER_FINAL}, budgets=MULTISTEP_BUDGETS, verified=True,
+           options={"lower_order_final": LOWER_ORDER_FINAL, "solver_type": SOLVER_TYPE, "euler_at_final": EULER_AT_FINAL},
+           budgets=MULTISTEP_BUDGETS, verified=True,
            description="DPM-Solver++(3M), multistep, data prediction (Lu et al. 2022b); third-order steps after "
                        "a first-order start, so second order overall"),
     Solver("unipc", "diffusion", unipc, 1, clean_end=True, velocity=True, order=4, default_steps=20, time_grid="logsnr",

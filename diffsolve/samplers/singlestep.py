@@ -51,7 +51,7 @@ from .._validation import check_bool
 from ..errors import NonFiniteError, StepSizeError
 from ..sde import SDE
 from .base import ScoreLedger, SolveOutput, SolveRequest, run_on_grid
-from .diffusion import _phi1, _refuse_clean_end, _schedule, first_order_update, prediction
+from .diffusion import SOLVER_TYPE, _phi1, _refuse_clean_end, _schedule, first_order_update, prediction
 from .grids import t_of_log_snr, time_grid
 from .registry import SOLVERS, Option, Solver
 
@@ -362,11 +362,6 @@ def _grouped_order(value: object, name: str) -> None:
         raise ValueError(f"{name} must be 1, 2 or 3, got {value!r}")
 
 
-def _solver_type(value: object, name: str) -> None:
-    if value not in ("midpoint", "heun"):
-        raise ValueError(f"{name} must be 'midpoint' or 'heun', got {value!r}")
-
-
 def _adaptive_order(value: object, name: str) -> None:
     if isinstance(value, bool) or value not in (2, 3):
         raise ValueError(f"{name} must be 2 (DPM-Solver-12) or 3 (DPM-Solver-23), got {value!r}")
@@ -404,7 +399,7 @@ for _solver in [
     Solver("dpm_solver++_grouped", "diffusion", dpm_solver_pp_grouped, 1, order=2, default_steps=20,
            time_grid="logsnr", clean_end=True, budgets=(6, 8, 10, 12, 15, 20, 25, 30, 40, 50), verified=True,
            options={"order": Option(2, _grouped_order, "the group's size p: orders 1, ..., p (1-3)"),
-                    "solver_type": Option("midpoint", _solver_type, "the second-order term's form (as diffusers)"),
+                    "solver_type": SOLVER_TYPE,
                     "lower_order_final": Option(True, check_bool, "cut the last group short (as diffusers)")},
            description="DPM-Solver++ single-step with its intermediate points on the grid, 1 NFE per step "
                        "(diffusers' DPMSolverSinglestepScheduler)"),
