@@ -149,6 +149,7 @@ class DiffusersUNet(nn.Module):
     ) -> None:
         super().__init__()
         self.unet, self.sde, self.timesteps = unet, sde, timesteps
+        self._timesteps_made: dict[tuple[float, torch.dtype, torch.device], Tensor] = {}
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         kwargs = {} if y is None else {"class_labels": y}
@@ -156,17 +157,15 @@ class DiffusersUNet(nn.Module):
         if self.timesteps is not None and one.numel() == 1:  # a scheduler's own timestep for this time
             given = self.timesteps.get(float(one.reshape(-1)[0]))  # (a host sync on an accelerator)
             if given is not None:
-                return self._call(
-                    x, torch.full((1,), given, dtype=x.dtype, device=x.device).expand(x.shape[0]), kwargs
-                )
-        if one.numel() == 1 and one.device.type == "cpu" and 0 <= float(one.reshape(-1)[0]) <= self.sde.T:
+                return self._call(x, self._constant(given, x).expand(x.shape[0]), kwargs)
+        if one.numel() == 1 and one.device.type == "cpu":
             # the same float64 arithmetic as below in Python floats (every grid solver's call on the CPU)
-            value = float(one.reshape(-1)[0]) * self.sde.N - 1
-            if value >= -1e-3:
+            time = float(one.reshape(-1)[0])
+            if 0 <= time <= self.sde.T and time * self.sde.N - 1 >= -1e-3:
+                value = time * self.sde.N - 1
                 near = round(value)
                 value = float(near) if abs(value - near) < 1e-3 else value
-                n = torch.full((1,), value, dtype=x.dtype).expand(x.shape[0])
-                return self._call(x, n, kwargs)
+                return self._call(x, self._constant(value, x).expand(x.shape[0]), kwargs)
         n = self.sde.timestep(one.double())
         if bool((n < -1e-3).any()):  # one sync per call, small beside a U-Net
             N = self.sde.N
@@ -179,6 +178,17 @@ class DiffusersUNet(nn.Module):
         near = n.round()
         n = torch.where((n - near).abs() < 1e-3, near, n).to(x.dtype).expand(x.shape[0])
         return self._call(x, n, kwargs)
+
+    def _constant(self, value: float, x: Tensor) -> Tensor:
+        """The timestep `value` as a `(1,)` tensor of `x`'s dtype and device, kept: a solve gives the network
+        each grid time's timestep once per batch, and the network only reads it."""
+        key = (value, x.dtype, x.device)
+        n = self._timesteps_made.get(key)
+        if n is None:
+            if len(self._timesteps_made) >= 4096:
+                self._timesteps_made.clear()
+            n = self._timesteps_made[key] = torch.full((1,), value, dtype=x.dtype, device=x.device)
+        return n
 
     def _call(self, x: Tensor, n: Tensor, kwargs: dict[str, Any]) -> Tensor:
         out = self.unet(x, n, **kwargs)
@@ -598,12 +608,13 @@ def _dpm_multistep(config: Any, name: str) -> tuple[str, dict[str, Any]]:
     if algorithm == "dpmsolver++" and order in (2, 3):
         options = {"lower_order_final": lof, "solver_type": solver_type, "euler_at_final": euler_at_final}
         return ("dpm_solver++2m" if order == 2 else "dpm_solver++3m"), options
-    if algorithm == "sde-dpmsolver++" and order == 2 and solver_type == "midpoint" and not euler_at_final:
+    if algorithm == "sde-dpmsolver++" and order == 2:
+        _refuse_unless(config, name, solver_type="midpoint", euler_at_final=False)
         return "dpm_solver++2m_sde", {"eta": 1.0, "lower_order_final": lof}
     raise ValueError(
         f"{name}(algorithm_type={algorithm!r}, solver_order={order}, solver_type={solver_type!r}, "
         f"euler_at_final={euler_at_final}) has no identical diffsolve update (matched: 'dpmsolver++' of order "
-        "1-3, 'sde-dpmsolver++' of order 2, midpoint, without euler_at_final)"
+        "1-3, 'sde-dpmsolver++' of order 2)"
     )
 
 

@@ -217,6 +217,8 @@ def check_chunked(
     """
     work = n if batch_size is None else min(n, batch_size)
     limit = memory_limit(device)[0]
+    if work * working + n * kept <= limit:
+        return
     fit = int((limit - n * kept) // working) if math.isfinite(limit) and working > 0 else 0
     hint = f"pass batch_size={fit:,} or less" if fit > 0 else f"the results alone do not fit: {too_many}"
     check_memory(what, work * working + n * kept, device=device, detail=detail, hint=hint)

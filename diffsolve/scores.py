@@ -89,15 +89,29 @@ class ScoreModel(nn.Module):
         `DistributedDataParallel` wrapper)."""
         return self(x, t, y, velocity=True)
 
-    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None, *, velocity: bool = False) -> Tensor:
+    def noise(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        r"""The noise prediction $\hat\epsilon = -\sigma_t s(x, t)$: an eps network's own output (no round
+        trip through the score), else computed from the score. `t` is `(B,)`. The same as
+        `model(x, t, y, noise=True)`, which goes through the module's call (and a DDP wrapper)."""
+        return self(x, t, y, noise=True)
+
+    def forward(
+        self, x: Tensor, t: Tensor, y: Tensor | None = None, *, velocity: bool = False, noise: bool = False
+    ) -> Tensor:
         out = self.net(x, t) if y is None else self.net(x, t, y)  # y: labels of a class-conditional net
         check_output(out, x, f"the network net(x, t) of this ScoreModel ({self.parameterization!r})")
+        if noise and self.parameterization == "eps":
+            return out
         if self.parameterization == "velocity":  # u = f x - g^2 s / 2, the probability-flow drift
             if velocity:
                 return out
             g2 = append_dims(self.sde.g2(t).to(x.dtype), x.dim())
-            return -2.0 * (out - self.sde.drift(x, t)) / g2
-        score = out if self.parameterization == "score" else self._score(out, x, t)
+            score = -2.0 * (out - self.sde.drift(x, t)) / g2
+        else:
+            score = out if self.parameterization == "score" else self._score(out, x, t)
+        if noise:
+            sigma = self.sde.log_alpha_sigma(shared_time(t))[1]
+            return score * append_dims(-sigma.to(x.dtype), x.dim())
         return self.sde.pf_drift(x, t, score) if velocity else score
 
     def _score(self, out: Tensor, x: Tensor, t: Tensor) -> Tensor:

@@ -20,6 +20,7 @@ References:
 from __future__ import annotations
 
 import abc
+import functools
 import math
 import numbers
 import warnings
@@ -215,11 +216,12 @@ class SDE(abc.ABC):
         g2 = append_dims(self._g2(t).to(x.dtype), x.dim())
         return append_dims(self._f(t).to(x.dtype), x.dim()) * x - 0.5 * g2 * score
 
-    @property
+    @functools.cached_property
     def zero_terminal_snr(self) -> bool:
         r"""Whether $\alpha_T = 0$: the marginal at T is the prior itself and holds nothing of the data
         (`RectifiedFlow(T=1)`). The score there is the prior's and does not determine the velocity,
-        so only a solver that steps on a velocity model's output (`Solver.velocity`) starts there."""
+        so only a solver that steps on a velocity model's output (`Solver.velocity`) starts there.
+        Computed once (every solve asks)."""
         return float(self.marginal(torch.tensor([self.T], dtype=torch.float64))[0][0]) == 0.0
 
     def __repr__(self) -> str:
@@ -227,6 +229,8 @@ class SDE(abc.ABC):
         return f"{type(self).__name__}({args})"
 
     def __eq__(self, other: object) -> bool:
+        if self is other:  # every solve compares its SDE with its model's, most often the same object
+            return True
         return type(self) is type(other) and self.params() == other.params()  # type: ignore[attr-defined]
 
     def __hash__(self) -> int:

@@ -35,7 +35,7 @@ from torch import Tensor
 
 from .._validation import check_positive
 from .base import SolveOutput, SolveRequest, run_on_grid
-from .diffusion import _schedule, prediction
+from .diffusion import _schedule
 from .grids import t_of_log_snr
 from .multistep import LOWER_ORDER_FINAL
 from .noise import NOISE_REMOVAL
@@ -102,7 +102,7 @@ def euler_ancestral(req: SolveRequest) -> SolveOutput:
     _check_eta(eta, rho, noise, req.solver)
 
     def step(x: Tensor, i: int) -> Tensor:
-        eps_hat = ledger(x, times[i]).mul(-sigma[i])
+        eps_hat = ledger.noise(x, times[i], sigma=sigma[i])
         z = noise(i)
         up = (
             0.0
@@ -186,7 +186,7 @@ def dpm_solver_pp_2m_sde(req: SolveRequest) -> SolveOutput:
     prev: list[Tensor] = []
 
     def step(x: Tensor, i: int) -> Tensor:
-        m = prediction(x, ledger(x, times[i]), alpha=alpha[i], sigma=sigma[i], data=True)
+        m = ledger.data(x, times[i], alpha=alpha[i], sigma=sigma[i])
         h = lam[i + 1] - lam[i]
         z = noise(i)
         eta_h = 0.0 if z is None else eta * h

@@ -149,7 +149,7 @@ def ddim(
             x0_hat = ledger.data(x, times[i], alpha=alpha[i], sigma=sigma[i])
             kw = {"a_s": alpha[i], "sig_s": sigma[i], "a_t": alpha[i + 1], "sig_t": sigma[i + 1]}
             return first_order_update(x, x0_hat, h=math.inf, data=True, **kw)
-        eps_hat = -sigma[i] * ledger(x, times[i])
+        eps_hat = ledger.noise(x, times[i], sigma=sigma[i])
         return first_order_update(
             x,
             eps_hat,
@@ -264,11 +264,11 @@ def edm_heun(
         t_cur, t_next = times[i], times[i + 1]
         d_sigma = sigma_tilde[i + 1] - sigma_tilde[i]
         x_tilde = x / alpha[i]
-        d = -sigma[i] * ledger(x, t_cur)  # d x_tilde / d sigma_tilde = eps_hat
+        d = ledger.noise(x, t_cur, sigma=sigma[i])  # d x_tilde / d sigma_tilde = eps_hat
         x_tilde_euler = x_tilde + d_sigma * d
         if sigma[i + 1] == 0:
             return alpha[i + 1] * x_tilde_euler
-        d_prime = -sigma[i + 1] * ledger(alpha[i + 1] * x_tilde_euler, t_next)
+        d_prime = ledger.noise(alpha[i + 1] * x_tilde_euler, t_next, sigma=sigma[i + 1])
         return alpha[i + 1] * (x_tilde + d_sigma * (d + d_prime) / 2)
 
     return run_on_grid(step, x_T, grid, ledger, return_trajectory)
@@ -311,11 +311,11 @@ def kdpm2(
 
     def step(x: Tensor, i: int) -> Tensor:
         x_tilde = x / alpha[i]
-        d = -sigma[i] * ledger(x, times[i])  # d x_tilde / d sigma_tilde = eps_hat
+        d = ledger.noise(x, times[i], sigma=sigma[i])  # d x_tilde / d sigma_tilde = eps_hat
         if sigma[i + 1] == 0:
             return x_tilde.add_(d, alpha=-sigma_tilde[i]).mul_(alpha[i + 1])
         x_mid = torch.add(x_tilde, d, alpha=sigma_m[i] / alpha_m[i] - sigma_tilde[i]).mul_(alpha_m[i])
-        d_mid = -sigma_m[i] * ledger(x_mid, float(mids[i]))
+        d_mid = ledger.noise(x_mid, float(mids[i]), sigma=sigma_m[i])
         return x_tilde.add_(d_mid, alpha=sigma_tilde[i + 1] - sigma_tilde[i]).mul_(alpha[i + 1])
 
     return run_on_grid(step, x_T, grid, ledger, return_trajectory)

@@ -42,7 +42,7 @@ from torch import Tensor
 
 from ..sde import SDE
 from .base import SolveOutput, SolveRequest, run_on_grid
-from .diffusion import EULER_AT_FINAL, SOLVER_TYPE, _schedule, prediction
+from .diffusion import EULER_AT_FINAL, SOLVER_TYPE, _schedule
 from .registry import SOLVERS, Option, Solver
 
 __all__ = ["dpm_solver_pp_3m", "unipc", "ipndm", "deis", "lms", "step_orders"]
@@ -105,8 +105,7 @@ class _Model:
                 "noise prediction cannot start at alpha = 0 (zero terminal SNR: its step divides by alpha); "
                 "use the data prediction (unipc's prediction='data', the default)"
             )
-        score = self.ledger(x, self.times[i])
-        return prediction(x, score, alpha=self.alpha[i], sigma=self.sigma[i], data=False)
+        return self.ledger.noise(x, self.times[i], sigma=self.sigma[i])
 
 
 def _lower_order_final(req: SolveRequest) -> bool | str:

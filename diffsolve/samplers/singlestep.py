@@ -51,7 +51,7 @@ from .._validation import check_bool
 from ..errors import NonFiniteError, StepSizeError
 from ..sde import SDE
 from .base import ScoreLedger, SolveOutput, SolveRequest, run_on_grid
-from .diffusion import SOLVER_TYPE, _phi1, _refuse_clean_end, _schedule, first_order_update, prediction
+from .diffusion import SOLVER_TYPE, _phi1, _refuse_clean_end, _schedule, first_order_update
 from .grids import t_of_log_snr, time_grid
 from .registry import SOLVERS, Option, Solver
 
@@ -97,7 +97,7 @@ class SinglestepDPMSolver:
 
     def model(self, x: Tensor, t: float, a: float, s: float) -> Tensor:
         """$\\hat x_0$ (data) or $\\hat\\epsilon$ at `(x, t)`: one NFE."""
-        return prediction(x, self.ledger(x, t), alpha=a, sigma=s, data=self.data)
+        return self.ledger.data(x, t, alpha=a, sigma=s) if self.data else self.ledger.noise(x, t, sigma=s)
 
     def step(
         self,
