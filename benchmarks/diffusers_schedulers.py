@@ -1,6 +1,6 @@
 """The NFE each diffusers scheduler and each diffsolve sampler needs under the distribution judge.
 
-    python benchmarks/diffusers_schedulers.py [--small] [--out DIR]
+    python benchmarks/diffusers_schedulers.py [--small] [--out DIR] [--ours A,B] [--schedulers X,Y]
 
 ring2d's exact score on the DDPM schedule (`DiscreteVPSDE`: linear betas 1e-4..0.02, 1000 steps).
 Every deterministic diffusers scheduler runs its own loop (`samplers.register_scheduler`: the
@@ -52,14 +52,30 @@ def main() -> None:
     )
     parser.add_argument("--small", action="store_true", help="one seed, n = 2000, four solvers, four budgets")
     parser.add_argument("--out", default=None, help="also write the comparison's CSV/JSON/Markdown here")
+    parser.add_argument(
+        "--ours",
+        default=",".join(OURS),
+        help=f"diffsolve's samplers, comma-separated (default: {','.join(OURS)})",
+    )
+    parser.add_argument(
+        "--schedulers", default=None,
+        help="diffusers' schedulers, comma-separated names after 'diffusers:' (default: all; '' for none)",
+    )  # fmt: skip
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     made = schedulers()
+    if args.schedulers is not None:
+        wanted = {f"diffusers:{name}" for name in args.schedulers.split(",") if name}
+        unknown = wanted - set(made)
+        if unknown:
+            parser.error(f"--schedulers: unknown {sorted(unknown)}; known: {', '.join(sorted(made))}")
+        made = {name: make for name, make in made.items() if name in wanted}
     if args.small:
         made = dict(list(made.items())[:2])
     names = [register_scheduler(make, name).name for name, make in made.items()]
     try:
-        ours = OURS[:2] if args.small else OURS
+        ours = [name for name in args.ours.split(",") if name]
+        ours = ours[:2] if args.small else ours
         sde, ring = ds.DiscreteVPSDE(), ds.GaussianMixture.ring2d()
         budgets = [10, 20, 40, 75] if args.small else BUDGETS
         table = compare(

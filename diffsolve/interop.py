@@ -341,10 +341,12 @@ def scheduler_times(scheduler: Any, num_inference_steps: int, *, mu: float | Non
     one a stride below, so their timesteps must be evenly strided, and the last step lands a stride
     below the last timestep or, past the first, at $t = 0$ (the clean data, $\bar\alpha = 1$) when the
     scheduler sets `set_alpha_to_one` and $t_0 = 1/N$ otherwise. The sigma-list schedulers
-    (DPMSolverMultistep/Singlestep, UniPC, DEIS, Euler, Heun, ...) step from each timestep to the
-    next, any spacing, and end at their `final_sigmas_type`: $t = 0$ for `"zero"`, $t = 1/N$ (timestep
-    0's sigma_min) otherwise. The flow-matching schedulers' times are their sigmas (shifted, dynamically
-    shifted by `mu`, or any other schedule of theirs), from 1 to 0. Sample on it with `ds.sample(score,
+    (DPMSolverMultistep/Singlestep, UniPC, DEIS, Euler, Heun, LMS, KDPM2, ...) step from each timestep
+    to the next, any spacing, and end where their last sigma says: $t = 0$ for 0 (LMS, KDPM2, Euler,
+    `final_sigmas_type="zero"`), $t = 1/N$ for timestep 0's sigma_min (DEIS, `"sigma_min"`); KDPM2's
+    midpoint timesteps are not grid points (`kdpm2` makes its own midpoints). The flow-matching
+    schedulers' times are their sigmas (shifted, dynamically shifted by `mu`, or any other schedule of
+    theirs), from 1 to 0. Sample on it with `ds.sample(score,
     sde, x_T=x, solver=..., time_grid=grid, eps=grid[-1])`, starting from the scheduler's initial noise.
 
     Args:
