@@ -407,15 +407,17 @@ def _check_explicit_grid(
         raise ValueError(f"an explicit time_grid applies to {offer}; not to {method.name!r}")
     if grid.dim() != 1 or grid.numel() < 2 or not grid.dtype.is_floating_point:
         raise ValueError(f"time_grid must be a 1-D float tensor of >= 2 times, got {describe(grid)}")
-    g = grid.detach().to("cpu", torch.float64).clone()  # ends are snapped below: never the caller's tensor
-    if not bool(torch.isfinite(g).all()) or not bool((g[1:] <= g[:-1]).all()):
-        raise ValueError(f"time_grid must be finite and decreasing, got {g.tolist()}")
-    g = torch.cat([g[:1], g[1:][g[1:] < g[:-1]]])  # drop zero-length steps
+    times = grid.detach().to("cpu", torch.float64).tolist()  # checked in Python floats: grids are short
+    steps_of = list(zip(times[:-1], times[1:], strict=True))
+    if not all(math.isfinite(v) for v in times) or any(b > a for a, b in steps_of):
+        raise ValueError(f"time_grid must be finite and decreasing, got {times}")
+    times = times[:1] + [b for a, b in steps_of if b < a]  # drop zero-length steps
     T = float(sde.T)
-    if g.numel() < 2 or float(g[-1]) < 0 or float(g[0]) > T * (1 + 1e-9):
-        raise ValueError(f"time_grid must decrease within [0, T = {T}], got {float(g[0])} to {float(g[-1])}")
-    if abs(float(g[-1]) - eps) > 1e-9 * T:
-        raise ValueError(f"time_grid must end at eps = {eps}, got {float(g[-1])} (pass eps=time_grid[-1])")
+    if len(times) < 2 or times[-1] < 0 or times[0] > T * (1 + 1e-9):
+        raise ValueError(f"time_grid must decrease within [0, T = {T}], got {times[0]} to {times[-1]}")
+    if abs(times[-1] - eps) > 1e-9 * T:
+        raise ValueError(f"time_grid must end at eps = {eps}, got {times[-1]} (pass eps=time_grid[-1])")
+    g = torch.tensor(times, dtype=torch.float64)  # ends are snapped below: never the caller's tensor
     if _is_zero(eps) and not method.clean_end:
         can = ", ".join(s.name for s in solvers() if s.clean_end)
         raise ValueError(

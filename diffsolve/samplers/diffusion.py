@@ -58,9 +58,18 @@ __all__ = [
 
 
 def _schedule(sde: SDE, times: Tensor) -> tuple[list[float], list[float], list[float]]:
-    r"""$\alpha_t$, $\sigma_t$ and $\lambda_t = \log(\alpha_t/\sigma_t)$ at `times`, as float64 Python lists."""
-    log_alpha, sigma = sde.log_alpha_sigma(times.double())
-    return log_alpha.exp().tolist(), sigma.tolist(), (log_alpha - sigma.log()).tolist()
+    r"""$\alpha_t$, $\sigma_t$ and $\lambda_t = \log(\alpha_t/\sigma_t)$ at `times`, as float64 Python lists.
+
+    Kept per SDE and grid (a loop that samples batch after batch on one grid computes them once)."""
+    key = tuple(times.tolist())
+    cache = sde.__dict__.setdefault("_schedules", {})
+    if key not in cache:
+        log_alpha, sigma = sde.log_alpha_sigma(times.double())
+        if len(cache) >= 64:
+            cache.clear()
+        cache[key] = (log_alpha.exp().tolist(), sigma.tolist(), (log_alpha - sigma.log()).tolist())
+    alpha, sigma, lam = cache[key]
+    return list(alpha), list(sigma), list(lam)
 
 
 def first_order_update(
