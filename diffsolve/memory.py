@@ -108,6 +108,16 @@ def set_memory_limit(nbytes: float | str | None) -> None:
     _limit, _set = (math.inf if value is None else float(value)), True
 
 
+ALWAYS_FITS = 16 * 2**20
+"""Estimates up to this many bytes are not checked against the default limit (reading the available
+memory costs more than such a call's work; a machine with under 32 MiB free fails anyway). A limit set
+by `set_memory_limit` or `DIFFSOLVE_MEMORY_LIMIT` is always checked."""
+
+
+def _default_and_small(nbytes: float) -> bool:
+    return nbytes <= ALWAYS_FITS and not _set and ENV not in os.environ
+
+
 def memory_limit(device: torch.device | str = "cpu") -> tuple[float, str]:
     """The limit that applies to a call on `device` now, and where it comes from.
 
@@ -150,6 +160,8 @@ def check_memory(
     Raises:
         MemoryBudgetError: If `nbytes` is above `memory_limit(device)`.
     """
+    if _default_and_small(nbytes):
+        return
     limit, source = memory_limit(device)
     if nbytes <= limit:
         return
@@ -216,6 +228,8 @@ def check_chunked(
         too_many: What to do when even the kept results do not fit.
     """
     work = n if batch_size is None else min(n, batch_size)
+    if _default_and_small(work * working + n * kept):
+        return
     limit = memory_limit(device)[0]
     if work * working + n * kept <= limit:
         return
