@@ -7,8 +7,9 @@ network from the same noise: diffusers' `scheduler.step` loop, and `ds.sample(sc
 x_T=x, **match_scheduler(scheduler, k))` with `score = interop.from_diffusers(net, scheduler)`. Two
 networks: ring2d's exact eps-model written as a diffusers-style module (`net(x, timestep).sample`),
 batch 5000, where the loop's own overhead shows; and a small random `UNet2DModel` on 1x8x8 images,
-batch 1, where per-call costs show. Printed: the median wall time of 15 runs of each (the two loops
-alternating), per NFE, and their ratio (ours / theirs), all measured in this run on this machine.
+batch 1, where per-call costs show. Printed: the median wall time of 31 runs of each (the two loops
+alternating, after one untimed round), per NFE, and the median over rounds of each round's ratio
+(ours / theirs, the two runs back to back), all measured in this run on this machine.
 """
 
 from __future__ import annotations
@@ -53,16 +54,17 @@ def their_loop(net: nn.Module, scheduler, x: torch.Tensor, steps: int) -> torch.
     return x
 
 
-def timed(fns, runs: int) -> list[float]:
-    """The median wall time of each function over `runs` rounds, the functions alternating within a
-    round, so that a slow spell of a shared machine falls on both loops alike."""
+def timed(fns, runs: int) -> list[list[float]]:
+    """The wall times of each function over `runs` rounds, the functions alternating within a round,
+    so that a slow spell of a shared machine falls on both loops alike (after one untimed round)."""
     times = [[] for _ in fns]
-    for _ in range(runs):
+    for round_ in range(runs + 1):
         for fn, out in zip(fns, times, strict=True):
             start = time.perf_counter()
             fn()
-            out.append(time.perf_counter() - start)
-    return [statistics.median(t) for t in times]
+            if round_:
+                out.append(time.perf_counter() - start)
+    return times
 
 
 def main() -> None:
@@ -82,7 +84,7 @@ def main() -> None:
     }
     if args.small:
         schedulers = dict(list(schedulers.items())[:2])
-    steps, runs = (10, 3) if args.small else (25, 15)
+    steps, runs = (10, 3) if args.small else (25, 31)
     sde = ds.DiscreteVPSDE()
     torch.manual_seed(0)
     unet = diffusers.UNet2DModel(
@@ -109,13 +111,16 @@ def main() -> None:
                 ours = ds.sample(score, score.sde, x_T=x, progress=False, **kw)
                 diff = float((ours.samples - theirs).abs().max() / theirs.abs().max())
                 solve = functools.partial(ds.sample, score, score.sde, x_T=x, progress=False, **kw)
-                t_theirs, t_ours = timed(
+                theirs_s, ours_s = timed(
                     [functools.partial(their_loop, net, scheduler, x, steps), solve], runs
                 )
-                t_theirs, t_ours = t_theirs / steps, t_ours / ours.nfe
+                # the ratio of each round's two times (a pair run back to back), its median over rounds
+                ratio = statistics.median(
+                    (o / ours.nfe) / (t / steps) for o, t in zip(ours_s, theirs_s, strict=True)
+                )
+                t_theirs, t_ours = statistics.median(theirs_s) / steps, statistics.median(ours_s) / ours.nfe
                 print(
-                    f"| {label} | {name} | {1e3 * t_theirs:.3f} | {1e3 * t_ours:.3f} | {t_ours / t_theirs:.2f} | "
-                    f"{diff:.1e} |"
+                    f"| {label} | {name} | {1e3 * t_theirs:.3f} | {1e3 * t_ours:.3f} | {ratio:.3f} | {diff:.1e} |"
                 )
 
 
