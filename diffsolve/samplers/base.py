@@ -152,7 +152,7 @@ class ScoreLedger(ScoreCalls):
         where the score has a `noise` method (`ScoreModel`), without the round trip through the score."""
         own = getattr(self.score, "noise", None)
         if own is None:
-            return self(x, t).mul_(-sigma)
+            return self(x, t).mul(-sigma)  # out of place: a score may return a tensor it keeps
         tb = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[0])
         return self.evaluate(x, tb, tb[0], score=own)
 
