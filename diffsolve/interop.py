@@ -561,18 +561,14 @@ def _exact_match(scheduler: Any, steps: int, score: Any, x_T: Tensor | None) -> 
     grid = torch.cat([inner, torch.zeros(int((sigmas == 0).sum()), dtype=torch.float64)])
     if abs(float(grid[0]) - sde.T) <= 1e-9 * sde.T:
         grid[0] = sde.T  # as sample() snaps it, so that the table is keyed by the time the solve passes
+    pairs = list(zip(grid.tolist(), timesteps.tolist(), strict=False))  # (time, the scheduler's timestep)
+    if mid_timesteps is not None:  # the midpoints kdpm2 evaluates at, and the scheduler's timesteps there
+        pairs += zip(sde.log_snr_midpoints(grid)[:-1].tolist(), mid_timesteps.tolist(), strict=True)
     table = {
         float(torch.tensor(t, dtype=dtype)): float(n)
-        for t, n in zip(grid.tolist(), timesteps.tolist(), strict=False)
+        for t, n in pairs
         for dtype in (torch.float32, torch.float64)
     }
-    if mid_timesteps is not None:  # the midpoints kdpm2 evaluates at, and the scheduler's timesteps there
-        mids = sde.log_snr_midpoints(grid)
-        table.update(
-            {float(torch.tensor(t, dtype=dtype)): float(n)
-             for t, n in zip(mids[:-1].tolist(), mid_timesteps.tolist(), strict=True)
-             for dtype in (torch.float32, torch.float64)}
-        )  # fmt: skip
     exact_score = ScoreModel(DiffusersUNet(net.unet, sde, timesteps=table), sde, score.parameterization)
     exact_score.scheduler = scheduler
     out = {"score": exact_score, "solver": solver, "time_grid": grid, "eps": grid[-1], **options}

@@ -147,21 +147,25 @@ class ScoreLedger(ScoreCalls):
         tb = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[0])
         return self.evaluate(x, tb, tb[0], score=own)
 
+    def _predicts_noise(self) -> bool:
+        """Whether the score is an eps network's (`ScoreModel(..., "eps")`), whose output is the noise
+        prediction itself; for any other the samplers' own sigma turns the score into it."""
+        return getattr(self.score, "parameterization", None) == "eps" and hasattr(self.score, "noise")
+
     def noise(self, x: Tensor, t: float, *, sigma: float) -> Tensor:
         r"""The noise prediction $\hat\epsilon = -\sigma s$ at `t` (one NFE): an eps network's own output
-        where the score has a `noise` method (`ScoreModel`), without the round trip through the score."""
-        own = getattr(self.score, "noise", None)
-        if own is None:
+        (`ScoreModel.noise`), without the round trip through the score, else from the score."""
+        if not self._predicts_noise():
             return self(x, t).mul(-sigma)  # out of place: a score may return a tensor it keeps
         tb = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[0])
-        return self.evaluate(x, tb, tb[0], score=own)
+        return self.evaluate(x, tb, tb[0], score=self.score.noise)
 
     def data(self, x: Tensor, t: float, *, alpha: float, sigma: float) -> Tensor:
         r"""The data prediction $\hat x_0$ at `t` (one NFE): $(x + \sigma^2 s)/\alpha$ (from a noise
         prediction, $(x - \sigma\hat\epsilon)/\alpha$), or where $\alpha = 0$ (a path's zero terminal SNR,
         where the score does not determine it) from the velocity, $\hat x_0 = (v - \dot\sigma
         x/\sigma)/\dot\alpha$ (an `AffinePath`'s derivatives; $x - v$ on the straight path)."""
-        if alpha > 0 and hasattr(self.score, "noise"):
+        if alpha > 0 and self._predicts_noise():
             return torch.add(x, self.noise(x, t, sigma=sigma), alpha=-sigma).div_(alpha)
         if alpha > 0:
             return prediction(x, self(x, t), alpha=alpha, sigma=sigma, data=True)

@@ -314,8 +314,9 @@ def kdpm2(
     ledger = ScoreLedger(score, sde, callback)
     times = grid.tolist()
     alpha, sigma, _ = _schedule(sde, grid)
-    mids = sde.log_snr_midpoints(grid)
-    alpha_m, sigma_m, _ = _schedule(sde, mids.nan_to_num(times[0]))
+    mid_times = sde.log_snr_midpoints(grid).nan_to_num(times[0])  # (no midpoint on a last step to 0)
+    alpha_m, sigma_m, _ = _schedule(sde, mid_times)
+    mids = mid_times.tolist()
     sigma_tilde = [s / a for a, s in zip(alpha, sigma, strict=True)]
 
     def step(x: Tensor, i: int) -> Tensor:
@@ -324,7 +325,7 @@ def kdpm2(
         if sigma[i + 1] == 0:
             return x_tilde.add_(d, alpha=-sigma_tilde[i]).mul_(alpha[i + 1])
         x_mid = torch.add(x_tilde, d, alpha=sigma_m[i] / alpha_m[i] - sigma_tilde[i]).mul_(alpha_m[i])
-        d_mid = ledger.noise(x_mid, float(mids[i]), sigma=sigma_m[i])
+        d_mid = ledger.noise(x_mid, mids[i], sigma=sigma_m[i])
         return x_tilde.add_(d_mid, alpha=sigma_tilde[i + 1] - sigma_tilde[i]).mul_(alpha[i + 1])
 
     return run_on_grid(step, x_T, grid, ledger, return_trajectory)
